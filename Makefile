@@ -1,0 +1,43 @@
+# modelhost — `make serve` and `make test` work on a fresh machine (Python 3.11, Debian).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+# torch is pinned in the same pip command as sentence-transformers, so no resolver reaches for a CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: install serve test test-unit lint typecheck bench docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH) -e '.[defaults,dev]'
+	touch $(STAMP)
+
+serve: install
+	$(VENV)/bin/modelhost serve
+
+test: install
+	$(VENV)/bin/pytest
+
+test-unit: install
+	$(VENV)/bin/pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/bench_embeddings.py
+
+docs: install
+	$(PY) -m modelhost.config > docs/configuration-reference.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

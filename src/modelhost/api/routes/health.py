@@ -1,0 +1,53 @@
+"""``GET /api/health`` and ``GET /metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import modelhost
+from modelhost.api.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+#: Libraries the serve process must never load (DESIGN rule 1); reported so anyone can check.
+ML_MODULES = (
+    "torch",
+    "transformers",
+    "sentence_transformers",
+    "onnxruntime",
+    "ctranslate2",
+    "faster_whisper",
+    "llama_cpp",
+    "tokenizers",
+    "numpy",
+    "modelhost.backends",
+)
+
+
+def loaded_ml_modules() -> list[str]:
+    return sorted(name for name in ML_MODULES if name in sys.modules)
+
+
+@router.get("/api/health", summary="Server and worker status")
+async def health(services: ServicesDep) -> dict[str, Any]:
+    coordinator = services.coordinator
+    return {
+        "status": "ok",
+        "version": modelhost.__version__,
+        "pid": os.getpid(),
+        "workers": coordinator.workers(),
+        "gpu_lock": coordinator.gpu_lock(),
+        "gpu_policy": services.runtime.current.gpu_policy,
+        "queue_depth": coordinator.queue_depths(),
+        "ml_modules_loaded": loaded_ml_modules(),
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(services: ServicesDep) -> Response:
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

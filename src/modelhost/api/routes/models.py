@@ -1,0 +1,64 @@
+"""The model catalog: ``GET /v1/models`` in OpenAI's shape, plus native create/update/delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from modelhost.api.deps import CatalogDep, CoordinatorDep
+from modelhost.api.errors import error_responses
+from modelhost.catalog.backends import BUILTIN_BACKENDS, TASKS
+from modelhost.catalog.models import ModelCreate, ModelEntry, ModelUpdate
+
+router = APIRouter(tags=["models"])
+
+
+def model_object(entry: ModelEntry) -> dict[str, Any]:
+    created = int(entry.created_at.timestamp()) if entry.created_at else 0
+    return {
+        "id": entry.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "modelhost" if entry.builtin else "user",
+        **entry.model_dump(mode="json", exclude={"id", "created_at"}),
+    }
+
+
+@router.get("/v1/models", summary="List models (OpenAI-compatible)")
+async def list_models(catalog: CatalogDep, task: str | None = Query(None, description="only this task")) -> dict[str, Any]:
+    return {"object": "list", "data": [model_object(e) for e in catalog.list(task)]}
+
+
+@router.get("/v1/backends", summary="Built-in backends and tasks")
+async def list_backends() -> dict[str, Any]:
+    return {
+        "tasks": list(TASKS),
+        "backends": [
+            {"name": b.name, "tasks": list(b.tasks), "extra": b.extra, "description": b.description}
+            for b in BUILTIN_BACKENDS.values()
+        ],
+    }
+
+
+@router.get("/v1/models/{model_id:path}", summary="Retrieve a model", responses=error_responses(404))
+async def get_model(model_id: str, catalog: CatalogDep) -> dict[str, Any]:
+    return model_object(catalog.get_or_raise(model_id))
+
+
+@router.post("/v1/models", status_code=201, summary="Add a model", responses=error_responses(400, 409, 422))
+async def create_model(body: ModelCreate, catalog: CatalogDep) -> dict[str, Any]:
+    return model_object(await run_in_threadpool(catalog.create, body))
+
+
+@router.patch("/v1/models/{model_id:path}", summary="Change a model", responses=error_responses(400, 404, 422))
+async def update_model(model_id: str, body: ModelUpdate, catalog: CatalogDep) -> dict[str, Any]:
+    return model_object(await run_in_threadpool(catalog.update, model_id, body))
+
+
+@router.delete("/v1/models/{model_id:path}", summary="Remove a model", responses=error_responses(404, 409))
+async def delete_model(model_id: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> dict[str, Any]:
+    await run_in_threadpool(catalog.delete, model_id)
+    await coordinator.stop_worker(model_id)
+    return {"id": model_id, "object": "model", "deleted": True}

@@ -1,0 +1,33 @@
+"""Worker processes: list them, stop one (its memory is freed; it respawns on next use)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from modelhost.api.deps import CoordinatorDep
+from modelhost.api.errors import error_responses
+from modelhost.errors import NotFound
+
+router = APIRouter(tags=["workers"])
+
+
+@router.get("/v1/workers", summary="Running workers")
+async def list_workers(coordinator: CoordinatorDep) -> dict[str, Any]:
+    return {"object": "list", "data": coordinator.workers()}
+
+
+@router.get("/v1/workers/{model_id:path}/info", summary="A worker's own report", responses=error_responses(404))
+async def worker_info(model_id: str, coordinator: CoordinatorDep) -> dict[str, Any]:
+    info = await coordinator.worker_info(model_id)
+    if info is None:
+        raise NotFound(f"no running worker for model {model_id!r}", param="model_id", code="worker_not_running")
+    return info
+
+
+@router.delete("/v1/workers/{model_id:path}", summary="Stop a model's worker", responses=error_responses(404))
+async def stop_worker(model_id: str, coordinator: CoordinatorDep) -> dict[str, Any]:
+    if not await coordinator.stop_worker(model_id):
+        raise NotFound(f"no running worker for model {model_id!r}", param="model_id", code="worker_not_running")
+    return {"model": model_id, "stopped": True}

@@ -1,0 +1,46 @@
+"""The shared objects of one app (database, catalog, runtime settings, coordinator) and how they are built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelhost.catalog.builtin import BUILTIN_MODELS
+from modelhost.catalog.envs import EnvManager
+from modelhost.catalog.models import Catalog
+from modelhost.config import Settings
+from modelhost.coordinator.coordinator import Coordinator
+from modelhost.metrics import Metrics
+from modelhost.runtime_settings import RuntimeSettingsStore
+from modelhost.storage.db import build_engine, build_sessionmaker, migrate
+
+
+@dataclass
+class Services:
+    """Shared objects of one app, reached by routes through ``modelhost.api.deps``."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    catalog: Catalog
+    runtime: RuntimeSettingsStore
+    envs: EnvManager
+    coordinator: Coordinator
+    metrics: Metrics
+
+
+def build_services(settings: Settings, metrics: Metrics) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = build_engine(settings.resolved_database_url)
+    migrate(engine)
+    sessions = build_sessionmaker(engine)
+    envs = EnvManager(settings.envs_dir)
+    catalog = Catalog(sessions, envs.exists)
+    catalog.register_builtins(BUILTIN_MODELS)
+    runtime = RuntimeSettingsStore(sessions)
+    runtime.load()
+    coordinator = Coordinator(settings, runtime, envs, metrics)
+    catalog.on_change.append(coordinator.model_changed)
+    return Services(settings, engine, sessions, catalog, runtime, envs, coordinator, metrics)

@@ -1,0 +1,1 @@
+"""The model catalog, the backend registry and Python environments (all ML-free)."""

@@ -1,0 +1,73 @@
+"""Registry of built-in backends: a name, the tasks it serves and where its class lives.
+
+The API process uses this table only as data; the class is imported by the worker. A catalog entry may also
+name any ``package.module:ClassName`` subclass of ``modelhost.backends.base.Backend`` (bring your own backend).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TASKS = (
+    "embeddings",
+    "rerank",
+    "ocr",
+    "image-captioning",
+    "text-generation",
+    "speech-recognition",
+    "voice-activity",
+    "speaker-embedding",
+    "speaker-diarization",
+    "text-to-speech",
+    "reference-voice-speech",
+)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    reference: str
+    tasks: tuple[str, ...]
+    extra: str
+    description: str
+
+
+BUILTIN_BACKENDS: dict[str, BackendInfo] = {
+    info.name: info
+    for info in (
+        BackendInfo(
+            "sentence-transformers",
+            "modelhost.backends.embeddings_sentence_transformers:SentenceTransformersEmbeddings",
+            ("embeddings",),
+            "embeddings",
+            "sentence-transformers models (torch): a local directory, a package or a hub id",
+        ),
+        BackendInfo(
+            "onnx",
+            "modelhost.backends.embeddings_onnx:OnnxEmbeddings",
+            ("embeddings",),
+            "onnx",
+            "ONNX Runtime encoder with a tokenizer.json, mean pooling (no torch)",
+        ),
+    )
+}
+
+
+def backend_reference(name: str) -> str:
+    """The ``module:Class`` a worker imports for a backend name (a built-in name or a reference itself)."""
+    info = BUILTIN_BACKENDS.get(name)
+    return info.reference if info else name
+
+
+def check_backend(name: str, task: str) -> str | None:
+    """An error message when ``name`` cannot serve ``task``; None when it can."""
+    info = BUILTIN_BACKENDS.get(name)
+    if info is None:
+        module, sep, cls = name.partition(":")
+        if sep and module and cls and all(p.isidentifier() for p in module.split(".")) and cls.isidentifier():
+            return None
+        known = ", ".join(sorted(BUILTIN_BACKENDS))
+        return f"unknown backend {name!r}: use one of {known} or a 'package.module:ClassName' reference"
+    if task not in info.tasks:
+        return f"backend {name!r} serves {', '.join(info.tasks)}, not {task!r}"
+    return None

@@ -1,0 +1,99 @@
+"""Runtime settings: stored in the database, changed through ``PATCH /v1/settings``, effective at once.
+
+The coordinator reads ``store.current`` on every decision, so a change applies to the next request; a running
+worker receives a changed idle timeout with its next request.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelhost.errors import ValidationFailed
+from modelhost.storage.orm import SettingRow
+
+
+class RuntimeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    worker_idle_timeout_seconds: float = Field(
+        60, ge=-1, description="idle seconds before a worker exits and frees its memory; -1 never, 0 after each request"
+    )
+    worker_startup_timeout_seconds: float = Field(
+        120, gt=0, le=3600, description="how long a new worker may take to load its model before it is killed (503)"
+    )
+    worker_request_timeout_seconds: float = Field(
+        300, gt=0, le=86400, description="how long one inference may take before its worker is killed (504)"
+    )
+    gpu_policy: Literal["exclusive", "none"] = Field(
+        "exclusive",
+        description="exclusive: one GPU operation (worker spawn+load or inference) at a time; none: no serialization",
+    )
+    max_queue_per_model: int = Field(
+        256, ge=1, le=100_000, description="requests waiting or running per model before new ones get 429"
+    )
+    worker_max_batch_size: int = Field(
+        64, ge=1, le=4096, description="most requests merged into one batch by a worker that batches"
+    )
+    worker_batch_wait_ms: float = Field(
+        0, ge=0, le=1000, description="extra wait to fill a batch; 0 batches only what queued behind a running batch"
+    )
+    embeddings_max_inputs: int = Field(2048, ge=1, le=100_000, description="most inputs in one embeddings request")
+    embeddings_max_input_chars: int = Field(
+        100_000, ge=1, le=10_000_000, description="longest single embeddings input, in characters"
+    )
+
+
+def validation_message(exc: ValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first.get("loc", ())) or None
+    if first.get("type") == "extra_forbidden":
+        known = ", ".join(RuntimeSettings.model_fields)
+        return f"unknown setting {param!r}; settings: {known}", param
+    return f"{param}: {first.get('msg')} (got {first.get('input')!r})", param
+
+
+class RuntimeSettingsStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._lock = threading.Lock()
+        self.current = RuntimeSettings()
+
+    def load(self) -> RuntimeSettings:
+        with self._sessions() as session:
+            stored = {row.key: row.value for row in session.scalars(select(SettingRow))}
+        known = {k: v for k, v in stored.items() if k in RuntimeSettings.model_fields}
+        try:
+            self.current = RuntimeSettings(**known)
+        except ValidationError:  # a value from an older release no longer valid: fall back per field
+            values = {}
+            for key, value in known.items():
+                try:
+                    RuntimeSettings(**{key: value})
+                    values[key] = value
+                except ValidationError:
+                    continue
+            self.current = RuntimeSettings(**values)
+        return self.current
+
+    def update(self, changes: dict[str, Any]) -> RuntimeSettings:
+        with self._lock:
+            try:
+                updated = RuntimeSettings(**{**self.current.model_dump(), **changes})
+            except ValidationError as exc:
+                message, param = validation_message(exc)
+                raise ValidationFailed(message, param=param, code="invalid_setting") from None
+            with self._sessions.begin() as session:
+                for key in changes:
+                    value = getattr(updated, key)
+                    row = session.get(SettingRow, key)
+                    if row is None:
+                        session.add(SettingRow(key=key, value=value))
+                    else:
+                        row.value = value
+            self.current = updated
+        return updated

@@ -1,0 +1,29 @@
+"""``python -m modelhost.worker``: run one model worker (started by the coordinator, not by hand)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from modelhost.worker.protocol import SPEC_ENV, TOKEN_ENV, WorkerSpec
+from modelhost.worker.server import WorkerServer
+
+
+def main() -> None:
+    if SPEC_ENV not in os.environ or TOKEN_ENV not in os.environ:
+        sys.stderr.write("modelhost.worker is started by the modelhost coordinator, not by hand\n")
+        raise SystemExit(2)
+    spec = WorkerSpec.from_env()
+    token = os.environ.pop(TOKEN_ENV)
+    logging.basicConfig(
+        level=spec.log_level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s worker[{spec.model_id} pid={os.getpid()}] %(name)s: %(message)s",
+    )
+    asyncio.run(WorkerServer(spec, token).serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Dynamic batching: requests that arrive while the model is busy are merged into one ``infer_batch`` call.
+
+No fixed delay is added by default: a lone request runs at once, and everything that queued up behind a running
+batch forms the next one (up to ``max_batch_size`` requests). ``batch_wait_ms`` > 0 additionally holds the first
+request of a batch for that long to collect more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from modelhost.worker.protocol import InvalidInput
+
+log = logging.getLogger(__name__)
+
+BatchFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+class BatchStats:
+    def __init__(self) -> None:
+        self.batches = 0
+        self.requests = 0
+        self.max_size = 0
+        self.sizes: dict[int, int] = {}
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.requests += size
+        self.max_size = max(self.max_size, size)
+        self.sizes[size] = self.sizes.get(size, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "requests": self.requests,
+            "mean_size": round(self.requests / self.batches, 2) if self.batches else 0.0,
+            "max_size": self.max_size,
+            "size_histogram": dict(sorted(self.sizes.items())),
+        }
+
+
+class Batcher:
+    def __init__(self, infer_batch: BatchFn, executor: Executor, *, max_batch_size: int, wait_ms: float) -> None:
+        self._infer_batch = infer_batch
+        self._executor = executor
+        self._max = max(1, max_batch_size)
+        self._wait = max(0.0, wait_ms) / 1000.0
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = asyncio.Queue()
+        self.stats = BatchStats()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        await self._queue.put((payload, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            if self._wait:
+                deadline = time.monotonic() + self._wait
+                while len(batch) < self._max and (remaining := deadline - time.monotonic()) > 0:
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+            while len(batch) < self._max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [(payload, fut) for payload, fut in batch if not fut.cancelled()]
+            if not batch:
+                continue
+            self.stats.record(len(batch))
+            payloads = [payload for payload, _ in batch]
+            try:
+                results = await loop.run_in_executor(self._executor, self._infer_batch, payloads)
+            except Exception as exc:
+                if len(batch) == 1:
+                    self._fail(batch[0][1], exc)
+                    continue
+                # One bad request must not fail its neighbours: run them one by one to isolate it.
+                for payload, fut in batch:
+                    try:
+                        (result,) = await loop.run_in_executor(self._executor, self._infer_batch, [payload])
+                    except Exception as exc:
+                        self._fail(fut, exc)
+                    else:
+                        if not fut.done():
+                            fut.set_result(result)
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+    @staticmethod
+    def _fail(fut: asyncio.Future[dict[str, Any]], exc: Exception) -> None:
+        if not isinstance(exc, InvalidInput):
+            log.error("batch inference failed", exc_info=exc)
+        if not fut.done():
+            fut.set_exception(exc)

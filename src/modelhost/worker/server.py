@@ -1,0 +1,265 @@
+"""The worker process: loads one backend once and serves it over HTTP on a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from modelhost.worker.batching import Batcher
+from modelhost.worker.protocol import (
+    BUSY,
+    ERROR,
+    EXIT_IDLE,
+    EXIT_LOAD_FAILED,
+    EXIT_ORPHANED,
+    READY,
+    STARTING,
+    TOKEN_HEADER,
+    InvalidInput,
+    WorkerSpec,
+    error_body,
+    read_rss_bytes,
+)
+
+try:  # orjson is faster, but a worker environment may not have it
+    import orjson
+
+    def _dumps(obj: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def _dumps(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+
+log = logging.getLogger(__name__)
+
+
+class WorkerServer:
+    def __init__(self, spec: WorkerSpec, token: str) -> None:
+        self.spec = spec
+        self.token = token
+        self.state = STARTING
+        self.error: str | None = None
+        self.idle_timeout = spec.idle_timeout
+        self.in_flight = 0
+        self.served = 0
+        self.last_activity = time.monotonic()
+        self.load_time_s: float | None = None
+        self.started_at = time.time()
+        # One inference thread: backends need not be thread-safe, and threads are budgeted per worker.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        self.backend: Any = None
+        self.batcher: Batcher | None = None
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        app = web.Application(middlewares=[self._auth], client_max_size=1024**3)
+        app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/info", self._info),
+                web.post("/infer", self._infer),
+                web.post("/shutdown", self._shutdown),
+            ]
+        )
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.UnixSite(runner, self.spec.socket_path)
+        await site.start()
+        os.chmod(self.spec.socket_path, 0o600)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.exit, 0, f"signal {sig.name}")
+        log.info("listening on %s, loading %s", self.spec.socket_path, self.spec.backend)
+        watchdog = loop.create_task(self._watchdog(), name="idle-watchdog")
+        await self._load()
+        await watchdog  # runs until the process exits
+
+    async def _load(self) -> None:
+        from modelhost.backends.base import load_backend_class
+
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            cls = load_backend_class(self.spec.backend)
+            self.backend = cls(self.spec)
+            await loop.run_in_executor(self.executor, self.backend.load)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.state = ERROR
+            log.exception("loading %s failed", self.spec.model_id)
+            # Stay up briefly so the coordinator can read the error from /healthz, then go.
+            loop.call_later(30, self.exit, EXIT_LOAD_FAILED, "load failed")
+            return
+        self.load_time_s = time.perf_counter() - started
+        if getattr(self.backend, "supports_batching", False):
+            self.batcher = Batcher(
+                self.backend.infer_batch,
+                self.executor,
+                max_batch_size=self.spec.max_batch_size,
+                wait_ms=self.spec.batch_wait_ms,
+            )
+            self.batcher.start()
+        self.last_activity = time.monotonic()
+        self.state = READY
+        log.info("model %s loaded in %.2f s (rss %s MiB)", self.spec.model_id, self.load_time_s, _mib(read_rss_bytes()))
+
+    def exit(self, code: int, reason: str) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("worker for %s exiting (%s)", self.spec.model_id, reason)
+        with contextlib.suppress(OSError):
+            os.unlink(self.spec.socket_path)
+        logging.shutdown()
+        os._exit(code)
+
+    async def _watchdog(self) -> None:
+        while True:
+            timeout = self.idle_timeout
+            await asyncio.sleep(0.02 if timeout == 0 else 0.1 if 0 < timeout < 5 else 0.5)
+            if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
+                self.exit(EXIT_ORPHANED, "coordinator process is gone")
+            if self.state != READY or self.in_flight or timeout < 0:
+                continue
+            if timeout == 0:
+                if self.served:
+                    self.exit(EXIT_IDLE, "idle timeout 0: one request served")
+            elif time.monotonic() - self.last_activity >= timeout:
+                self.exit(EXIT_IDLE, f"idle for {timeout:g} s")
+
+    # -- routes ----------------------------------------------------------------------------------------------
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.headers.get(TOKEN_HEADER) != self.token:
+            return _json(error_body("missing or wrong worker token", "authentication_error"), 401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        state = BUSY if self.state == READY and self.in_flight else self.state
+        return _json({"state": state, "model": self.spec.model_id, "error": self.error, "pid": os.getpid()})
+
+    async def _info(self, _request: web.Request) -> web.Response:
+        backend_info = self.backend.info() if self.backend is not None and self.state == READY else {}
+        versions = {}
+        for dist in ("aiohttp", *backend_info.pop("packages", ())):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                versions[dist] = metadata.version(dist)
+        return _json(
+            {
+                "model": self.spec.model_id,
+                "task": self.spec.task,
+                "backend": self.spec.backend,
+                "state": self.state,
+                "pid": os.getpid(),
+                "python": sys.executable,
+                "prefix": sys.prefix,
+                "packages": versions,
+                "load_time_s": self.load_time_s,
+                "rss_bytes": read_rss_bytes(),
+                "requests_served": self.served,
+                "in_flight": self.in_flight,
+                "idle_timeout": self.idle_timeout,
+                "threads": self.spec.threads,
+                "uptime_s": round(time.time() - self.started_at, 3),
+                "batching": self.batcher.stats.as_dict() if self.batcher else None,
+                "backend_info": backend_info,
+            }
+        )
+
+    async def _shutdown(self, _request: web.Request) -> web.Response:
+        asyncio.get_running_loop().call_later(0.05, self.exit, 0, "shutdown requested")
+        return _json({"state": "STOPPING"})
+
+    async def _infer(self, request: web.Request) -> web.Response:
+        if self.state != READY:
+            message = f"model {self.spec.model_id} is {self.state.lower()}" + (f": {self.error}" if self.error else "")
+            return _json(error_body(message, "service_unavailable", code="model_unavailable"), 503)
+        try:
+            body, files = await _read_body(request)
+        except InvalidInput as exc:
+            return _json(error_body(exc.message, "invalid_request_error", param=exc.param, code=exc.code), exc.status)
+        if "idle_timeout" in body and isinstance(body["idle_timeout"], int | float):
+            self.idle_timeout = float(body["idle_timeout"])
+        payload = body.get("payload")
+        request_id = str(body.get("request_id") or uuid.uuid4().hex)
+        if not isinstance(payload, dict):
+            return _json(error_body("'payload' must be an object", "invalid_request_error", param="payload"), 400)
+        self.in_flight += 1
+        self.last_activity = time.monotonic()
+        started = time.perf_counter()
+        try:
+            if self.batcher is not None and not files:
+                result = await self.batcher.submit(payload)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self.executor, self.backend.infer, payload, files)
+        except InvalidInput as exc:
+            return _json(error_body(exc.message, "invalid_request_error", param=exc.param, code=exc.code), exc.status)
+        except Exception as exc:
+            log.exception("inference failed for request %s", request_id)
+            return _json(error_body(f"{type(exc).__name__}: {exc}", "worker_error", code="inference_failed"), 500)
+        finally:
+            self.in_flight -= 1
+            self.served += 1
+            self.last_activity = time.monotonic()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return _json(
+            {
+                "result": result,
+                "request_id": request_id,
+                "processing_time_ms": round(elapsed_ms, 3),
+                "model": self.spec.model_id,
+            }
+        )
+
+
+async def _read_body(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    files: dict[str, bytes] = {}
+    if request.content_type.startswith("multipart/"):
+        body: Any = None
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, web.BodyPartReader) or part.name is None:  # type: ignore[attr-defined]
+                continue
+            data = await part.read()
+            if part.name == "json":
+                body = _loads(data)
+            else:
+                files[part.name] = bytes(data)
+    else:
+        body = _loads(await request.read())
+    if not isinstance(body, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return body, files
+
+
+def _loads(data: bytes | bytearray) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid JSON: {exc}") from exc
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(text=_dumps(obj), status=status, content_type="application/json")
+
+
+def _mib(value: int | None) -> str:
+    return "?" if value is None else f"{value / 2**20:.0f}"
