@@ -44,7 +44,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "invalid request", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form")]
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form") and not _is_type_tag(p)]
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid value")
     if first.get("type") == "json_invalid":
@@ -53,6 +53,14 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return f"missing required parameter {param!r}", param
     extra = f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return (f"{param}: {msg}" if param else msg) + extra, param
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "bytes"}
+
+
+def _is_type_tag(part: object) -> bool:
+    """Pydantic names the union member in an error's location (``input.list[str].0``): not a parameter."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part.startswith(("function-", "literal")))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +19,8 @@ from modelhost.worker.protocol import InvalidInput, WorkerSpec
 class Backend:
     #: True when ``infer_batch`` does real batching; the worker then merges concurrent requests.
     supports_batching: ClassVar[bool] = False
+    #: True when ``infer_stream`` yields partial results (tokens, audio chunks).
+    supports_streaming: ClassVar[bool] = False
 
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
@@ -30,6 +34,13 @@ class Backend:
 
     def infer_batch(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self.infer(payload, {}) for payload in payloads]
+
+    def infer_stream(
+        self, payload: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event
+    ) -> Iterator[dict[str, Any]]:
+        """Yield partial results; stop soon after ``cancelled`` is set (the client went away)."""
+        raise InvalidInput(f"model {self.spec.model_id} does not stream", param="stream")
+        yield {}  # pragma: no cover - makes this a generator
 
     def info(self) -> dict[str, Any]:
         return {}

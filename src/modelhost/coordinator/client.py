@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -57,6 +58,34 @@ class WorkerClient:
             except orjson.JSONDecodeError:
                 body = {"error": {"message": raw[:500].decode(errors="replace"), "type": "worker_error"}}
             return resp.status, body
+
+    async def infer_stream(
+        self,
+        payload: dict[str, Any],
+        *,
+        request_id: str,
+        idle_timeout: float,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """POST /infer with ``stream``: yields ``(status, line)``; a non-200 answer is one ``(status, body)``."""
+        envelope = {"payload": payload, "request_id": request_id, "idle_timeout": idle_timeout, "stream": True}
+        if files:
+            form = aiohttp.FormData()
+            form.add_field("json", orjson.dumps(envelope), content_type="application/json")
+            for name, (filename, data, content_type) in files.items():
+                form.add_field(name, data, filename=filename, content_type=content_type)
+            request = self._session.post("/infer", data=form)
+        else:
+            request = self._session.post(
+                "/infer", data=orjson.dumps(envelope), headers={"Content-Type": "application/json"}
+            )
+        async with request as resp:
+            if resp.status != 200:
+                yield resp.status, orjson.loads(await resp.read())
+                return
+            async for line in resp.content:
+                if line.strip():
+                    yield 200, orjson.loads(line)
 
     async def shutdown(self) -> None:
         async with self._session.post("/shutdown", timeout=aiohttp.ClientTimeout(total=2)) as resp:

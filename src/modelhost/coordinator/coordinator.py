@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +113,69 @@ class Coordinator:
             self.metrics.queue_depth.labels(model.id).set(handle.pending)
             self.metrics.inference_seconds.labels(model.id).observe(time.monotonic() - started)
 
+    async def infer_stream(
+        self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield partial results. Closing the generator early (client gone) closes the worker connection,
+        which makes the worker stop generating. The GPU lock (if any) is held for the whole stream."""
+        handle = self._handle(model)
+        runtime = self.runtime.current
+        if handle.pending >= runtime.max_queue_per_model:
+            raise QueueFull(f"model {model.id!r} has too many requests queued; retry later", headers={"Retry-After": "1"})
+        handle.pending += 1
+        try:
+            async with self.admission.admit(model, runtime.gpu_policy):
+                client = await self._ensure_ready(handle)
+                handle.idle_timeout = self._idle_timeout(model)
+                handle.in_flight += 1
+                handle.last_used = time.monotonic()
+                timeout = runtime.worker_request_timeout_seconds
+                stream = client.infer_stream(
+                    payload, request_id=uuid.uuid4().hex, idle_timeout=handle.idle_timeout, files=files
+                )
+                try:
+                    while True:
+                        try:
+                            async with asyncio.timeout(timeout):  # per chunk: a stream may run long
+                                status, line = await anext(stream)
+                        except StopAsyncIteration:
+                            raise WorkerCrashed(f"worker for model {model.id!r} ended the stream early") from None
+                        if status != 200 or "error" in line:
+                            error = line.get("error") or {}
+                            raise from_worker_error(int(line.get("status", status)), error)
+                        if line.get("done"):
+                            handle.requests += 1
+                            return
+                        yield line["chunk"]
+                except TimeoutError:
+                    await self._stop_handle(handle, "timeout", grace=0)
+                    raise InferenceTimeout(
+                        f"model {model.id!r} produced nothing for {timeout:g} s; its worker was stopped"
+                    ) from None
+                except (aiohttp.ClientError, OSError):
+                    code = await self._exit_code_after_failure(handle)
+                    raise WorkerCrashed(
+                        f"worker for model {model.id!r} failed during the stream ({describe_exit(code)})"
+                    ) from None
+                finally:
+                    await stream.aclose()
+                    handle.in_flight -= 1
+                    handle.last_used = time.monotonic()
+        finally:
+            handle.pending -= 1
+
+    def _idle_timeout(self, model: ModelEntry) -> float:
+        """The model's override, else the runtime setting: read per request so a change reaches running workers."""
+        if model.idle_timeout_seconds is not None:
+            return model.idle_timeout_seconds
+        return self.runtime.current.worker_idle_timeout_seconds
+
     async def _call(
         self, handle: WorkerHandle, client: WorkerClient, payload: dict[str, Any], files: Files | None
     ) -> dict[str, Any]:
         runtime = self.runtime.current
         timeout = runtime.worker_request_timeout_seconds
+        handle.idle_timeout = self._idle_timeout(handle.model)
         handle.in_flight += 1
         handle.last_used = time.monotonic()
         try:
@@ -188,9 +247,7 @@ class Coordinator:
         runtime = self.runtime.current
         interpreter = self._interpreter(model)
         socket_path = str(self.run_dir / f"w{next(self._seq)}.sock")
-        handle.idle_timeout = (
-            model.idle_timeout_seconds if model.idle_timeout_seconds is not None else runtime.worker_idle_timeout_seconds
-        )
+        handle.idle_timeout = self._idle_timeout(model)
         spec = WorkerSpec(
             model_id=model.id,
             task=model.task,
@@ -311,7 +368,8 @@ class Coordinator:
             return None
         try:
             return await handle.client.info()
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            log.warning("could not read /info of the worker for %s", model_id, exc_info=True)
             return None
 
     def _interpreter(self, model: ModelEntry) -> str:

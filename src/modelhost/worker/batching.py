@@ -40,7 +40,7 @@ class BatchStats:
             "requests": self.requests,
             "mean_size": round(self.requests / self.batches, 2) if self.batches else 0.0,
             "max_size": self.max_size,
-            "size_histogram": dict(sorted(self.sizes.items())),
+            "size_histogram": {str(k): v for k, v in sorted(self.sizes.items())},
         }
 
 

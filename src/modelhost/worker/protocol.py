@@ -4,6 +4,8 @@
 * ``POST /infer``  → body ``{"payload": {...}, "request_id", "idle_timeout"?}`` as JSON, or multipart with a
   ``json`` part holding that object and one part per binary file (never base64 inside JSON);
   answer ``{"result", "request_id", "processing_time_ms", "model"}`` or an error envelope.
+  With ``"stream": true`` in the body the answer is NDJSON: one ``{"chunk": {...}}`` line per partial result, then
+  ``{"done": true, "processing_time_ms"}`` or ``{"error": {...}, "status"}``. Closing the connection cancels.
 * ``POST /shutdown`` → exits after answering.
 * ``GET /info``   → load time, RSS, requests served, batch statistics, interpreter and versions.
 

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -201,6 +202,8 @@ class WorkerServer:
         request_id = str(body.get("request_id") or uuid.uuid4().hex)
         if not isinstance(payload, dict):
             return _json(error_body("'payload' must be an object", "invalid_request_error", param="payload"), 400)
+        if body.get("stream"):
+            return await self._infer_stream(request, payload, files)
         self.in_flight += 1
         self.last_activity = time.monotonic()
         started = time.perf_counter()
@@ -228,6 +231,65 @@ class WorkerServer:
                 "model": self.spec.model_id,
             }
         )
+
+
+    async def _infer_stream(
+        self, request: web.Request, payload: dict[str, Any], files: dict[str, bytes]
+    ) -> web.StreamResponse:
+        """Run ``backend.infer_stream`` on the inference thread and forward each item as an NDJSON line."""
+        if not getattr(self.backend, "supports_streaming", False):
+            message = f"model {self.spec.model_id} does not stream"
+            return _json(error_body(message, "invalid_request_error", param="stream"), 400)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            try:
+                for item in self.backend.infer_stream(payload, files, cancelled):
+                    loop.call_soon_threadsafe(queue.put_nowait, ("chunk", item))
+                    if cancelled.is_set():
+                        break
+            except BaseException as exc:  # forwarded to the client as an error line
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
+
+        self.in_flight += 1
+        self.last_activity = time.monotonic()
+        started = time.perf_counter()
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        future = loop.run_in_executor(self.executor, produce)
+        try:
+            await response.prepare(request)
+            while True:
+                kind, item = await queue.get()
+                if kind == "chunk":
+                    await response.write((_dumps({"chunk": item}) + "\n").encode())
+                    continue
+                if kind == "error":
+                    if isinstance(item, InvalidInput):
+                        line = {**error_body(item.message, "invalid_request_error", param=item.param), "status": item.status}
+                    else:
+                        log.error("streaming inference failed", exc_info=item)
+                        line = {**error_body(f"{type(item).__name__}: {item}", "worker_error"), "status": 500}
+                    await response.write((_dumps(line) + "\n").encode())
+                else:
+                    elapsed = round((time.perf_counter() - started) * 1000, 3)
+                    await response.write((_dumps({"done": True, "processing_time_ms": elapsed}) + "\n").encode())
+                break
+            await response.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            log.info("stream client went away; cancelling generation")
+            cancelled.set()
+            raise
+        finally:
+            cancelled.set()  # also stops a producer still running after an error
+            await asyncio.shield(future)
+            self.in_flight -= 1
+            self.served += 1
+            self.last_activity = time.monotonic()
+        return response
 
 
 async def _read_body(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
