@@ -11,7 +11,8 @@ TORCH := torch==2.13.0
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/system-deps.sh
+	@if command -v apt-get >/dev/null 2>&1; then ./scripts/system-deps.sh; else echo "no apt-get: install the packages in scripts/system-deps.sh yourself"; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH) -e '.[defaults,dev]'

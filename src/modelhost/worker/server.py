@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from modelhost.worker.batching import Batcher
 from modelhost.worker.protocol import (
@@ -298,7 +298,7 @@ async def _read_body(request: web.Request) -> tuple[dict[str, Any], dict[str, by
         body: Any = None
         reader = await request.multipart()
         async for part in reader:
-            if not isinstance(part, web.BodyPartReader) or part.name is None:  # type: ignore[attr-defined]
+            if not isinstance(part, BodyPartReader) or part.name is None:
                 continue
             data = await part.read()
             if part.name == "json":

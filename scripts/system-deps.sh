@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Debian packages modelhost's default backends and tests use. Idempotent: installs only what is missing.
+# Run as root (CI, containers) or through sudo; `make install` calls it when it can.
+set -euo pipefail
+PACKAGES=(
+  # one package per line; keep the reason next to it
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "system-deps: missing Debian packages ${missing[*]}; install them as root" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
