@@ -223,7 +223,11 @@ def settings_get(key: str | None = typer.Argument(None, help="one setting; all w
             raise typer.Exit(1)
         console.print(json.dumps(values[key]))
         return
-    _table("settings", ["name", "value", "description"], [[k, json.dumps(v), descriptions.get(k)] for k, v in values.items()])
+    _table(
+        "settings",
+        ["name", "value", "description"],
+        [[k, json.dumps(v), descriptions.get(k)] for k, v in values.items()],
+    )
 
 
 @settings_app.command("set")

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
         if not is_loopback(self.host) and not self.api_keys:
             raise ValueError(
                 f"host {self.host!r} is not a loopback address: set MODELHOST_API_KEYS "
-                '(e.g. MODELHOST_API_KEYS=\'["a-long-random-key"]\') before exposing modelhost to a network'
+                "(e.g. MODELHOST_API_KEYS='[\"a-long-random-key\"]') before exposing modelhost to a network"
             )
         return self
 

@@ -11,11 +11,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "modelhost_requests", "HTTP requests served", ["method", "route", "status"], registry=r
-        )
+        self.requests = Counter("modelhost_requests", "HTTP requests served", ["method", "route", "status"], registry=r)
         self.request_seconds = Histogram(
-            "modelhost_request_duration_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+            "modelhost_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.inference_seconds = Histogram(
             "modelhost_inference_duration_seconds",
@@ -39,7 +41,10 @@ class Metrics:
             registry=r,
         )
         self.gpu_lock_wait_seconds = Histogram(
-            "modelhost_gpu_lock_wait_seconds", "time spent waiting for the GPU lock", buckets=LATENCY_BUCKETS, registry=r
+            "modelhost_gpu_lock_wait_seconds",
+            "time spent waiting for the GPU lock",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge("modelhost_queue_depth", "requests waiting or running", ["model"], registry=r)
         self.workers = Gauge("modelhost_workers", "live worker processes", registry=r)

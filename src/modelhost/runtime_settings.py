@@ -21,10 +21,15 @@ class RuntimeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     worker_idle_timeout_seconds: float = Field(
-        60, ge=-1, description="idle seconds before a worker exits and frees its memory; -1 never, 0 after each request"
+        60,
+        ge=-1,
+        description="idle seconds before a worker exits and frees its memory; -1 never, 0 after each request",
     )
     worker_startup_timeout_seconds: float = Field(
-        120, gt=0, le=3600, description="how long a new worker may take to load its model before it is killed (503)"
+        120,
+        gt=0,
+        le=3600,
+        description="how long a new worker may take to load its model before it is killed (503)",
     )
     worker_request_timeout_seconds: float = Field(
         300, gt=0, le=86400, description="how long one inference may take before its worker is killed (504)"
@@ -40,7 +45,10 @@ class RuntimeSettings(BaseModel):
         64, ge=1, le=4096, description="most requests merged into one batch by a worker that batches"
     )
     worker_batch_wait_ms: float = Field(
-        0, ge=0, le=1000, description="extra wait to fill a batch; 0 batches only what queued behind a running batch"
+        0,
+        ge=0,
+        le=1000,
+        description="extra wait to fill a batch; 0 batches only what queued behind a running batch",
     )
     embeddings_max_inputs: int = Field(2048, ge=1, le=100_000, description="most inputs in one embeddings request")
     embeddings_max_input_chars: int = Field(

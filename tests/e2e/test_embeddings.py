@@ -29,7 +29,11 @@ def openai_client(server: ServerProcess) -> OpenAI:
 
 @pytest.mark.parametrize("model", MODELS)
 def test_openai_client_real_embeddings(openai_client: OpenAI, model: str) -> None:
-    texts = ["The cat sits on the mat.", "A cat is sitting on a mat.", "Quarterly revenue fell by ten percent."]
+    texts = [
+        "The cat sits on the mat.",
+        "A cat is sitting on a mat.",
+        "Quarterly revenue fell by ten percent.",
+    ]
     response = openai_client.embeddings.create(model=model, input=texts)  # the client asks for base64
     vectors = [d.embedding for d in response.data]
     assert [d.index for d in response.data] == [0, 1, 2]
@@ -90,7 +94,8 @@ def test_bad_input_is_a_4xx_envelope(server: ServerProcess, body: dict[str, obje
         response = http.post("/v1/embeddings", json=body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert error["message"] and error["type"]
+    assert error["message"]
+    assert error["type"]
     assert error["param"] == param
 
 

@@ -57,9 +57,7 @@ def test_closing_the_stream_stops_generation_in_the_worker(services: Services, t
 
     async def main() -> list[dict[str, Any]]:
         model = services.catalog.get_or_raise("counter")
-        stream = services.coordinator.infer_stream(
-            model, {"marker": str(marker), "count": 1000, "interval": 0.02}
-        )
+        stream = services.coordinator.infer_stream(model, {"marker": str(marker), "count": 1000, "interval": 0.02})
         got = [await anext(stream) for _ in range(3)]
         await stream.aclose()  # what a route does when its HTTP client disconnects
         for _ in range(100):

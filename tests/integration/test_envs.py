@@ -27,7 +27,8 @@ def site_file(package: str, relative: str) -> str:
     import importlib.util
 
     spec = importlib.util.find_spec(package)
-    assert spec is not None and spec.submodule_search_locations
+    assert spec is not None
+    assert spec.submodule_search_locations
     return str(Path(next(iter(spec.submodule_search_locations))) / relative)
 
 
@@ -97,7 +98,8 @@ def test_worker_runs_in_a_second_environment_with_other_versions(tmp_path: Path)
     assert removed.returncode == 0
     assert not env_dir.exists()
     gone = cli(data_dir, "envs", "remove", "old-onnx")
-    assert gone.returncode == 1 and "does not exist" in gone.stderr
+    assert gone.returncode == 1
+    assert "does not exist" in gone.stderr
 
 
 @pytest.mark.parametrize("name", ["../escape", "has space", ""])
@@ -105,4 +107,3 @@ def test_invalid_environment_names(tmp_path: Path, name: str) -> None:
     result = cli(tmp_path, "envs", "create", name)
     assert result.returncode != 0
     assert not (tmp_path / "envs" / "escape").exists()
-

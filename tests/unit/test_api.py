@@ -40,7 +40,8 @@ def test_models_list_in_openai_shape(client: TestClient) -> None:
     model = body["data"][0]
     assert {"id", "object", "created", "owned_by", "task", "backend"} <= set(model)
     only = client.get("/v1/models", params={"task": "embeddings"}).json()["data"]
-    assert only and all(m["task"] == "embeddings" for m in only)
+    assert only
+    assert all(m["task"] == "embeddings" for m in only)
 
 
 def test_model_crud_over_http(client: TestClient) -> None:
@@ -52,7 +53,11 @@ def test_model_crud_over_http(client: TestClient) -> None:
     assert client.post("/v1/models", json=new).status_code == 409
     patched = client.patch("/v1/models/team/mini", json={"idle_timeout_seconds": 0, "device": "cuda:0"})
     assert (patched.json()["idle_timeout_seconds"], patched.json()["device"]) == (0, "cuda:0")
-    assert client.delete("/v1/models/team/mini").json() == {"id": "team/mini", "object": "model", "deleted": True}
+    assert client.delete("/v1/models/team/mini").json() == {
+        "id": "team/mini",
+        "object": "model",
+        "deleted": True,
+    }
     missing = client.get("/v1/models/team/mini")
     assert missing.status_code == 404
     assert assert_envelope(missing.json())["code"] == "model_not_found"
@@ -67,7 +72,10 @@ def test_model_crud_over_http(client: TestClient) -> None:
         ({"id": "bad id!", "task": "embeddings", "backend": "onnx", "source": "s"}, "id"),
         ({"id": "x", "task": "embeddings", "backend": "onnx", "source": "s", "device": "tpu"}, "device"),
         ({"id": "x", "task": "embeddings", "backend": "onnx", "source": "s", "threads": 0}, "threads"),
-        ({"id": "x", "task": "embeddings", "backend": "onnx", "source": "s", "idle_timeout_seconds": -2}, "idle_timeout_seconds"),
+        (
+            {"id": "x", "task": "embeddings", "backend": "onnx", "source": "s", "idle_timeout_seconds": -2},
+            "idle_timeout_seconds",
+        ),
         ({"id": "x", "task": "embeddings", "backend": "onnx", "source": "s", "colour": "red"}, "colour"),
     ],
 )

@@ -65,7 +65,8 @@ def test_a_bad_request_does_not_fail_its_batch_neighbours() -> None:
         return await asyncio.gather(*(batcher.submit({"x": x}) for x in (1, -1, 2)), return_exceptions=True)
 
     first, bad, last = run(main())
-    assert first == {"y": 2} and last == {"y": 4}
+    assert first == {"y": 2}
+    assert last == {"y": 4}
     assert isinstance(bad, InvalidInput)
     assert calls == [3, 1, 1, 1]
 

@@ -49,7 +49,9 @@ def test_catalog_crud(engine: Engine) -> None:
             options={"max_length": 128},
         )
     )
-    assert created.id == "org/my-model" and created.python_env == "other" and not created.builtin
+    assert created.id == "org/my-model"
+    assert created.python_env == "other"
+    assert not created.builtin
     with pytest.raises(Conflict):
         catalog.create(ModelCreate(id="org/my-model", task="embeddings", backend="onnx", source="x"))
     updated = catalog.update("org/my-model", ModelUpdate(device="cuda:1", python_env=None))

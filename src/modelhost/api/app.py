@@ -28,7 +28,11 @@ def create_app(settings: Settings) -> FastAPI:
         services = build_services(settings, metrics)
         await services.coordinator.start()
         app.state.services = services
-        log.info("modelhost %s ready: %d models in the catalog", modelhost.__version__, len(services.catalog.list()))
+        log.info(
+            "modelhost %s ready: %d models in the catalog",
+            modelhost.__version__,
+            len(services.catalog.list()),
+        )
         try:
             yield
         finally:

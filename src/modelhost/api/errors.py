@@ -79,7 +79,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(
-            envelope(str(exc.detail), error_type), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+            envelope(str(exc.detail), error_type),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)

@@ -79,4 +79,8 @@ class OnnxEmbeddings(EmbeddingBackend):
         return out, tokens
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "providers": self.session.get_providers(), "packages": ["onnxruntime", "tokenizers"]}
+        return {
+            **super().info(),
+            "providers": self.session.get_providers(),
+            "packages": ["onnxruntime", "tokenizers"],
+        }

@@ -27,7 +27,9 @@ class ModelFields(BaseModel):
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, le=256, description="intra-op threads; null: 1")
     idle_timeout_seconds: float | None = Field(
-        None, ge=-1, description="override of worker_idle_timeout_seconds: -1 never exit, 0 exit after each request"
+        None,
+        ge=-1,
+        description="override of worker_idle_timeout_seconds: -1 never exit, 0 exit after each request",
     )
     memory_estimate_mb: int | None = Field(None, ge=0, description="expected resident memory once loaded")
     options: dict[str, Any] = Field(default_factory=dict, description="backend options")

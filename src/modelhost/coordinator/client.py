@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
@@ -66,9 +66,14 @@ class WorkerClient:
         request_id: str,
         idle_timeout: float,
         files: dict[str, tuple[str, bytes, str]] | None = None,
-    ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    ) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
         """POST /infer with ``stream``: yields ``(status, line)``; a non-200 answer is one ``(status, body)``."""
-        envelope = {"payload": payload, "request_id": request_id, "idle_timeout": idle_timeout, "stream": True}
+        envelope = {
+            "payload": payload,
+            "request_id": request_id,
+            "idle_timeout": idle_timeout,
+            "stream": True,
+        }
         if files:
             form = aiohttp.FormData()
             form.add_field("json", orjson.dumps(envelope), content_type="application/json")

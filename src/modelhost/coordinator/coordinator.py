@@ -121,7 +121,9 @@ class Coordinator:
         handle = self._handle(model)
         runtime = self.runtime.current
         if handle.pending >= runtime.max_queue_per_model:
-            raise QueueFull(f"model {model.id!r} has too many requests queued; retry later", headers={"Retry-After": "1"})
+            raise QueueFull(
+                f"model {model.id!r} has too many requests queued; retry later", headers={"Retry-After": "1"}
+            )
         handle.pending += 1
         try:
             async with self.admission.admit(model, runtime.gpu_policy):
@@ -332,7 +334,14 @@ class Coordinator:
         self.metrics.worker_evictions.labels(handle.model.id, reason).inc()
         self.metrics.workers.set(sum(1 for h in self._handles.values() if h.alive))
         level = logging.INFO if reason in ("idle", "stopped", "shutdown") else logging.WARNING
-        log.log(level, "worker pid=%s for %s gone: %s (%s)", process.pid, handle.model.id, reason, describe_exit(code))
+        log.log(
+            level,
+            "worker pid=%s for %s gone: %s (%s)",
+            process.pid,
+            handle.model.id,
+            reason,
+            describe_exit(code),
+        )
         client, handle.client = handle.client, None
         if client is not None:
             await client.close()
@@ -410,7 +419,11 @@ class Coordinator:
         return {h.model.id: h.pending for h in self._handles.values() if h.pending}
 
     def gpu_lock(self) -> dict[str, Any]:
-        return {"held": self.admission.held, "holder": self.admission.holder, "waiters": self.admission.waiters}
+        return {
+            "held": self.admission.held,
+            "holder": self.admission.holder,
+            "waiters": self.admission.waiters,
+        }
 
 
 def worker_key(model: ModelEntry) -> str:

@@ -22,7 +22,13 @@ def main() -> None:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s worker[{spec.model_id} pid={os.getpid()}] %(name)s: %(message)s",
     )
-    asyncio.run(WorkerServer(spec, token).serve())
+    server = WorkerServer(spec, token)
+    try:  # uvloop when the environment has it (it comes with the server's uvicorn[standard])
+        import uvloop
+    except ImportError:
+        asyncio.run(server.serve())
+    else:
+        uvloop.run(server.serve())
 
 
 if __name__ == "__main__":

@@ -118,7 +118,12 @@ class WorkerServer:
             self.batcher.start()
         self.last_activity = time.monotonic()
         self.state = READY
-        log.info("model %s loaded in %.2f s (rss %s MiB)", self.spec.model_id, self.load_time_s, _mib(read_rss_bytes()))
+        log.info(
+            "model %s loaded in %.2f s (rss %s MiB)",
+            self.spec.model_id,
+            self.load_time_s,
+            _mib(read_rss_bytes()),
+        )
 
     def exit(self, code: int, reason: str) -> None:
         if self._stopping:
@@ -188,7 +193,7 @@ class WorkerServer:
         asyncio.get_running_loop().call_later(0.05, self.exit, 0, "shutdown requested")
         return _json({"state": "STOPPING"})
 
-    async def _infer(self, request: web.Request) -> web.Response:
+    async def _infer(self, request: web.Request) -> web.StreamResponse:
         if self.state != READY:
             message = f"model {self.spec.model_id} is {self.state.lower()}" + (f": {self.error}" if self.error else "")
             return _json(error_body(message, "service_unavailable", code="model_unavailable"), 503)
@@ -232,7 +237,6 @@ class WorkerServer:
             }
         )
 
-
     async def _infer_stream(
         self, request: web.Request, payload: dict[str, Any], files: dict[str, bytes]
     ) -> web.StreamResponse:
@@ -269,7 +273,10 @@ class WorkerServer:
                     continue
                 if kind == "error":
                     if isinstance(item, InvalidInput):
-                        line = {**error_body(item.message, "invalid_request_error", param=item.param), "status": item.status}
+                        line = {
+                            **error_body(item.message, "invalid_request_error", param=item.param),
+                            "status": item.status,
+                        }
                     else:
                         log.error("streaming inference failed", exc_info=item)
                         line = {**error_body(f"{type(item).__name__}: {item}", "worker_error"), "status": 500}

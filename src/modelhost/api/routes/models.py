@@ -27,7 +27,9 @@ def model_object(entry: ModelEntry) -> dict[str, Any]:
 
 
 @router.get("/v1/models", summary="List models (OpenAI-compatible)")
-async def list_models(catalog: CatalogDep, task: str | None = Query(None, description="only this task")) -> dict[str, Any]:
+async def list_models(
+    catalog: CatalogDep, task: str | None = Query(None, description="only this task")
+) -> dict[str, Any]:
     return {"object": "list", "data": [model_object(e) for e in catalog.list(task)]}
 
 

@@ -25,7 +25,9 @@ async def get_settings(runtime: RuntimeDep) -> dict[str, Any]:
 
 
 @router.patch("/v1/settings", summary="Change runtime settings (effective at once)", responses=error_responses(422))
-async def patch_settings(runtime: RuntimeDep, changes: Any = Body(..., examples=[{"worker_idle_timeout_seconds": 30}])) -> dict[str, Any]:
+async def patch_settings(
+    runtime: RuntimeDep, changes: Any = Body(..., examples=[{"worker_idle_timeout_seconds": 30}])
+) -> dict[str, Any]:
     if not isinstance(changes, dict) or not changes:
         raise ValidationFailed("body must be a non-empty JSON object of settings to change", code="invalid_setting")
     updated = await run_in_threadpool(runtime.update, changes)
