@@ -38,7 +38,7 @@ bench: install
 	$(PY) bench/bench_embeddings.py
 
 docs: install
-	$(PY) -m modelhost.config > docs/configuration-reference.md
+	$(PY) -m modelhost.config --write docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -106,7 +106,22 @@ def settings_reference() -> str:
     return "\n".join(rows)
 
 
+BEGIN_MARK = "<!-- BEGIN GENERATED: settings reference -->"
+END_MARK = "<!-- END GENERATED -->"
+
+
+def render_into(document: str) -> str:
+    """``document`` with the text between the generated-reference markers replaced by ``settings_reference()``."""
+    head, _, rest = document.partition(BEGIN_MARK)
+    _, _, tail = rest.partition(END_MARK)
+    return f"{head}{BEGIN_MARK}\n{settings_reference()}\n{END_MARK}{tail}"
+
+
 if __name__ == "__main__":
     import sys
 
-    sys.stdout.write(settings_reference() + "\n")
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        target = Path(sys.argv[2])
+        target.write_text(render_into(target.read_text()))
+    else:
+        sys.stdout.write(settings_reference() + "\n")

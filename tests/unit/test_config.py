@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from modelhost.config import Settings, settings_reference
+from modelhost.config import Settings, render_into, settings_reference
+from modelhost.runtime_settings import RuntimeSettings
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -37,3 +40,10 @@ def test_reference_documents_every_field() -> None:
     for name, field in Settings.model_fields.items():
         assert f"MODELHOST_{name.upper()}" in reference
         assert field.description, f"{name} has no docstring"
+
+
+def test_configuration_docs_are_current() -> None:
+    text = DOCS.read_text()
+    assert render_into(text) == text, "docs/configuration.md is stale: run `make docs`"
+    for name, field in RuntimeSettings.model_fields.items():
+        assert f"| `{name}` | {field.default if not isinstance(field.default, str) else f'`{field.default}`'} |" in text
