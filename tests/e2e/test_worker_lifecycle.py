@@ -248,3 +248,25 @@ def test_server_shutdown_stops_its_workers(tmp_path: Path, signal_: signal.Signa
         assert process_gone(pid)
     finally:
         server.stop()
+
+
+def test_worker_socket_is_private_and_needs_its_token(own_server: ServerProcess) -> None:
+    import asyncio
+    import stat
+
+    import aiohttp
+
+    add_model(own_server, "private", SLEEPY)
+    assert embed(own_server, "private", "warm").status_code == 200
+    socket_path = Path(own_server.worker("private")["socket"])  # type: ignore[index]
+    assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+
+    async def call(headers: dict[str, str]) -> int:
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get("http://worker/healthz", headers=headers) as resp:
+                return resp.status
+
+    assert asyncio.run(call({})) == 401
+    assert asyncio.run(call({"X-Modelhost-Worker-Token": "guess"})) == 401
