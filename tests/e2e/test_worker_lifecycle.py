@@ -270,3 +270,17 @@ def test_worker_socket_is_private_and_needs_its_token(own_server: ServerProcess)
 
     assert asyncio.run(call({})) == 401
     assert asyncio.run(call({"X-Modelhost-Worker-Token": "guess"})) == 401
+
+
+def test_stopping_a_busy_worker_answers_its_request_503(own_server: ServerProcess) -> None:
+    add_model(own_server, "busy", SLEEPY)
+    assert embed(own_server, "busy", "warm").status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(embed, own_server, "busy", "sleep:30")
+        assert own_server.wait_for(lambda: (own_server.worker("busy") or {}).get("in_flight") == 1, timeout=5)
+        with own_server.client() as http:
+            assert http.delete("/v1/workers/busy").status_code == 200
+        response = pending.result(timeout=20)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "worker_stopped"
+    assert embed(own_server, "busy", "after").status_code == 200

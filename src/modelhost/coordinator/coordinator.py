@@ -199,6 +199,13 @@ class Coordinator:
                 ) from None
             if code == EXIT_IDLE and handle.stop_reason is None:
                 raise _WorkerWentIdle from exc
+            if handle.stop_reason in ("stopped", "shutdown"):
+                raise ModelUnavailable(
+                    f"the worker for model {handle.model.id!r} was stopped during the request "
+                    "(stop requested, model changed or removed, or server shutting down)",
+                    code="worker_stopped",
+                    retry_after=1,
+                ) from None
             raise WorkerCrashed(
                 f"worker for model {handle.model.id!r} failed during the request ({describe_exit(code)}); "
                 f"the next request starts a fresh worker. Log: {handle.log_path}"

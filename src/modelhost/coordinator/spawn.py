@@ -29,8 +29,14 @@ def worker_environment(spec: WorkerSpec, token: str, base: dict[str, str] | None
     return env
 
 
+LOG_ROTATE_BYTES = 10 * 1024 * 1024
+
+
 async def spawn_worker(spec: WorkerSpec, token: str, interpreter: str, log_path: Path) -> asyncio.subprocess.Process:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if log_path.stat().st_size > LOG_ROTATE_BYTES:  # keep one previous log per model
+            log_path.replace(log_path.with_suffix(log_path.suffix + ".1"))
     with open(log_path, "ab") as log_file:
         return await asyncio.create_subprocess_exec(
             interpreter,
