@@ -29,7 +29,10 @@ class SentenceTransformersEmbeddings(EmbeddingBackend):
         )
         self.model.eval()
         self.encode_batch_size = int(self.options.get("batch_size", 32))
-        self._dimension = int(self.model.get_sentence_embedding_dimension() or 0)
+        # sentence-transformers >= 6 renamed get_sentence_embedding_dimension()
+        model = self.model
+        get_dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self._dimension = int(get_dimension() or 0)
         self._normalize = bool(self.options.get("normalize", True))
         # sentence-transformers >= 6 renamed tokenize() to preprocess()
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
