@@ -41,17 +41,7 @@ class WorkerClient:
     ) -> tuple[int, dict[str, Any]]:
         """POST /infer. Binary files go as multipart parts next to a ``json`` part, never base64 in JSON."""
         envelope = {"payload": payload, "request_id": request_id, "idle_timeout": idle_timeout}
-        if files:
-            form = aiohttp.FormData()
-            form.add_field("json", orjson.dumps(envelope), content_type="application/json")
-            for name, (filename, data, content_type) in files.items():
-                form.add_field(name, data, filename=filename, content_type=content_type)
-            request = self._session.post("/infer", data=form)
-        else:
-            request = self._session.post(
-                "/infer", data=orjson.dumps(envelope), headers={"Content-Type": "application/json"}
-            )
-        async with request as resp:
+        async with self._post_infer(envelope, files) as resp:
             raw = await resp.read()
             try:
                 body = orjson.loads(raw)
@@ -68,29 +58,28 @@ class WorkerClient:
         files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
         """POST /infer with ``stream``: yields ``(status, line)``; a non-200 answer is one ``(status, body)``."""
-        envelope = {
-            "payload": payload,
-            "request_id": request_id,
-            "idle_timeout": idle_timeout,
-            "stream": True,
-        }
-        if files:
-            form = aiohttp.FormData()
-            form.add_field("json", orjson.dumps(envelope), content_type="application/json")
-            for name, (filename, data, content_type) in files.items():
-                form.add_field(name, data, filename=filename, content_type=content_type)
-            request = self._session.post("/infer", data=form)
-        else:
-            request = self._session.post(
-                "/infer", data=orjson.dumps(envelope), headers={"Content-Type": "application/json"}
-            )
-        async with request as resp:
+        envelope = {"payload": payload, "request_id": request_id, "idle_timeout": idle_timeout, "stream": True}
+        async with self._post_infer(envelope, files) as resp:
             if resp.status != 200:
                 yield resp.status, orjson.loads(await resp.read())
                 return
             async for line in resp.content:
                 if line.strip():
                     yield 200, orjson.loads(line)
+
+    def _post_infer(
+        self, envelope: dict[str, Any], files: dict[str, tuple[str, bytes, str]] | None
+    ) -> Any:  # aiohttp's request context manager
+        """JSON when there are no files; otherwise multipart with a ``json`` part and one part per file."""
+        if not files:
+            return self._session.post(
+                "/infer", data=orjson.dumps(envelope), headers={"Content-Type": "application/json"}
+            )
+        form = aiohttp.FormData()
+        form.add_field("json", orjson.dumps(envelope), content_type="application/json")
+        for name, (filename, data, content_type) in files.items():
+            form.add_field(name, data, filename=filename, content_type=content_type)
+        return self._session.post("/infer", data=form)
 
     async def shutdown(self) -> None:
         async with self._session.post("/shutdown", timeout=aiohttp.ClientTimeout(total=2)) as resp:
