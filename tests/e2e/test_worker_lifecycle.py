@@ -264,9 +264,11 @@ def test_worker_socket_is_private_and_needs_its_token(own_server: ServerProcess)
 
     async def call(headers: dict[str, str]) -> int:
         connector = aiohttp.UnixConnector(path=str(socket_path))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get("http://worker/healthz", headers=headers) as resp:
-                return resp.status
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get("http://worker/healthz", headers=headers) as resp,
+        ):
+            return resp.status
 
     assert asyncio.run(call({})) == 401
     assert asyncio.run(call({"X-Modelhost-Worker-Token": "guess"})) == 401
