@@ -4,6 +4,9 @@
 set -euo pipefail
 PACKAGES=(
   # one package per line; keep the reason next to it
+  ffmpeg  # decodes uploaded audio (any format, any rate) in speech workers
+  flite   # test speech with known text (several voices)
+  pocketsphinx-testdata  # real human speech for tests (LibriVox readings with transcripts)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

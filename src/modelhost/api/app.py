@@ -11,7 +11,7 @@ from fastapi import FastAPI
 import modelhost
 from modelhost.api.errors import install_error_handlers
 from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from modelhost.api.routes import embeddings, health, models, workers
+from modelhost.api.routes import audio, embeddings, health, models, workers
 from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
 from modelhost.config import Settings
@@ -46,7 +46,14 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (embeddings.router, models.router, settings_routes.router, workers.router, health.router):
+    for router in (
+        audio.router,
+        embeddings.router,
+        models.router,
+        settings_routes.router,
+        workers.router,
+        health.router,
+    ):
         app.include_router(router)
     # Outermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)

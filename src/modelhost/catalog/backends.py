@@ -49,6 +49,27 @@ BUILTIN_BACKENDS: dict[str, BackendInfo] = {
             "onnx",
             "ONNX Runtime encoder with a tokenizer.json, mean pooling (no torch)",
         ),
+        BackendInfo(
+            "faster-whisper",
+            "modelhost.backends.speech_whisper:FasterWhisperRecognizer",
+            ("speech-recognition",),
+            "speech",
+            "Whisper speech recognition with faster-whisper (CTranslate2 model directory or hub id)",
+        ),
+        BackendInfo(
+            "silero-vad",
+            "modelhost.backends.vad_silero:SileroVad",
+            ("voice-activity",),
+            "speech",
+            "Silero voice activity detection (the ONNX model bundled in faster-whisper)",
+        ),
+        BackendInfo(
+            "hibari",
+            "modelhost.backends.tts_hibari:HibariSpeech",
+            ("text-to-speech",),
+            "speech",
+            "hibari-tts text-to-speech (ONNX, 24 kHz); offers only the voices present on disk, never downloads",
+        ),
     )
 }
 

