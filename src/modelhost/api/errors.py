@@ -44,7 +44,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "invalid request", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "form") and not _is_type_tag(p)]
+    parts = list(first.get("loc", ()))
+    if parts and parts[0] in ("body", "query", "path", "form", "header", "cookie"):
+        parts = parts[1:]  # where the value was; only the first item (a body field may be named "query")
+    loc = [str(p) for p in parts if not _is_type_tag(p)]
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid value")
     if first.get("type") == "json_invalid":
