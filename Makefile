@@ -6,6 +6,11 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 # torch is pinned in the same pip command as sentence-transformers, so no resolver reaches for a CUDA build.
 TORCH := torch==2.13.0
+# llama-cpp-python has no wheel on PyPI: pip compiles llama.cpp (about 5 min on 2 cores) and caches the wheel in
+# ~/.cache/pip. GGML_NATIVE=OFF builds the portable AVX2/FMA/F16C kernels: a native build turns on AMX on CPUs that
+# report it, and AMX crashes (SIGSEGV in ldtilecfg) in VMs that do not pass it through. pip's wheel cache ignores
+# CMAKE_ARGS: after changing them, `$(VENV)/bin/pip cache remove llama_cpp_python` before reinstalling.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: install serve test test-unit lint typecheck bench docs clean
 
@@ -36,6 +41,9 @@ typecheck: install
 
 bench: install
 	$(PY) bench/bench_embeddings.py
+	$(PY) bench/bench_speech.py
+	$(PY) bench/bench_ocr.py
+	$(PY) bench/bench_textgen.py
 
 docs: install
 	$(PY) -m modelhost.config --write docs/configuration.md

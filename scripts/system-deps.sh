@@ -6,7 +6,15 @@ PACKAGES=(
   # one package per line; keep the reason next to it
   ffmpeg  # decodes uploaded audio (any format, any rate) in speech workers
   flite   # test speech with known text (several voices)
+  espeak-ng  # the espeak-ng text-to-speech backend; test speech in other voices and languages
   pocketsphinx-testdata  # real human speech for tests (LibriVox readings with transcripts)
+  tesseract-ocr      # the tesseract OCR backend (model tesseract-eng)
+  tesseract-ocr-eng  # English language data for tesseract
+  poppler-utils      # pdftoppm/pdfinfo: PDF pages rendered to images for OCR in workers
+  fonts-dejavu-core  # fonts the OCR tests render text with
+  fonts-liberation2  # more fonts (Liberation Sans/Serif/Mono) for the OCR tests
+  g++    # compiles llama-cpp-python (llama.cpp) during pip install: it has no wheel on PyPI
+  cmake  # the same build (scikit-build-core fetches a cmake wheel when this one is missing or too old)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 import modelhost
 from modelhost.api.errors import install_error_handlers
 from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from modelhost.api.routes import audio, embeddings, health, models, workers
+from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, workers
 from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
 from modelhost.config import Settings
@@ -48,7 +48,11 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in (
         audio.router,
+        completions.router,
+        images.router,
         embeddings.router,
+        ocr.router,
+        rerank.router,
         models.router,
         settings_routes.router,
         workers.router,
