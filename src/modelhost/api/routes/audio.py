@@ -22,54 +22,15 @@ from starlette.datastructures import UploadFile
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import error_responses
+from modelhost.api.forms import form_flag, form_float, form_int, form_text, read_upload_form
 from modelhost.errors import InvalidRequest
+from modelhost.media.audio import MEDIA_TYPES
 from modelhost.media.subtitles import to_srt, to_vtt
 
 router = APIRouter(tags=["audio"])
 
-SPEECH_MEDIA_TYPES = {
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
-    "mp3": "audio/mpeg",
-    "flac": "audio/flac",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-}
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 GRANULARITIES = ("word", "segment")
-
-
-def _field(form: Any, name: str) -> str | None:
-    value = form.get(name)
-    if value is None or isinstance(value, UploadFile):
-        return None
-    return str(value)
-
-
-async def _audio_form(request: Request) -> tuple[Any, dict[str, tuple[str, bytes, str]]]:
-    """The multipart form of an audio request and its ``file`` part, ready for ``coordinator.infer(files=...)``."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise InvalidRequest("send the audio as multipart/form-data with a 'file' field", param="file")
-    form = await request.form()
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest("the 'file' field (an audio file) is required", param="file", code="missing_file")
-    raw = await upload.read()
-    return form, {"file": (upload.filename or "audio", raw, upload.content_type or "application/octet-stream")}
-
-
-def _int_field(form: Any, name: str, low: int = 1, high: int = 64) -> int | None:
-    text = _field(form, name)
-    if text is None or not text.strip():
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer", param=name) from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {low} and {high}", param=name)
-    return value
 
 
 def _floats(encoded: str | None) -> list[float] | None:
@@ -84,11 +45,11 @@ def _floats(encoded: str | None) -> list[float] | None:
 
 
 async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await _audio_form(request)
-    model_id = _field(form, "model")
+    form, files = await read_upload_form(request, "an audio file")
+    model_id = form_text(form, "model")
     if not model_id:
         raise InvalidRequest("the 'model' field is required", param="model")
-    response_format = _field(form, "response_format") or "json"
+    response_format = form_text(form, "response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
         raise InvalidRequest(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
     granularities = [
@@ -100,19 +61,15 @@ async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinat
                 f"timestamp_granularities[] items must be word or segment, not {granularity!r}",
                 param="timestamp_granularities[]",
             )
-    temperature_text = _field(form, "temperature")
-    try:
-        temperature = float(temperature_text) if temperature_text else 0.0
-    except ValueError:
-        raise InvalidRequest("temperature must be a number", param="temperature") from None
+    temperature = form_float(form, "temperature") or 0.0
     if not 0.0 <= temperature <= 1.0:
         raise InvalidRequest("temperature must be between 0 and 1", param="temperature")
-    vad_filter = (_field(form, "vad_filter") or "false").lower() in ("1", "true", "yes")
+    vad_filter = form_flag(form, "vad_filter")
     model = catalog.get_for_task_or_raise("speech-recognition", model_id)
     payload = {
         "task": task,
-        "language": _field(form, "language") if task == "transcribe" else None,
-        "prompt": _field(form, "prompt"),
+        "language": form_text(form, "language") if task == "transcribe" else None,
+        "prompt": form_text(form, "prompt"),
         "temperature": temperature,
         "word_timestamps": "word" in granularities,
         "vad_filter": vad_filter,
@@ -191,7 +148,7 @@ async def create_speech(request: SpeechRequest, catalog: CatalogDep, coordinator
             if close is not None:
                 await close()
 
-    return StreamingResponse(body(), media_type=SPEECH_MEDIA_TYPES[request.response_format])
+    return StreamingResponse(body(), media_type=MEDIA_TYPES[request.response_format])
 
 
 @router.post(
@@ -200,16 +157,13 @@ async def create_speech(request: SpeechRequest, catalog: CatalogDep, coordinator
     responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
 )
 async def detect_voice_activity(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await _audio_form(request)
-    model = catalog.get_for_task_or_raise("voice-activity", _field(form, "model") or "silero-vad")
+    form, files = await read_upload_form(request, "an audio file")
+    model = catalog.get_for_task_or_raise("voice-activity", form_text(form, "model") or "silero-vad")
     payload: dict[str, Any] = {}
     for name in ("threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
-        value = _field(form, name)
+        value = form_float(form, name)
         if value is not None:
-            try:
-                payload[name] = float(value)
-            except ValueError:
-                raise InvalidRequest(f"{name} must be a number", param=name) from None
+            payload[name] = value
     result = await coordinator.infer(model, payload, files=files)
     body = {"model": model.id, "duration": result["duration"], "segments": result["segments"]}
     return Response(orjson.dumps(body), media_type="application/json")
@@ -221,8 +175,8 @@ async def detect_voice_activity(request: Request, catalog: CatalogDep, coordinat
     responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
 )
 async def create_speaker_embedding(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await _audio_form(request)
-    model = catalog.get_for_task_or_raise("speaker-embedding", _field(form, "model") or "resemblyzer")
+    form, files = await read_upload_form(request, "an audio file")
+    model = catalog.get_for_task_or_raise("speaker-embedding", form_text(form, "model") or "resemblyzer")
     result = await coordinator.infer(model, {}, files=files)
     body = {
         "model": model.id,
@@ -243,27 +197,24 @@ DIARIZATION_FORMATS = ("json", "rttm")
     responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
 )
 async def create_diarization(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await _audio_form(request)
-    counts = {name: _int_field(form, name) for name in ("num_speakers", "min_speakers", "max_speakers")}
+    form, files = await read_upload_form(request, "an audio file")
+    counts = {name: form_int(form, name, 1, 64) for name in ("num_speakers", "min_speakers", "max_speakers")}
     if counts["num_speakers"] is not None and (counts["min_speakers"] or counts["max_speakers"]):
         raise InvalidRequest("give either num_speakers or min_speakers/max_speakers, not both", param="num_speakers")
     low, high = counts["min_speakers"], counts["max_speakers"]
     if low is not None and high is not None and low > high:
         raise InvalidRequest("min_speakers must not exceed max_speakers", param="min_speakers")
-    response_format = _field(form, "response_format") or "json"
+    response_format = form_text(form, "response_format") or "json"
     if response_format not in DIARIZATION_FORMATS:
         raise InvalidRequest(
             f"response_format must be one of {', '.join(DIARIZATION_FORMATS)}", param="response_format"
         )
-    include_embeddings = (_field(form, "include_embeddings") or "false").lower() in ("1", "true", "yes")
-    model = catalog.get_for_task_or_raise("speaker-diarization", _field(form, "model") or "diarizer")
+    include_embeddings = form_flag(form, "include_embeddings")
+    model = catalog.get_for_task_or_raise("speaker-diarization", form_text(form, "model") or "diarizer")
     payload: dict[str, Any] = {k: v for k, v in counts.items() if v is not None}
-    threshold = _field(form, "threshold")
+    threshold = form_float(form, "threshold")
     if threshold is not None:
-        try:
-            payload["threshold"] = float(threshold)
-        except ValueError:
-            raise InvalidRequest("threshold must be a number", param="threshold") from None
+        payload["threshold"] = threshold
     result = await coordinator.infer(model, payload, files=files)
     segments = result["segments"]
     if response_format == "rttm":
