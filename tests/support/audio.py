@@ -26,13 +26,14 @@ def flite_wav(text: str, voice: str, path: Path) -> Path:
     return path
 
 
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly (overwriting outputs); raise with its message when it fails."""
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args], check=True, capture_output=True)
+
+
 def convert(source: Path, target: Path, *args: str) -> Path:
     """Re-encode ``source`` with ffmpeg (the target's extension picks the format; extra args e.g. -ar, -ac)."""
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), *args, str(target)],
-        check=True,
-        capture_output=True,
-    )
+    ffmpeg("-i", str(source), *args, str(target))
     return target
 
 
@@ -78,20 +79,5 @@ def join_with_silence(parts: list[Path], gap: float, target: Path) -> list[tuple
         cursor += length + (gap if i < len(parts) - 1 else 0.0)
     graph = ";".join(filters) + ";" + "".join(f"[a{i}]" for i in range(len(parts)))
     graph += f"concat=n={len(parts)}:v=0:a=1[out]"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            *inputs,
-            "-filter_complex",
-            graph,
-            "-map",
-            "[out]",
-            str(target),
-        ],
-        check=True,
-    )
+    ffmpeg(*inputs, "-filter_complex", graph, "-map", "[out]", str(target))
     return spans

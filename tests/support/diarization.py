@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.audio import flite_wav, join_with_silence
+from tests.support.audio import ffmpeg, flite_wav, join_with_silence
 
 Turn = tuple[float, float, str]  # (start, end, speaker)
 
@@ -72,22 +71,7 @@ def parse_rttm(text: str) -> list[Turn]:
 def trim_silence(source: Path, target: Path) -> Path:
     """Cut the leading and trailing silence flite leaves around an utterance (so file spans are speech spans)."""
     edge = "silenceremove=start_periods=1:start_threshold=-50dB:start_silence=0.02"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(source),
-            "-af",
-            f"{edge},areverse,{edge},areverse",
-            str(target),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    ffmpeg("-i", str(source), "-af", f"{edge},areverse,{edge},areverse", str(target))
     return target
 
 
