@@ -1,11 +1,19 @@
-"""The ``modelhost`` command: serve, and manage models, workers, environments and settings."""
+"""The ``modelhost`` command: serve, and manage models, workers, environments and settings.
+
+Global options (before the command): ``--url`` (or ``MODELHOST_URL``), ``--api-key`` (or ``MODELHOST_API_KEY``),
+``--json`` (print the server's answers as JSON) and ``--version``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -13,14 +21,17 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from modelhost.config import Settings
+import modelhost
+from modelhost.config import Settings, is_loopback
 
 app = typer.Typer(
     help="modelhost: a self-hosted AI inference server.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 models_app = typer.Typer(help="The model catalog (talks to a running server).", no_args_is_help=True)
 workers_app = typer.Typer(help="Worker processes (talks to a running server).", no_args_is_help=True)
-envs_app = typer.Typer(help="Python environments for models (local, under the data dir).", no_args_is_help=True)
+envs_app = typer.Typer(
+    help="Python environments for models (created on the server's machine, under its data dir).", no_args_is_help=True
+)
 settings_app = typer.Typer(help="Runtime settings (talks to a running server).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(workers_app, name="workers")
@@ -29,38 +40,100 @@ app.add_typer(settings_app, name="settings")
 
 console = Console()
 err = Console(stderr=True)
+log = logging.getLogger(__name__)
 
 
-def _settings() -> Settings:
+@dataclass
+class Options:
+    """The global options, shared by every command."""
+
+    url: str | None = None
+    api_key: str | None = None
+    json: bool = False
+
+
+OPTIONS = Options()
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"modelhost {modelhost.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    url: str | None = typer.Option(
+        None, "--url", envvar="MODELHOST_URL", help="the server (default http://<MODELHOST_HOST>:<MODELHOST_PORT>)"
+    ),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="MODELHOST_API_KEY",
+        help="Bearer key (default: the first of MODELHOST_ADMIN_API_KEYS, then of MODELHOST_API_KEYS)",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the server's answers as JSON"),
+    version: bool = typer.Option(  # noqa: ARG001 - handled by its eager callback
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """modelhost: a self-hosted AI inference server."""
+    OPTIONS.url, OPTIONS.api_key, OPTIONS.json = url, api_key, as_json
+
+
+def _settings(**overrides: Any) -> Settings:
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as exc:
         err.print(f"[red]configuration error:[/red] {exc.errors()[0]['msg']}")
         raise typer.Exit(2) from None
 
 
 class Api:
-    """A small client for the server's API, reading MODELHOST_URL / MODELHOST_API_KEY."""
+    """A small client for the server's API (``--url``/``MODELHOST_URL``, ``--api-key``/``MODELHOST_API_KEY``)."""
 
     def __init__(self) -> None:
-        settings = _settings()
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-        self.url = os.environ.get("MODELHOST_URL", f"http://{host}:{settings.port}")
-        key = os.environ.get("MODELHOST_API_KEY") or next(iter(settings.api_key_values()), None)
+        settings = _settings() if OPTIONS.url is None or OPTIONS.api_key is None else None
+        if OPTIONS.url:
+            self.url = OPTIONS.url.rstrip("/")
+        else:
+            assert settings is not None
+            host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+            self.url = f"http://{'[' + host + ']' if ':' in host else host}:{settings.port}"
+        key = OPTIONS.api_key
+        if key is None and settings is not None:
+            key = next(iter(sorted(settings.admin_key_values())), None) or next(
+                iter(sorted(settings.api_key_values())), None
+            )
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    @property
+    def is_local(self) -> bool:
+        return is_loopback(urlsplit(self.url).hostname or "")
+
+    def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         try:
-            resp = httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=600)
+            return httpx.request(method, self.url + path, json=body, headers=self.headers, timeout=600)
         except httpx.HTTPError as exc:
             err.print(f"[red]cannot reach modelhost at {self.url}:[/red] {exc} (is `modelhost serve` running?)")
             raise typer.Exit(1) from None
-        data = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else resp.text
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self.request(method, path, body)
+        data = _decode(resp)
         if resp.status_code >= 400:
             message = data["error"]["message"] if isinstance(data, dict) and "error" in data else data
             err.print(f"[red]error {resp.status_code}:[/red] {message}")
             raise typer.Exit(1)
         return data
+
+
+def _decode(resp: httpx.Response) -> Any:
+    return resp.json() if resp.headers.get("content-type", "").startswith("application/json") else resp.text
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")  # not through rich: no wrapping, no markup
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -82,18 +155,27 @@ def serve(
 
     from modelhost.api.app import create_app
     from modelhost.logs import configure_logging
+    from modelhost.storage.files import PRIVATE_UMASK, secure_data_dir
 
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        err.print(f"[red]configuration error:[/red] {exc.errors()[0]['msg']}")
-        raise typer.Exit(2) from None
+    settings = _settings(**overrides)
     configure_logging(settings.log_level, "serve")
+    os.umask(PRIVATE_UMASK)  # the database, its WAL, logs, blobs: readable by this user only (workers inherit it)
+    secure_data_dir(settings.data_dir)
+    if settings.api_keys and not settings.admin_api_keys:
+        log.warning(
+            "MODELHOST_API_KEYS is set without MODELHOST_ADMIN_API_KEYS: models, settings, workers and environments "
+            "cannot be changed over HTTP"
+        )
+    if settings.allow_custom_backends or settings.allow_trust_remote_code:
+        log.warning(
+            "custom backends%s are allowed: whoever may add a model can run code as this user",
+            " and trust_remote_code" if settings.allow_trust_remote_code else "",
+        )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -108,6 +190,9 @@ def serve(
 def models_list(task: str | None = typer.Option(None, help="only this task")) -> None:
     """List the catalog."""
     data = Api().call("GET", "/v1/models" + (f"?task={task}" if task else ""))["data"]
+    if OPTIONS.json:
+        _print_json(data)
+        return
     rows = [[m["id"], m["task"], m["backend"], m["device"], m["python_env"], m["source"]] for m in data]
     _table("models", ["id", "task", "backend", "device", "env", "source"], rows)
 
@@ -123,8 +208,11 @@ def models_add(
     threads: int | None = typer.Option(None, help="intra-op threads (default 1)"),
     idle_timeout: float | None = typer.Option(None, help="seconds; -1 never, 0 after each request"),
     option: list[str] = typer.Option([], help="backend option KEY=VALUE (VALUE parsed as JSON if it can be)"),
+    check: bool = typer.Option(True, "--check/--no-check", help="check that the source exists before adding"),
 ) -> None:
-    """Add a model to the catalog."""
+    """Add a model to the catalog (its source is checked first: a path, a package:… location or a hub id)."""
+    from modelhost.catalog.sources import check_source
+
     options: dict[str, Any] = {}
     for item in option:
         key, sep, value = item.partition("=")
@@ -134,6 +222,17 @@ def models_add(
             options[key] = json.loads(value)
         except ValueError:
             options[key] = value
+    api = Api()
+    if check and api.is_local:
+        checked = check_source(source, backend, python_env=python_env)
+        if not checked.ok:
+            err.print(f"[red]{checked.message}[/red] (pass --no-check to add it anyway)")
+            raise typer.Exit(1)
+        source = checked.source
+        if not OPTIONS.json:
+            err.print(f"source: {checked.message}")
+    elif check:
+        err.print(f"source not checked: the server at {api.url} is not on this machine")
     body = {
         "id": model_id,
         "task": task,
@@ -145,14 +244,20 @@ def models_add(
         "idle_timeout_seconds": idle_timeout,
         "options": options,
     }
-    created = Api().call("POST", "/v1/models", body)
+    created = api.call("POST", "/v1/models", body)
+    if OPTIONS.json:
+        _print_json(created)
+        return
     console.print(f"added [bold]{created['id']}[/bold] ({created['task']}, {created['backend']})")
 
 
 @models_app.command("remove")
 def models_remove(model_id: str) -> None:
     """Remove a model (its worker is stopped)."""
-    Api().call("DELETE", f"/v1/models/{model_id}")
+    data = Api().call("DELETE", f"/v1/models/{model_id}")
+    if OPTIONS.json:
+        _print_json(data)
+        return
     console.print(f"removed {model_id}")
 
 
@@ -160,6 +265,9 @@ def models_remove(model_id: str) -> None:
 def workers_list() -> None:
     """Running workers."""
     data = Api().call("GET", "/v1/workers")["data"]
+    if OPTIONS.json:
+        _print_json(data)
+        return
     rows = [[w["model"], w["state"], w["pid"], w["memory_mb"], w["idle_seconds"], w["requests"]] for w in data]
     _table("workers", ["model", "state", "pid", "MiB", "idle s", "requests"], rows)
 
@@ -167,8 +275,55 @@ def workers_list() -> None:
 @workers_app.command("stop")
 def workers_stop(model_id: str) -> None:
     """Stop a model's worker; it starts again on next use."""
-    Api().call("DELETE", f"/v1/workers/{model_id}")
+    data = Api().call("DELETE", f"/v1/workers/{model_id}")
+    if OPTIONS.json:
+        _print_json(data)
+        return
     console.print(f"stopped the worker of {model_id}")
+
+
+def _local_envs_dir_or_exit(action: str) -> Path:
+    """This machine's environments dir, once it is known to be the running server's (exit 1 otherwise).
+
+    An environment made anywhere else would be invisible to the server: refuse rather than make it.
+    """
+    settings = _settings()
+    local = settings.envs_dir.resolve()
+    api = Api()
+    if not api.is_local:
+        err.print(
+            f"[red]cannot {action} an environment of the server at {api.url}:[/red] environments live on the "
+            "server's machine; run this command there"
+        )
+        raise typer.Exit(1)
+    try:
+        resp = httpx.get(api.url + "/v1/environments", headers=api.headers, timeout=30)
+    except httpx.HTTPError:
+        err.print(
+            f"[yellow]no server answers at {api.url}:[/yellow] using {local}; a server sees this environment only "
+            f"with MODELHOST_DATA_DIR={settings.data_dir.resolve()}"
+        )
+        return local
+    data = _decode(resp)
+    if resp.status_code in (401, 403):
+        message = data["error"]["message"] if isinstance(data, dict) and "error" in data else data
+        err.print(
+            f"[red]cannot ask the server at {api.url} where it keeps environments ({resp.status_code}: {message})"
+            "[/red]; pass an admin key with --api-key or MODELHOST_API_KEY"
+        )
+        raise typer.Exit(1)
+    if resp.status_code == 404 or not isinstance(data, dict) or "envs_dir" not in data:
+        err.print(f"[yellow]the server at {api.url} does not say where it keeps environments;[/yellow] using {local}")
+        return local
+    server = Path(data["envs_dir"])
+    if server != local:
+        err.print(
+            f"[red]the server at {api.url} keeps environments in {server}, but this command would {action} one in "
+            f"{local}, where the server would not find it.[/red] Run it with "
+            f"MODELHOST_DATA_DIR={data.get('data_dir', server.parent)} (as the server's user)."
+        )
+        raise typer.Exit(1)
+    return local
 
 
 @envs_app.command("create")
@@ -180,7 +335,7 @@ def envs_create(
     """Create a Python environment with the worker runtime and REQUIREMENTS installed."""
     from modelhost.catalog.envs import EnvError, EnvManager
 
-    manager = EnvManager(_settings().envs_dir)
+    manager = EnvManager(_local_envs_dir_or_exit("create"))
     try:
         with console.status(f"creating environment {name} (pip install may take a while)"):
             info = manager.create(name, requirements, python=python)
@@ -193,9 +348,14 @@ def envs_create(
 @envs_app.command("list")
 def envs_list() -> None:
     """List environments."""
+    from dataclasses import asdict
+
     from modelhost.catalog.envs import EnvManager
 
-    envs = EnvManager(_settings().envs_dir).list()
+    envs = EnvManager(_local_envs_dir_or_exit("list")).list()
+    if OPTIONS.json:
+        _print_json([asdict(e) for e in envs])
+        return
     _table("environments", ["name", "python", "path"], [[e.name, e.python_version, e.path] for e in envs])
 
 
@@ -205,7 +365,7 @@ def envs_remove(name: str) -> None:
     from modelhost.catalog.envs import EnvError, EnvManager
 
     try:
-        EnvManager(_settings().envs_dir).remove(name)
+        EnvManager(_local_envs_dir_or_exit("remove")).remove(name)
     except EnvError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
@@ -223,6 +383,9 @@ def settings_get(key: str | None = typer.Argument(None, help="one setting; all w
             raise typer.Exit(1)
         console.print(json.dumps(values[key]))
         return
+    if OPTIONS.json:
+        _print_json(values)
+        return
     _table(
         "settings",
         ["name", "value", "description"],
@@ -230,14 +393,18 @@ def settings_get(key: str | None = typer.Argument(None, help="one setting; all w
     )
 
 
-@settings_app.command("set")
+# ignore_unknown_options: a negative VALUE (`settings set worker_idle_timeout_seconds -1`) is a value, not an option.
+@settings_app.command("set", context_settings={"ignore_unknown_options": True})
 def settings_set(key: str, value: str) -> None:
-    """Change a runtime setting (VALUE parsed as JSON if it can be: 30, true, "exclusive")."""
+    """Change a runtime setting (VALUE parsed as JSON if it can be: 30, -1, true, "exclusive")."""
     try:
         parsed: Any = json.loads(value)
     except ValueError:
         parsed = value
     data = Api().call("PATCH", "/v1/settings", {key: parsed})
+    if OPTIONS.json:
+        _print_json(data["settings"])
+        return
     console.print(f"{key} = {json.dumps(data['settings'][key])}")
 
 

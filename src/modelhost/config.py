@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,8 +49,33 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     """TCP port to bind."""
 
+    admin_api_keys: list[SecretStr] = Field(default_factory=list)
+    """Bearer keys that may do everything, including change models, runtime settings, workers and environments
+    (JSON list, e.g. ``'["a-long-random-key"]'``). Keep them for operators and the CLI."""
+
     api_keys: list[SecretStr] = Field(default_factory=list)
-    """Accepted Bearer keys (JSON list, e.g. ``'["k1","k2"]'``). Empty: no authentication (loopback only)."""
+    """Inference Bearer keys (JSON list): every route except those that change models, runtime settings, workers
+    or environments (403 there). With neither list set there is no authentication: loopback only, requests must
+    name a loopback ``Host`` (or one of ``allowed_hosts``) and changes are accepted from a loopback ``Host`` only.
+    An empty key is refused at start."""
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Extra ``Host`` names accepted when no keys are set (JSON list, e.g. ``'["mybox.local"]'``), besides
+    ``localhost``, ``127.0.0.1`` and ``::1``; any other ``Host`` gets 403 (DNS rebinding defence). Requests
+    through these names may run inference but change nothing."""
+
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Extra browser origins (``scheme://host[:port]``) accepted when no keys are set, besides loopback ones; a
+    request with any other ``Origin`` header gets 403."""
+
+    allow_custom_backends: bool = False
+    """Let catalog entries name a ``package.module:Class`` backend. That class runs in a worker with the server's
+    rights, so whoever may add a model could run any code: enable only when admin keys (or loopback) are trusted.
+    Not a runtime setting on purpose."""
+
+    allow_trust_remote_code: bool = False
+    """Let model options set ``trust_remote_code`` (transformers runs Python shipped with the model). Same caveat
+    as ``allow_custom_backends``."""
 
     run_dir: Path | None = None
     """Private (0700) directory for worker sockets. Default: a fresh directory under the system temp dir
@@ -69,14 +94,33 @@ class Settings(BaseSettings):
             return "postgresql+psycopg://" + value.split("://", 1)[1]
         return value
 
+    @field_validator("api_keys", "admin_api_keys")
+    @classmethod
+    def _no_blank_keys(cls, keys: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
+        variable = f"MODELHOST_{(info.field_name or '').upper()}"
+        for key in keys:
+            value = key.get_secret_value()
+            if not value.strip():
+                raise ValueError(
+                    f"{variable} contains an empty key, which would let anyone in: remove it or set a long random key"
+                )
+            if value != value.strip() or any(c.isspace() for c in value):
+                raise ValueError(f"{variable} contains a key with whitespace; keys are single tokens")
+        return keys
+
     @model_validator(mode="after")
     def _keys_required_off_loopback(self) -> Settings:
-        if not is_loopback(self.host) and not self.api_keys:
+        if not is_loopback(self.host) and not self.keys_configured:
             raise ValueError(
-                f"host {self.host!r} is not a loopback address: set MODELHOST_API_KEYS "
-                "(e.g. MODELHOST_API_KEYS='[\"a-long-random-key\"]') before exposing modelhost to a network"
+                f"host {self.host!r} is not a loopback address: set MODELHOST_ADMIN_API_KEYS and/or "
+                "MODELHOST_API_KEYS (e.g. MODELHOST_API_KEYS='[\"a-long-random-key\"]') before exposing modelhost "
+                "to a network"
             )
         return self
+
+    @property
+    def keys_configured(self) -> bool:
+        return bool(self.api_keys or self.admin_api_keys)
 
     @property
     def resolved_database_url(self) -> str:
@@ -91,7 +135,11 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     def api_key_values(self) -> set[str]:
+        """The inference keys."""
         return {key.get_secret_value() for key in self.api_keys}
+
+    def admin_key_values(self) -> set[str]:
+        return {key.get_secret_value() for key in self.admin_api_keys}
 
 
 def settings_reference() -> str:

@@ -55,6 +55,14 @@ class Unauthorized(ModelhostError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(ModelhostError):
+    """The caller is known but may not do this (an inference key on an admin route, a disabled feature)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
 class NotFound(ModelhostError):
     status_code = 404
     error_type = "not_found_error"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from modelhost.api.services import Services, build_services
-from modelhost.catalog.models import ModelCreate
+from modelhost.catalog.schemas import ModelCreate
 from modelhost.config import Settings
 from modelhost.errors import InvalidRequest
 from modelhost.metrics import Metrics
@@ -23,7 +23,7 @@ STREAM = ModelCreate(id="counter", task="text-generation", backend="tests.suppor
 @pytest.fixture
 def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    services = build_services(Settings(data_dir=tmp_path), Metrics())
+    services = build_services(Settings(data_dir=tmp_path, allow_custom_backends=True), Metrics())
     services.catalog.create(STREAM)
     yield services
     services.engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -40,6 +41,8 @@ class ServerProcess:
                 "MODELHOST_DATA_DIR": str(self.data_dir),
                 "MODELHOST_PORT": str(self.port),
                 "PYTHONPATH": str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                # The tests' own backends (tests.support.backends) are custom backend classes: the operator's switch.
+                "MODELHOST_ALLOW_CUSTOM_BACKENDS": "true",
                 **self.extra_env,
             }
         )
@@ -64,11 +67,10 @@ class ServerProcess:
         raise RuntimeError(f"server did not start within {timeout} s:\n{self.log()}")
 
     def auth_headers(self) -> dict[str, str]:
-        keys = self.extra_env.get("MODELHOST_API_KEYS")
+        """An admin key when the server has one, else an inference key, else nothing."""
+        keys = self.extra_env.get("MODELHOST_ADMIN_API_KEYS") or self.extra_env.get("MODELHOST_API_KEYS")
         if not keys:
             return {}
-        import json
-
         return {"Authorization": f"Bearer {json.loads(keys)[0]}"}
 
     def stop(self) -> int | None:

@@ -20,7 +20,8 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    # A loopback Host: a server without keys refuses any other (DNS rebinding defence; TestClient's is "testserver").
+    with TestClient(create_app(settings), base_url="http://localhost") as test_client:
         yield test_client
 
 

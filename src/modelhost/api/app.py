@@ -9,9 +9,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import modelhost
+from modelhost.api.access import AccessMiddleware, AccessPolicy
 from modelhost.api.errors import install_error_handlers
-from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, workers
+from modelhost.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from modelhost.api.routes import (
+    audio,
+    completions,
+    embeddings,
+    environments,
+    health,
+    images,
+    models,
+    ocr,
+    rerank,
+    workers,
+)
 from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
 from modelhost.config import Settings
@@ -56,11 +68,12 @@ def create_app(settings: Settings) -> FastAPI:
         models.router,
         settings_routes.router,
         workers.router,
+        environments.router,
         health.router,
     ):
         app.include_router(router)
     # Outermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_values())
+    app.add_middleware(AccessMiddleware, policy=AccessPolicy.from_settings(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

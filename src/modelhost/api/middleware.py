@@ -1,8 +1,10 @@
-"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path): auth, body limit, metrics."""
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path): body limit, metrics.
+
+Authentication and the Host/Origin allowlist live in ``modelhost.api.access``.
+"""
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Any
 
@@ -11,8 +13,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelhost.api.errors import envelope
 from modelhost.metrics import Metrics
-
-PUBLIC_PATHS = ("/docs", "/openapi.json", "/redoc")
 
 
 async def _send_error(
@@ -31,31 +31,6 @@ async def _send_error(
         }
     )
     await send({"type": "http.response.body", "body": payload})
-
-
-class ApiKeyMiddleware:
-    """Bearer API keys, when configured, for every route but the docs."""
-
-    def __init__(self, app: ASGIApp, keys: set[str]) -> None:
-        self.app = app
-        self.keys = [k.encode() for k in keys]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"].startswith(PUBLIC_PATHS):
-            await self.app(scope, receive, send)
-            return
-        auth = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = auth.partition(b" ")
-        if scheme.lower() == b"bearer" and any(hmac.compare_digest(token.strip(), k) for k in self.keys):
-            await self.app(scope, receive, send)
-            return
-        message = "missing API key: send 'Authorization: Bearer <key>'" if not auth else "invalid API key"
-        await _send_error(
-            send,
-            401,
-            envelope(message, "authentication_error", code="invalid_api_key"),
-            [(b"www-authenticate", b"Bearer")],
-        )
 
 
 class BodyLimitMiddleware:

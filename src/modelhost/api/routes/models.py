@@ -10,19 +10,24 @@ from fastapi.concurrency import run_in_threadpool
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import error_responses
 from modelhost.catalog.backends import BUILTIN_BACKENDS, TASKS
-from modelhost.catalog.models import ModelCreate, ModelEntry, ModelUpdate
+from modelhost.catalog.schemas import ModelCreate, ModelEntry, ModelUpdate
+from modelhost.catalog.secrets import redact_options, redact_url
 
 router = APIRouter(tags=["models"])
 
 
 def model_object(entry: ModelEntry) -> dict[str, Any]:
+    """An entry in OpenAI's model shape plus our fields; secrets in options and source URLs shown as ``***``."""
     created = int(entry.created_at.timestamp()) if entry.created_at else 0
+    fields = entry.model_dump(mode="json", exclude={"id", "created_at"})
+    fields["options"] = redact_options(fields["options"])
+    fields["source"] = redact_url(fields["source"])
     return {
         "id": entry.id,
         "object": "model",
         "created": created,
         "owned_by": "modelhost" if entry.builtin else "user",
-        **entry.model_dump(mode="json", exclude={"id", "created_at"}),
+        **fields,
     }
 
 
@@ -49,17 +54,17 @@ async def get_model(model_id: str, catalog: CatalogDep) -> dict[str, Any]:
     return model_object(catalog.get_or_raise(model_id))
 
 
-@router.post("/v1/models", status_code=201, summary="Add a model", responses=error_responses(400, 409, 422))
+@router.post("/v1/models", status_code=201, summary="Add a model", responses=error_responses(400, 403, 409, 422))
 async def create_model(body: ModelCreate, catalog: CatalogDep) -> dict[str, Any]:
     return model_object(await run_in_threadpool(catalog.create, body))
 
 
-@router.patch("/v1/models/{model_id:path}", summary="Change a model", responses=error_responses(400, 404, 422))
+@router.patch("/v1/models/{model_id:path}", summary="Change a model", responses=error_responses(400, 403, 404, 422))
 async def update_model(model_id: str, body: ModelUpdate, catalog: CatalogDep) -> dict[str, Any]:
     return model_object(await run_in_threadpool(catalog.update, model_id, body))
 
 
-@router.delete("/v1/models/{model_id:path}", summary="Remove a model", responses=error_responses(404, 409))
+@router.delete("/v1/models/{model_id:path}", summary="Remove a model", responses=error_responses(403, 404, 409))
 async def delete_model(model_id: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> dict[str, Any]:
     await run_in_threadpool(catalog.delete, model_id)
     await coordinator.stop_worker(model_id)

@@ -26,7 +26,7 @@ async def worker_info(model_id: str, coordinator: CoordinatorDep) -> dict[str, A
     return info
 
 
-@router.delete("/v1/workers/{model_id:path}", summary="Stop a model's worker", responses=error_responses(404))
+@router.delete("/v1/workers/{model_id:path}", summary="Stop a model's worker", responses=error_responses(403, 404))
 async def stop_worker(model_id: str, coordinator: CoordinatorDep) -> dict[str, Any]:
     if not await coordinator.stop_worker(model_id):
         raise NotFound(f"no running worker for model {model_id!r}", param="model_id", code="worker_not_running")

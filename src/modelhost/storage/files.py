@@ -1,0 +1,68 @@
+"""Private files: the data dir, the database and logs hold secrets (model options, voiceprints, transcripts).
+
+``modelhost serve`` sets the umask to 077 so that everything it and its workers create is 0600/0700, and
+``secure_data_dir`` tightens what an older release left readable to others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PRIVATE_UMASK = 0o077
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """chmod ``path`` to ``mode`` when it is ours and lets others in; never a shared (sticky) directory."""
+    with contextlib.suppress(FileNotFoundError):
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+            return
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:  # /tmp and the like are shared on purpose
+            return
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            path.chmod(mode)
+            log.info("made %s private (%o)", path, mode)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) as 0700, or tighten it when it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _tighten(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty as 0600 when missing, or tighten it."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    _tighten(path, 0o600)
+
+
+def sqlite_files(database: Path) -> list[Path]:
+    return [database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")]
+
+
+def secure_sqlite(database: Path) -> None:
+    """The database file exists as 0600 before SQLite opens it (SQLite gives its -wal and -shm files the mode
+    of the database), and files an older release left readable are tightened."""
+    if not database.parent.exists():
+        private_dir(database.parent)
+    private_file(database)
+    for path in sqlite_files(database)[1:]:
+        _tighten(path, 0o600)
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """The data dir 0700, its logs dir 0700 and the logs in it 0600."""
+    private_dir(data_dir)
+    logs = data_dir / "logs"
+    if logs.is_dir():
+        _tighten(logs, 0o700)
+        for entry in logs.iterdir():
+            _tighten(entry, 0o600)
