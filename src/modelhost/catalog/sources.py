@@ -45,7 +45,7 @@ def check_source(source: str, backend: str, *, python_env: str | None = None) ->
     return SourceCheck(
         False,
         f"source {source!r} is neither an existing path, a 'package:<module>/<path>' location nor a hub id "
-        "('org/name')",
+        "('org/name'); for a hub id without an organisation (e.g. 'gpt2') pass --no-check",
         source,
     )
 
