@@ -3,6 +3,7 @@ operator's switches for custom code, blank keys, constant-time key comparison. I
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import subprocess
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr, ValidationError
 
 from modelhost.api import access
-from modelhost.api.access import KeyRing, host_name, is_admin_route
+from modelhost.api.access import AccessMiddleware, AccessPolicy, KeyRing, host_name, is_admin_route
 from modelhost.api.app import create_app
 from modelhost.config import Settings
 
@@ -211,3 +212,28 @@ def test_every_key_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPatch
         assert ring.role(token) == role
         assert len(calls) == 3  # no early exit on a match
         assert {len(a) for a, _ in calls} == {32}  # digests: the length of the token says nothing
+
+
+def test_websocket_handshakes_get_the_same_checks() -> None:
+    reached: list[str] = []
+
+    async def app(scope: Any, _receive: Any, _send: Any) -> None:
+        reached.append(scope["path"])
+
+    middleware = AccessMiddleware(app, AccessPolicy(KeyRing(set(), set())))
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    def scope(host: bytes) -> dict[str, Any]:
+        return {"type": "websocket", "path": "/v1/ws", "headers": [(b"host", host)]}
+
+    asyncio.run(middleware(scope(b"evil.example"), receive, send))
+    assert sent[0]["type"] == "websocket.close"
+    assert reached == []
+    asyncio.run(middleware(scope(b"localhost:8000"), receive, send))
+    assert reached == ["/v1/ws"]

@@ -125,12 +125,13 @@ class AccessMiddleware:
         self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         path: str = scope["path"]
-        admin_route = is_admin_route(scope["method"], path)
+        method: str = scope.get("method", "GET")
+        admin_route = is_admin_route(method, path)
         if self.policy.keys:
             if path.startswith(PUBLIC_PATHS):
                 await self.app(scope, receive, send)
@@ -140,14 +141,15 @@ class AccessMiddleware:
             role = self.policy.keys.role(token.strip()) if scheme.lower() == b"bearer" and token.strip() else None
             if role is None:
                 message = "missing API key: send 'Authorization: Bearer <key>'" if not auth else "invalid API key"
-                await _refuse(send, 401, message, "authentication_error", "invalid_api_key", bearer=True)
+                await _refuse(scope, send, 401, message, "authentication_error", "invalid_api_key", bearer=True)
                 return
             if admin_route and role != "admin":
                 why = "" if self.policy.keys.has_admin else "; no admin key is configured (MODELHOST_ADMIN_API_KEYS)"
                 await _refuse(
+                    scope,
                     send,
                     403,
-                    f"{scope['method']} {path} changes the server (models, settings, workers or environments) and "
+                    f"{method} {path} changes the server (models, settings, workers or environments) and "
                     f"needs an admin key; the key sent is an inference key{why}",
                     "permission_error",
                     "admin_key_required",
@@ -161,6 +163,7 @@ class AccessMiddleware:
         loopback_host = is_loopback_name(host)
         if not loopback_host and host not in self.policy.allowed_hosts:
             await _refuse(
+                scope,
                 send,
                 403,
                 f"Host {host or '(none)'!r} is not allowed: without API keys modelhost answers only requests "
@@ -172,6 +175,7 @@ class AccessMiddleware:
         origin = headers.get(b"origin")
         if origin is not None and not self.policy.origin_allowed(origin.decode("latin-1")):
             await _refuse(
+                scope,
                 send,
                 403,
                 f"Origin {origin.decode('latin-1')!r} is not allowed: without API keys modelhost accepts browser "
@@ -182,9 +186,10 @@ class AccessMiddleware:
             return
         if admin_route and not loopback_host:
             await _refuse(
+                scope,
                 send,
                 403,
-                f"{scope['method']} {path} changes the server and, without API keys, is accepted only when addressed "
+                f"{method} {path} changes the server and, without API keys, is accepted only when addressed "
                 "to localhost, 127.0.0.1 or ::1; set MODELHOST_ADMIN_API_KEYS to administer it through other names",
                 "permission_error",
                 "admin_key_required",
@@ -194,7 +199,12 @@ class AccessMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _refuse(send: Send, status: int, message: str, error_type: str, code: str, *, bearer: bool = False) -> None:
+async def _refuse(
+    scope: Scope, send: Send, status: int, message: str, error_type: str, code: str, *, bearer: bool = False
+) -> None:
+    if scope["type"] == "websocket":  # closing before accepting answers the handshake with 403
+        await send({"type": "websocket.close", "code": 1008, "reason": f"{code}: {message}"[:120]})
+        return
     payload = orjson.dumps(envelope(message, error_type, code=code))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if bearer:
