@@ -148,3 +148,60 @@ def test_video_spans_match_images_and_audio(tmp_path: Path, private_tmp: Path) -
         assert (peak < 0.01) if slide.silent else (peak > 0.05), (slide.number, peak)
         start += seconds
     assert list(private_tmp.iterdir()) == []
+
+
+def test_pipeline_steps_resume_where_they_stopped(tmp_path: Path, private_tmp: Path) -> None:
+    """The three steps over one job folder; a rerun after losing one slide's audio redoes only that slide."""
+    from modelhost.media.presentation import (
+        VideoOptions,
+        artifact_names,
+        assembling_video,
+        processing_slides,
+        synthesizing_audio,
+    )
+
+    pptx = build_deck(tmp_path / "deck.pptx")
+    workdir = tmp_path / "job"
+    options = VideoOptions(silence_seconds=0.5, width=320, max_chunk_chars=42)
+    spoken: list[str] = []
+
+    async def synthesize(text: str) -> bytes:
+        spoken.append(text)
+        path = flite_wav(text, "slt", tmp_path / f"tts{len(spoken)}.wav")
+        return path.read_bytes()  # 16 kHz: the step resamples to 24 kHz
+
+    async def run() -> dict[str, object]:
+        await processing_slides(pptx, workdir, options)
+        await synthesizing_audio(workdir, synthesize, options)
+        return await assembling_video(workdir, options)
+
+    summary = asyncio.run(run())
+    assert summary["slides"] == 4
+    assert summary["hidden_slides"] == [3]
+    assert (summary["width"], summary["height"]) == (320, 180)
+    # notes longer than 42 characters went out as one request per sentence (requests run concurrently)
+    assert sorted(spoken) == [
+        "Hello and welcome to the quarterly review.",
+        "See you next time.",
+        "Thank you for listening.",
+    ]
+    durations = summary["slide_durations"]
+    assert durations[1:3] == [0.5, 0.5]  # type: ignore[index]
+    assert float(probe(workdir / "video.mp4")["format"]["duration"]) == pytest.approx(  # type: ignore[index]
+        summary["duration"], abs=0.1
+    )
+    srt = (workdir / "subtitles.srt").read_text()
+    assert "Thank you for listening." in srt
+    assert "hidden" not in srt
+    names = [name for name, _ in artifact_names(workdir)]
+    assert names[:4] == ["video.mp4", "subtitles.srt", "subtitles.vtt", "notes.json"]
+    assert "slides/04.png" in names
+    assert "audio/04.wav" in names
+
+    (workdir / "audio" / "04.wav").unlink()
+    (workdir / "video.mp4").unlink()
+    spoken.clear()
+    again = asyncio.run(run())
+    assert sorted(spoken) == ["See you next time.", "Thank you for listening."]
+    assert again["duration"] == pytest.approx(summary["duration"], abs=0.01)
+    assert list(private_tmp.iterdir()) == []

@@ -153,6 +153,8 @@ class WorldVoiceConversion(VoiceConversionBackend):
             self.sample_rate,
             frame_period=self.frame_period,
         )[: len(audio)]
+        if len(out) < len(audio):  # keep the exact length: slide timings and subtitles depend on it
+            out = np.pad(out, (0, len(audio) - len(out)))
         source_rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)) + 1e-9)
         out_rms = float(np.sqrt(np.mean(out**2)) + 1e-9)
         out = out * (source_rms / out_rms)

@@ -139,21 +139,23 @@ def read_deck(path: Path, max_slides: int | None = None) -> Deck:
     return Deck(slides=slides, hidden=hidden, width_emu=width, height_emu=height)
 
 
-async def run_command(args: list[str], timeout: float, what: str, env: dict[str, str] | None = None) -> bytes:
+async def run_command(
+    args: list[str], timeout: float, what: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> bytes:
     """Run a command in its own process group; kill the whole group on timeout or cancellation.
 
     Returns stdout; raises ``DeckError`` (code ``conversion_timeout`` / ``conversion_failed``) on failure.
     """
     proc = await asyncio.create_subprocess_exec(
         *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
         env=env,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except (TimeoutError, asyncio.CancelledError) as exc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -100,6 +100,24 @@ def read_wav(data: bytes) -> tuple[bytes, int]:
         raise ValueError(f"not a WAV file: {exc}") from exc
 
 
+async def to_narration_wav(data: bytes, sample_rate: int = NARRATION_SAMPLE_RATE, timeout: float = 60.0) -> bytes:
+    """Any audio → 16-bit mono WAV at ``sample_rate`` (returned as is when it already is one; ffmpeg otherwise)."""
+    try:
+        pcm, rate = read_wav(data)
+    except ValueError:
+        pass
+    else:
+        if rate == sample_rate:
+            return wav_bytes(pcm, rate)  # a clean header (streamed WAVs may carry a maximal size)
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise DeckError("ffmpeg is not installed on the server (Debian package ffmpeg)", code="tool_missing")
+    args = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-vn", "-ac", "1"]
+    args += ["-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
+    pcm = await run_command(args, timeout, "ffmpeg (audio to 24 kHz WAV)", stdin=data)
+    return wav_bytes(pcm, sample_rate)
+
+
 def wav_duration(data: bytes) -> float:
     pcm, rate = read_wav(data)
     return len(pcm) / 2 / rate
