@@ -16,7 +16,10 @@ Options: ``sample_rate`` (24000), ``frame_period_ms`` (5.0), ``max_eq_db`` (12.0
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.voice_conversion import VoiceConversionBackend
@@ -38,10 +41,36 @@ class VoiceProfile:
     log_envelope: np.ndarray  # mean log power per FFT bin over voiced frames
 
 
+def import_pyworld() -> Any:
+    """The pyworld module. pyworld ≤ 0.3.5's ``__init__`` imports ``pkg_resources`` (gone from setuptools ≥ 81) only
+    to read its version, so when that fails the compiled extension is loaded directly (it is the whole API)."""
+    try:
+        import pyworld
+
+        return pyworld
+    except ModuleNotFoundError as exc:
+        if exc.name != "pkg_resources":
+            raise
+    spec = importlib.util.find_spec("pyworld")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("pyworld")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    extension = next(folder.glob("pyworld*.so"), None) or next(folder.glob("pyworld*.pyd"), None)
+    if extension is None:
+        raise ModuleNotFoundError("pyworld's compiled extension is missing")
+    loader = importlib.machinery.ExtensionFileLoader("pyworld", str(extension))
+    module_spec = importlib.util.spec_from_file_location("pyworld", extension, loader=loader)
+    if module_spec is None:
+        raise ModuleNotFoundError("pyworld")
+    module = importlib.util.module_from_spec(module_spec)
+    loader.exec_module(module)
+    return module
+
+
 class WorldVoiceConversion(VoiceConversionBackend):
     def load(self) -> None:
         try:
-            import pyworld  # noqa: F401
+            self._world = import_pyworld()
         except ImportError as exc:
             raise InvalidInput(
                 "pyworld is not installed in this worker's environment: pip install 'modelhost[speech]'",
@@ -57,8 +86,8 @@ class WorldVoiceConversion(VoiceConversionBackend):
 
     def _analyse(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import numpy as np
-        import pyworld
 
+        pyworld = self._world
         x = samples.astype(np.float64)
         f0, times = pyworld.dio(x, self.sample_rate, frame_period=self.frame_period)
         f0 = pyworld.stonemask(x, f0, times, self.sample_rate)
@@ -121,8 +150,8 @@ class WorldVoiceConversion(VoiceConversionBackend):
 
     def convert(self, audio: np.ndarray, reference: VoiceProfile) -> tuple[np.ndarray, dict[str, Any]]:
         import numpy as np
-        import pyworld
 
+        pyworld = self._world
         f0, envelope, aperiodicity = self._analyse(audio)
         source = self._profile(f0, envelope)
         details: dict[str, Any] = {
