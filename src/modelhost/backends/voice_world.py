@@ -119,7 +119,8 @@ class WorldVoiceConversion(VoiceConversionBackend):
         low = np.floor(source).astype(int)
         high = np.minimum(low + 1, bins - 1)
         frac = source - low
-        return log_env[..., low] * (1 - frac) + log_env[..., high] * frac
+        warped: np.ndarray = log_env[..., low] * (1 - frac) + log_env[..., high] * frac
+        return warped
 
     def _best_warp(self, source: np.ndarray, target: np.ndarray) -> float:
         import numpy as np

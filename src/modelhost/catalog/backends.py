@@ -108,6 +108,14 @@ BUILTIN_BACKENDS: dict[str, BackendInfo] = {
             "long-term spectrum; no weights",
         ),
         BackendInfo(
+            "openvoice-v2",
+            "modelhost.backends.voice_openvoice:OpenVoiceConversion",
+            ("voice-conversion",),
+            "speech",
+            "OpenVoice V2 tone-colour converter (torch); source: its checkpoints_v2/converter folder "
+            "(bring the weights)",
+        ),
+        BackendInfo(
             "rapidocr",
             "modelhost.backends.ocr_rapidocr:RapidOcr",
             ("ocr",),
