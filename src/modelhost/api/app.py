@@ -11,7 +11,7 @@ from fastapi import FastAPI
 import modelhost
 from modelhost.api.errors import install_error_handlers
 from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, workers
+from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, voices, workers
 from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
 from modelhost.config import Settings
@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in (
         audio.router,
+        voices.router,
         completions.router,
         images.router,
         embeddings.router,
