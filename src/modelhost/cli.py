@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelhost.config import Settings
+from modelhost.jobs.cli import jobs_app
 
 app = typer.Typer(
     help="modelhost: a self-hosted AI inference server.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -26,6 +27,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(workers_app, name="workers")
 app.add_typer(envs_app, name="envs")
 app.add_typer(settings_app, name="settings")
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 err = Console(stderr=True)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class QdrantSettings(BaseModel):
+    """Qdrant: embedded local mode under ``<data_dir>/qdrant`` unless ``url`` is set."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    url: str | None = None
+    """Qdrant server URL (``http://host:6333``). Unset: embedded local mode under the data dir."""
+
+    api_key: SecretStr | None = None
+    """API key of the Qdrant server, if it wants one."""
+
+    collection_prefix: str = "modelhost_voiceprints"
+    """Collections are named ``<prefix>_<model>`` (one per speaker-embedding model)."""
 
 
 class Settings(BaseSettings):
@@ -62,6 +77,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Log level for the serve process and its workers."""
 
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    """Vector store for speaker voiceprints (``MODELHOST_QDRANT__URL`` etc.)."""
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
@@ -90,6 +108,10 @@ class Settings(BaseSettings):
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
     def api_key_values(self) -> set[str]:
         return {key.get_secret_value() for key in self.api_keys}
 
@@ -98,6 +120,11 @@ def settings_reference() -> str:
     """Markdown table of every setting, generated from the field docstrings."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
+        if name == "qdrant":
+            for sub, subfield in QdrantSettings.model_fields.items():
+                desc = (subfield.description or "").replace("\n", " ")
+                rows.append(f"| `MODELHOST_QDRANT__{sub.upper()}` | `{subfield.default}` | {desc} |")
+            continue
         default: Any = field.default
         if field.default_factory is not None:
             default = "per-user dir" if name == "data_dir" else "[]"

@@ -11,7 +11,21 @@ from fastapi import FastAPI
 import modelhost
 from modelhost.api.errors import install_error_handlers
 from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
-from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, voices, workers
+from modelhost.api.routes import (
+    audio,
+    completions,
+    embeddings,
+    health,
+    images,
+    meetings,
+    models,
+    ocr,
+    rerank,
+    speakers,
+    voices,
+    workers,
+)
+from modelhost.api.routes import jobs as jobs_routes
 from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
 from modelhost.config import Settings
@@ -28,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         services = build_services(settings, metrics)
         await services.coordinator.start()
         app.state.services = services
+        await services.jobs.start()
         log.info(
             "modelhost %s ready: %d models in the catalog",
             modelhost.__version__,
@@ -36,7 +51,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await services.jobs.stop()
             await services.coordinator.stop()
+            services.speakers.index.close()
             services.engine.dispose()
 
     app = FastAPI(
@@ -58,6 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
         settings_routes.router,
         workers.router,
         health.router,
+        meetings.router,  # before the jobs router: POST /v1/jobs/meeting-transcription
+        speakers.router,
+        jobs_routes.router,
     ):
         app.include_router(router)
     # Outermost first: metrics see every answer, auth runs before the body is read.
