@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     """Vector store for speaker voiceprints (``MODELHOST_QDRANT__URL`` etc.)."""
 
+    presentation_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Largest .pptx a presentation-video job accepts (413 above it; ``max_request_bytes`` applies first)."""
+
+    presentation_max_slides: int = Field(200, ge=1)
+    """Most slides (hidden ones counted) a presentation-video job accepts (413 above it)."""
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:

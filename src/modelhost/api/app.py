@@ -20,6 +20,7 @@ from modelhost.api.routes import (
     meetings,
     models,
     ocr,
+    presentations,
     rerank,
     speakers,
     voices,
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         workers.router,
         health.router,
         meetings.router,  # before the jobs router: POST /v1/jobs/meeting-transcription
+        presentations.router,  # likewise: POST /v1/jobs/presentation-video
         speakers.router,
         jobs_routes.router,
     ):

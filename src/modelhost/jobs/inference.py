@@ -116,3 +116,33 @@ async def embed_speaker(
         duration=float(result.get("duration") or 0.0),
         speech_duration=float(result.get("speech_duration") or 0.0),
     )
+
+
+TTS_TASK = "text-to-speech"
+VOICE_CONVERSION_TASK = "voice-conversion"
+DEFAULT_TTS_MODEL = "hibari"
+DEFAULT_VOICE_CONVERSION_MODEL = "world-vc"
+
+
+async def synthesize_speech(
+    deps: InferenceDeps, text: str, *, model: str = DEFAULT_TTS_MODEL, voice: str | None = None, speed: float = 1.0
+) -> bytes:
+    """Text → a WAV file's bytes (the model's own sample rate, 16-bit mono)."""
+    entry = deps.catalog.get_for_task_or_raise(TTS_TASK, model)
+    payload = {"input": text, "voice": voice, "response_format": "wav", "speed": speed}
+    result = await deps.coordinator.infer(entry, payload)
+    return base64.b64decode(result["audio"])
+
+
+async def convert_voice(
+    deps: InferenceDeps,
+    audio: bytes,
+    reference: tuple[str, bytes, str],
+    *,
+    model: str = DEFAULT_VOICE_CONVERSION_MODEL,
+) -> bytes:
+    """Speech (WAV) re-voiced toward ``reference`` (filename, bytes, content type) → a WAV file's bytes."""
+    entry = deps.catalog.get_for_task_or_raise(VOICE_CONVERSION_TASK, model)
+    files = {"file": ("speech.wav", audio, "audio/wav"), "reference": reference}
+    result = await deps.coordinator.infer(entry, {"response_format": "wav"}, files=files)
+    return base64.b64decode(result["audio"])

@@ -61,6 +61,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
+def slide_file_name(index: int, count: int, suffix: str) -> str:
+    """``01.png`` … for 0-based ``index`` (at least two digits, more for decks of 100+ slides)."""
+    return _name(index, count, suffix)
+
+
 def _name(index: int, count: int, suffix: str) -> str:
     return f"{index + 1:0{max(2, len(str(count)))}d}{suffix}"
 
@@ -93,6 +98,38 @@ async def processing_slides(pptx: Path, workdir: Path, options: VideoOptions) ->
     return deck
 
 
+async def narrate_slide(
+    slide: Slide,
+    synthesize: Synthesize,
+    options: VideoOptions,
+    convert: Convert | None = None,
+    limit: asyncio.Semaphore | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """One slide's narration (24 kHz mono WAV) and its timing ``{"slide", "duration", "silent", "chunks"}``:
+    TTS chunk by chunk (whole sentences, in parallel as ``limit`` allows), optionally re-voiced; a silent slide
+    gets ``silence_seconds`` of silence."""
+    limit = limit or asyncio.Semaphore(max(1, options.tts_concurrency))
+
+    async def speak(text: str) -> bytes:
+        async with limit:
+            return await to_narration_wav(await synthesize(text))
+
+    chunks: list[tuple[str, float]] = []
+    if slide.silent:
+        data = wav_bytes(pcm16_silence(options.silence_seconds))
+    else:
+        texts = chunk_text(slide.notes, options.max_chunk_chars)
+        pieces = [read_wav(wav)[0] for wav in await asyncio.gather(*(speak(text) for text in texts))]
+        chunks = [(text, len(pcm) / 2 / NARRATION_SAMPLE_RATE) for text, pcm in zip(texts, pieces, strict=True)]
+        data = wav_bytes(b"".join(pieces))
+        if convert is not None:
+            async with limit:
+                converted = await to_narration_wav(await convert(data))
+            data = _same_length(converted, len(read_wav(data)[0]))
+    duration = len(read_wav(data)[0]) / 2 / NARRATION_SAMPLE_RATE
+    return data, {"slide": slide.number, "duration": duration, "silent": slide.silent, "chunks": chunks}
+
+
 async def synthesizing_audio(
     workdir: Path,
     synthesize: Synthesize,
@@ -100,17 +137,13 @@ async def synthesizing_audio(
     convert: Convert | None = None,
     progress: Progress | None = None,
 ) -> list[float]:
-    """One 24 kHz mono WAV per slide: TTS chunk by chunk (whole sentences, in parallel up to ``tts_concurrency``),
-    optionally re-voiced; silent slides get ``silence_seconds`` of silence. Returns each slide's duration."""
+    """``audio/NN.wav`` + ``audio/NN.json`` for every slide (see ``narrate_slide``), skipping slides an earlier
+    run finished. Returns each slide's duration in seconds."""
     deck, _ = load_deck(workdir)
     count = len(deck.slides)
     audio_dir = workdir / "audio"
     limit = asyncio.Semaphore(max(1, options.tts_concurrency))
     done = 0
-
-    async def speak(text: str) -> bytes:
-        async with limit:
-            return await to_narration_wav(await synthesize(text))
 
     async def slide_audio(index: int, slide: Slide) -> float:
         nonlocal done
@@ -119,21 +152,9 @@ async def synthesizing_audio(
         if wav_path.is_file() and timing_path.is_file():
             duration = float(json.loads(timing_path.read_text(encoding="utf-8"))["duration"])
         else:
-            if slide.silent:
-                chunks: list[tuple[str, float]] = []
-                data = wav_bytes(pcm16_silence(options.silence_seconds))
-            else:
-                texts = chunk_text(slide.notes, options.max_chunk_chars)
-                pieces = [read_wav(wav)[0] for wav in await asyncio.gather(*(speak(text) for text in texts))]
-                chunks = [(text, len(pcm) / 2 / NARRATION_SAMPLE_RATE) for text, pcm in zip(texts, pieces, strict=True)]
-                data = wav_bytes(b"".join(pieces))
-                if convert is not None:
-                    async with limit:
-                        converted = await to_narration_wav(await convert(data))
-                    data = _same_length(converted, len(read_wav(data)[0]))
-            duration = len(read_wav(data)[0]) / 2 / NARRATION_SAMPLE_RATE
+            data, timing = await narrate_slide(slide, synthesize, options, convert, limit)
+            duration = float(timing["duration"])
             _write_atomic(wav_path, data)
-            timing = {"slide": slide.number, "duration": duration, "silent": slide.silent, "chunks": chunks}
             _write_atomic(timing_path, json.dumps(timing, ensure_ascii=False).encode("utf-8"))
         done += 1
         if progress is not None:

@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SILENCE_MARKER = "[SILENCE]"
 EMU_PER_INCH = 914_400
@@ -99,13 +99,19 @@ def check_pptx_bytes(head: bytes) -> None:
 def read_deck(path: Path, max_slides: int | None = None) -> Deck:
     """Notes of every visible slide. Raises ``DeckError`` for anything that is not a readable, non-empty deck."""
     with path.open("rb") as handle:
-        check_pptx_bytes(handle.read(8))
+        return read_deck_stream(handle, max_slides)
+
+
+def read_deck_stream(stream: BinaryIO, max_slides: int | None = None) -> Deck:
+    """``read_deck`` on an open binary file (an upload's spooled file, at its start)."""
+    check_pptx_bytes(stream.read(8))
+    stream.seek(0)
     try:
         from pptx import Presentation
         from pptx.exc import PackageNotFoundError
 
         try:
-            presentation = Presentation(str(path))
+            presentation = Presentation(stream)
         except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
             raise DeckError(f"the file is not a readable .pptx presentation: {exc}") from exc
     except ImportError as exc:  # pragma: no cover - python-pptx is a core dependency
