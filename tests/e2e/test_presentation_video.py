@@ -268,3 +268,23 @@ def test_kill_9_while_synthesizing_resumes_and_cancel_leaves_nothing(
         assert job["status"] == "cancelled"
         assert server.wait_for(lambda: not leftover_temp(temp), timeout=30), leftover_temp(temp)
         assert server.wait_for(lambda: not http.get(f"/v1/jobs/{cancelled_id}").json()["artifacts"], timeout=30)
+
+
+def test_docs_python_snippet_runs(
+    server: ServerProcess, decks: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import io
+    import re
+
+    from tests.support.server import REPO_ROOT
+
+    document = (REPO_ROOT / "docs" / "presentation-video.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", document, flags=re.S)
+    shutil.copyfile(decks["standard"], tmp_path / "deck.pptx")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(snippet.replace("http://127.0.0.1:8000", server.url), {})  # noqa: S102 - our own docs
+    assert out.getvalue().split() == ["completed", "assembling_video", "4"]
+    assert probe(tmp_path / "video.mp4")["streams"]
