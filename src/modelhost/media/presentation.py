@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,8 @@ from modelhost.media.video import (
     to_narration_wav,
     wav_bytes,
 )
+
+log = logging.getLogger(__name__)
 
 STAGES = ("processing_slides", "synthesizing_audio", "assembling_video")
 
@@ -88,11 +92,13 @@ async def processing_slides(pptx: Path, workdir: Path, options: VideoOptions) ->
         names = [_name(i, len(deck.slides), ".png") for i in range(len(deck.slides))]
         if all((workdir / "slides" / name).is_file() for name in names):
             return deck
+    started = time.perf_counter()
     deck = await asyncio.to_thread(read_deck, pptx, options.max_slides)
     size = deck.frame_size(options.width, options.height)
     await render_slides(
         pptx, deck, workdir / "slides", size, timeout=options.conversion_timeout, parallel=options.render_parallel
     )
+    log.info("rendered %d slides at %dx%d in %.2f s", len(deck.slides), *size, time.perf_counter() - started)
     notes = {**deck.to_json(), "width": size[0], "height": size[1], "silence_seconds": options.silence_seconds}
     _write_atomic(workdir / "notes.json", json.dumps(notes, indent=2, ensure_ascii=False).encode("utf-8"))
     return deck
@@ -192,7 +198,10 @@ async def assembling_video(workdir: Path, options: VideoOptions) -> dict[str, An
     if not video.is_file():
         images = [workdir / "slides" / _name(i, count, ".png") for i in range(count)]
         narrations = [(workdir / "audio" / _name(i, count, ".wav")).read_bytes() for i in range(count)]
+        started = time.perf_counter()
         await assemble_video(images, narrations, video, size, fps=options.fps, timeout=max(600.0, 5.0 * offset))
+        seconds = time.perf_counter() - started
+        log.info("assembled %.1f s of video (%d slides) in %.2f s", offset, count, seconds)
     return {
         "slides": count,
         "hidden_slides": deck.hidden,
