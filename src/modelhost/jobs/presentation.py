@@ -22,11 +22,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelhost.errors import InvalidRequest
+from modelhost.errors import InvalidRequest, NotFound
 from modelhost.jobs import inference
 from modelhost.jobs.pipeline import Pipeline, StepContext
 from modelhost.media import presentation as media
 from modelhost.media.slides import DeckError, Slide
+from modelhost.media.voices import VoiceStore
 
 KIND = "presentation-video"
 PIPELINE = Pipeline(KIND, description="a .pptx with speaker notes → a narrated MP4 with subtitles")
@@ -86,9 +87,10 @@ async def _reference(ctx: StepContext) -> tuple[str, bytes, str] | None:
     name = ctx.params.get("reference_voice")
     if not name:
         return None
-    from modelhost.api.routes.voices import reference_voice_or_raise
-
-    return reference_voice_or_raise(ctx.deps.settings, str(name))
+    reference = VoiceStore.under(ctx.deps.settings.data_dir).reference(str(name))
+    if reference is None:  # deleted after the job was accepted
+        raise NotFound(f"no reference voice named {name!r}", param="reference_voice")
+    return reference
 
 
 @PIPELINE.step("synthesizing_audio", weight=6)

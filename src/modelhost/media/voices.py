@@ -30,6 +30,19 @@ class VoiceStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    @classmethod
+    def under(cls, data_dir: Path) -> VoiceStore:
+        """The store of a server's data directory (``<data_dir>/voices``)."""
+        return cls(data_dir / "voices")
+
+    def reference(self, name: str) -> tuple[str, bytes, str] | None:
+        """(filename, bytes, content type) of a registered voice, as a worker file part; None when unknown."""
+        found = self.get(name)
+        if found is None:
+            return None
+        voice, data = found
+        return voice.filename, data, voice.content_type
+
     def _paths(self, name: str) -> tuple[Path, Path]:
         return self.folder / f"{name}.audio", self.folder / f"{name}.json"
 

@@ -31,7 +31,7 @@ DEFAULT_CONVERSION_MODEL = "world-vc"
 
 
 def voice_store(settings: Settings) -> VoiceStore:
-    return VoiceStore(settings.data_dir / "voices")
+    return VoiceStore.under(settings.data_dir)
 
 
 def _describe(voice: ReferenceVoice) -> dict[str, Any]:
@@ -39,11 +39,10 @@ def _describe(voice: ReferenceVoice) -> dict[str, Any]:
 
 
 def reference_voice_or_raise(settings: Settings, name: str, param: str = "reference_voice") -> tuple[str, bytes, str]:
-    found = voice_store(settings).get(name)
-    if found is None:
+    reference = voice_store(settings).reference(name)
+    if reference is None:
         raise NotFound(f"no reference voice named {name!r}: register it with POST /v1/audio/voices", param=param)
-    voice, data = found
-    return voice.filename, data, voice.content_type
+    return reference
 
 
 @router.post(
