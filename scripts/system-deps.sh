@@ -14,6 +14,8 @@ PACKAGES=(
   fonts-dejavu-core  # fonts the OCR tests render text with
   fonts-liberation2  # more fonts (Liberation Sans/Serif/Mono) for the OCR tests
   g++    # compiles llama-cpp-python (llama.cpp) during pip install: it has no wheel on PyPI
+  libreoffice-impress      # presentation videos: .pptx → PDF (soffice --headless --convert-to pdf)
+  fonts-crosextra-carlito  # metric-compatible stand-in for Calibri, the default font of PowerPoint decks
   cmake  # the same build (scikit-build-core fetches a cmake wheel when this one is missing or too old)
 )
 missing=()

@@ -23,6 +23,7 @@ from rich.table import Table
 
 import modelhost
 from modelhost.config import Settings, is_loopback
+from modelhost.jobs.cli import jobs_app
 
 app = typer.Typer(
     help="modelhost: a self-hosted AI inference server.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -37,6 +38,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(workers_app, name="workers")
 app.add_typer(envs_app, name="envs")
 app.add_typer(settings_app, name="settings")
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 err = Console(stderr=True)

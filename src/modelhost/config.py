@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class QdrantSettings(BaseModel):
+    """Qdrant: embedded local mode under ``<data_dir>/qdrant`` unless ``url`` is set."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    url: str | None = None
+    """Qdrant server URL (``http://host:6333``). Unset: embedded local mode under the data dir."""
+
+    api_key: SecretStr | None = None
+    """API key of the Qdrant server, if it wants one."""
+
+    collection_prefix: str = "modelhost_voiceprints"
+    """Collections are named ``<prefix>_<model>`` (one per speaker-embedding model)."""
 
 
 class Settings(BaseSettings):
@@ -87,6 +102,15 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     """Log level for the serve process and its workers."""
 
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    """Vector store for speaker voiceprints (``MODELHOST_QDRANT__URL`` etc.)."""
+
+    presentation_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Largest .pptx a presentation-video job accepts (413 above it; ``max_request_bytes`` applies first)."""
+
+    presentation_max_slides: int = Field(200, ge=1)
+    """Most slides (hidden ones counted) a presentation-video job accepts (413 above it)."""
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str | None) -> str | None:
@@ -134,6 +158,10 @@ class Settings(BaseSettings):
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
     def api_key_values(self) -> set[str]:
         """The inference keys."""
         return {key.get_secret_value() for key in self.api_keys}
@@ -146,6 +174,11 @@ def settings_reference() -> str:
     """Markdown table of every setting, generated from the field docstrings."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
+        if name == "qdrant":
+            for sub, subfield in QdrantSettings.model_fields.items():
+                desc = (subfield.description or "").replace("\n", " ")
+                rows.append(f"| `MODELHOST_QDRANT__{sub.upper()}` | `{subfield.default}` | {desc} |")
+            continue
         default: Any = field.default
         if field.default_factory is not None:
             default = "per-user dir" if name == "data_dir" else "[]"

@@ -124,6 +124,11 @@ class WorkerFailed(ModelhostError):
     code = "inference_failed"
 
 
+class RangeNotSatisfiable(InvalidRequest):
+    status_code = 416
+    code = "range_not_satisfiable"
+
+
 def from_worker_error(status: int, error: dict[str, Any]) -> ModelhostError:
     """Re-raise an error envelope returned by a worker as the matching typed error."""
     message = str(error.get("message") or "worker error")

@@ -54,6 +54,25 @@ class RuntimeSettings(BaseModel):
     embeddings_max_input_chars: int = Field(
         100_000, ge=1, le=10_000_000, description="longest single embeddings input, in characters"
     )
+    jobs_max_concurrency: int = Field(2, ge=1, le=256, description="jobs the local executor runs at once")
+    jobs_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="tries of a job step that fails transiently (worker crashed, 503) before the job fails",
+    )
+    jobs_retry_backoff_seconds: float = Field(
+        2.0, ge=0, le=600, description="wait before the first retry of a failed step; doubled for each further one"
+    )
+    meeting_chunk_seconds: float = Field(
+        300, ge=30, le=7200, description="longest audio sent to one ASR or diarization call of a meeting job"
+    )
+    speaker_identify_threshold: float = Field(
+        0.75, ge=-1, le=1, description="lowest cosine score at which a voice is taken to be an enrolled speaker"
+    )
+    speaker_min_speech_seconds: float = Field(
+        1.0, ge=0, le=60, description="least speech an enrollment sample must hold"
+    )
 
 
 def validation_message(exc: ValidationError) -> tuple[str, str | None]:

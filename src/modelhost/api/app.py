@@ -19,11 +19,16 @@ from modelhost.api.routes import (
     environments,
     health,
     images,
+    meetings,
     models,
     ocr,
+    presentations,
     rerank,
+    speakers,
+    voices,
     workers,
 )
+from modelhost.api.routes import jobs as jobs_routes
 from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
 from modelhost.config import Settings
@@ -40,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         services = build_services(settings, metrics)
         await services.coordinator.start()
         app.state.services = services
+        await services.jobs.start()
         log.info(
             "modelhost %s ready: %d models in the catalog",
             modelhost.__version__,
@@ -48,7 +54,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await services.jobs.stop()
             await services.coordinator.stop()
+            services.speakers.index.close()
             services.engine.dispose()
 
     app = FastAPI(
@@ -60,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in (
         audio.router,
+        voices.router,
         completions.router,
         images.router,
         embeddings.router,
@@ -70,6 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
         workers.router,
         environments.router,
         health.router,
+        meetings.router,  # before the jobs router: POST /v1/jobs/meeting-transcription
+        presentations.router,  # likewise: POST /v1/jobs/presentation-video
+        speakers.router,
+        jobs_routes.router,
     ):
         app.include_router(router)
     # Outermost first: metrics see every answer, auth runs before the body is read.

@@ -13,7 +13,9 @@ from fastapi import Depends, Request
 from modelhost.api.services import Services
 from modelhost.catalog.models import Catalog
 from modelhost.coordinator.coordinator import Coordinator
+from modelhost.jobs.service import JobService
 from modelhost.runtime_settings import RuntimeSettingsStore
+from modelhost.speakers.directory import SpeakerDirectory
 
 
 async def get_services(request: Request) -> Services:
@@ -37,7 +39,17 @@ async def get_runtime(request: Request) -> RuntimeSettingsStore:
     return _services(request).runtime
 
 
+async def get_jobs(request: Request) -> JobService:
+    return _services(request).jobs
+
+
+async def get_speakers(request: Request) -> SpeakerDirectory:
+    return _services(request).speakers
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CoordinatorDep = Annotated[Coordinator, Depends(get_coordinator)]
 RuntimeDep = Annotated[RuntimeSettingsStore, Depends(get_runtime)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+SpeakersDep = Annotated[SpeakerDirectory, Depends(get_speakers)]

@@ -12,8 +12,13 @@ from modelhost.catalog.envs import EnvManager
 from modelhost.catalog.store import Catalog, CodePolicy
 from modelhost.config import Settings
 from modelhost.coordinator.coordinator import Coordinator
+from modelhost.jobs.pipeline import JobDeps
+from modelhost.jobs.service import JobService, build_job_service
 from modelhost.metrics import Metrics
 from modelhost.runtime_settings import RuntimeSettingsStore
+from modelhost.speakers.directory import SpeakerDirectory
+from modelhost.speakers.vectors import VoiceprintIndex
+from modelhost.storage.blobs import build_blob_store
 from modelhost.storage.db import build_engine, build_sessionmaker, migrate
 
 
@@ -29,6 +34,8 @@ class Services:
     envs: EnvManager
     coordinator: Coordinator
     metrics: Metrics
+    speakers: SpeakerDirectory
+    jobs: JobService
 
 
 def build_services(settings: Settings, metrics: Metrics) -> Services:
@@ -44,4 +51,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     runtime.load()
     coordinator = Coordinator(settings, runtime, envs, metrics)
     catalog.on_change.append(coordinator.model_changed)
-    return Services(settings, engine, sessions, catalog, runtime, envs, coordinator, metrics)
+    speakers = SpeakerDirectory(sessions, VoiceprintIndex(settings))
+    blobs = build_blob_store(settings.data_dir)
+    jobs = build_job_service(JobDeps(settings, runtime, catalog, coordinator, blobs, sessions, speakers))
+    return Services(settings, engine, sessions, catalog, runtime, envs, coordinator, metrics, speakers, jobs)

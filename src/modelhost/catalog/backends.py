@@ -20,6 +20,7 @@ TASKS = (
     "speaker-diarization",
     "text-to-speech",
     "reference-voice-speech",
+    "voice-conversion",
 )
 
 
@@ -97,6 +98,22 @@ BUILTIN_BACKENDS: dict[str, BackendInfo] = {
             ("speaker-diarization",),
             "pyannote",
             "pyannote.audio diarization pipelines (local directory or hub id with a token); not installed by default",
+        ),
+        BackendInfo(
+            "world",
+            "modelhost.backends.voice_world:WorldVoiceConversion",
+            ("voice-conversion",),
+            "speech",
+            "offline voice matching with the WORLD vocoder (pyworld): reference F0 statistics, formant warp and "
+            "long-term spectrum; no weights",
+        ),
+        BackendInfo(
+            "openvoice-v2",
+            "modelhost.backends.voice_openvoice:OpenVoiceConversion",
+            ("voice-conversion",),
+            "speech",
+            "OpenVoice V2 tone-colour converter (torch); source: its checkpoints_v2/converter folder "
+            "(bring the weights)",
         ),
         BackendInfo(
             "rapidocr",

@@ -80,6 +80,15 @@ BUILTIN_MODELS: tuple[ModelCreate, ...] = (
         memory_estimate_mb=30,
     ),
     ModelCreate(
+        id="world-vc",
+        task="voice-conversion",
+        backend="world",
+        source="pyworld",
+        description="voice matching with the WORLD vocoder (pyworld, MIT): pitch, formants and timbre moved toward "
+        "a reference recording; signal processing, no weights (docs/models.md has its measured effect)",
+        memory_estimate_mb=80,
+    ),
+    ModelCreate(
         id="silero-vad",
         task="voice-activity",
         backend="silero-vad",

@@ -20,9 +20,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from modelhost.api.deps import CatalogDep, CoordinatorDep
+from modelhost.api.deps import CatalogDep, CoordinatorDep, ServicesDep
 from modelhost.api.errors import error_responses
 from modelhost.api.forms import form_flag, form_float, form_int, form_text, read_upload_form
+from modelhost.api.routes.voices import reference_voice_or_raise, speech_in_reference_voice
 from modelhost.errors import InvalidRequest
 from modelhost.media.audio import MEDIA_TYPES
 from modelhost.media.subtitles import to_srt, to_vtt
@@ -118,6 +119,12 @@ class SpeechRequest(BaseModel):
     response_format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm"] = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = Field(None, description="accepted for compatibility; ignored")
+    reference_voice: str | None = Field(
+        None,
+        description="native extension: speak in a reference voice registered with POST /v1/audio/voices "
+        "(TTS, then voice conversion; the answer is not streamed)",
+    )
+    voice_conversion_model: str | None = Field(None, description="native extension: default world-vc")
 
 
 @router.post(
@@ -126,9 +133,16 @@ class SpeechRequest(BaseModel):
     responses=error_responses(400, 404, 422, 429, 502, 503, 504),
     response_class=StreamingResponse,
 )
-async def create_speech(request: SpeechRequest, catalog: CatalogDep, coordinator: CoordinatorDep) -> StreamingResponse:
+async def create_speech(
+    request: SpeechRequest, catalog: CatalogDep, coordinator: CoordinatorDep, services: ServicesDep
+) -> Response:
     if not request.input.strip():
         raise InvalidRequest("'input' must not be blank", param="input", code="empty_input")
+    if request.reference_voice:
+        reference = reference_voice_or_raise(services.settings, request.reference_voice)
+        payload = request.model_dump(include={"input", "voice", "response_format", "speed"})
+        conversion = request.voice_conversion_model
+        return await speech_in_reference_voice(payload, reference, conversion, request.model, catalog, coordinator)
     model = catalog.get_for_task_or_raise("text-to-speech", request.model)
     payload = request.model_dump(include={"input", "voice", "response_format", "speed"})
     chunks = coordinator.infer_stream(model, payload)

@@ -1,0 +1,162 @@
+"""Jobs: list, read, follow (server-sent events), download artifacts (with Range), cancel, delete.
+
+Routes that create a job (``POST /v1/jobs/<kind>``, ``POST /v1/speakers``) answer with ``job_accepted(job)``:
+202, the job, and ``Location: /v1/jobs/{id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, BinaryIO
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from modelhost.api.deps import JobsDep
+from modelhost.api.errors import error_responses
+from modelhost.errors import NotFound, RangeNotSatisfiable
+from modelhost.schemas.jobs import JobPage, JobStatus, JobView
+
+router = APIRouter(tags=["jobs"])
+
+CHUNK = 256 * 1024
+
+
+def job_accepted(job: JobView) -> JSONResponse:
+    """The answer of a route that created a job: 202, the job, and ``Location: /v1/jobs/{id}``."""
+    return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("/v1/jobs", summary="List jobs, newest first", response_model=JobPage, responses=error_responses(422))
+async def list_jobs(
+    jobs: JobsDep,
+    kind: Annotated[str | None, Query(description="only jobs of this kind")] = None,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobPage:
+    return await asyncio.to_thread(jobs.page, kind, status, limit, offset)
+
+
+@router.get("/v1/jobs/{job_id}", summary="A job", response_model=JobView, responses=error_responses(404))
+async def get_job(job_id: str, jobs: JobsDep) -> JobView:
+    return await asyncio.to_thread(jobs.get, job_id)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    summary="Cancel a pending or running job",
+    response_model=JobView,
+    responses=error_responses(404, 409),
+)
+async def cancel_job(job_id: str, jobs: JobsDep) -> JobView:
+    return await jobs.cancel(job_id)
+
+
+@router.delete(
+    "/v1/jobs/{job_id}",
+    summary="Delete a job and its artifacts (a running job is cancelled first)",
+    status_code=204,
+    responses=error_responses(404),
+)
+async def delete_job(job_id: str, jobs: JobsDep) -> Response:
+    await jobs.delete(job_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    summary="Server-sent events of every status, stage and progress change until the job ends",
+    response_class=StreamingResponse,
+    responses=error_responses(404),
+)
+async def job_events(job_id: str, jobs: JobsDep, request: Request) -> StreamingResponse:
+    events = jobs.events(job_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        number = 0
+        try:
+            async for kind, event in events:
+                number += 1
+                yield b"id: %d\nevent: %s\ndata: %s\n\n" % (number, kind.encode(), orjson.dumps(event.model_dump()))
+                if await request.is_disconnected():
+                    return
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=a-b`` range → (first, last) inclusive; None to send everything (unparseable or several ranges,
+    which RFC 9110 lets a server ignore); 416 when it lies outside the file."""
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first_text, last_text = match.groups()
+    if not first_text and not last_text:
+        return None
+    if not first_text:
+        suffix = int(last_text)
+        if suffix == 0:
+            raise RangeNotSatisfiable(f"empty suffix range in {header!r}", headers={"Content-Range": f"bytes */{size}"})
+        return max(0, size - suffix), size - 1
+    first = int(first_text)
+    last = min(int(last_text), size - 1) if last_text else size - 1
+    if first >= size or first > last:
+        raise RangeNotSatisfiable(
+            f"range {header!r} is outside the {size} bytes of the artifact",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return first, last
+
+
+@router.get(
+    "/v1/jobs/{job_id}/artifacts/{name}",
+    summary="Download an artifact of a job (supports a single byte Range)",
+    response_class=StreamingResponse,
+    responses={**error_responses(404, 416), 206: {"description": "the requested byte range"}},
+)
+async def get_artifact(job_id: str, name: str, jobs: JobsDep, request: Request) -> Response:
+    artifact = await asyncio.to_thread(jobs.artifact, job_id, name)
+    try:
+        stream: BinaryIO = await asyncio.to_thread(jobs.deps.blobs.open, artifact.blob_key)
+    except KeyError:
+        raise NotFound(f"the blob of artifact {name!r} is missing", code="artifact_missing") from None
+    size = artifact.size
+    headers: dict[str, Any] = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{artifact.sha256}"',
+        "Content-Disposition": f'attachment; filename="{name}"',
+    }
+    wanted = request.headers.get("range")
+    span = parse_range(wanted, size) if wanted and size else None
+    status = 200
+    first, last = 0, size - 1
+    if span is not None:
+        first, last = span
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    headers["Content-Length"] = str(last - first + 1 if size else 0)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            await asyncio.to_thread(stream.seek, first)
+            left = last - first + 1
+            while left > 0:
+                chunk = await asyncio.to_thread(stream.read, min(CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                yield chunk
+        finally:
+            stream.close()
+
+    return StreamingResponse(body(), status_code=status, media_type=artifact.media_type, headers=headers)

@@ -1,0 +1,295 @@
+"""The ``meeting-transcription`` pipeline: who said what, by name.
+
+Params: ``MeetingParams`` (ASR model, language, speaker counts, identify); input ``file`` (any audio or video).
+Steps (each a recorded stage):
+
+1. ``decode`` — ffmpeg → 16 kHz mono 16-bit PCM (a work blob); plans chunks of at most ``meeting_chunk_seconds``
+   cut at the quietest 50 ms within the last 5 s before each limit.
+2. ``transcribe`` — ASR with word timestamps, one worker call per chunk (recorded per chunk, progress per chunk).
+3. ``diarize`` — the diarizer per chunk; with several chunks, chunk speakers are joined into meeting speakers by
+   the cosine of their voiceprints (``LINK_SIMILARITY``).
+4. ``identify`` — per speaker: up to ``IDENTIFY_SECONDS`` of their longest turns → the speaker-embedding model →
+   Qdrant candidates → one joint assignment (no person twice, best total score); below the threshold a speaker
+   stays ``SPEAKER_nn``.
+5. ``align`` — each word goes to the turn it overlaps most; segments break on speaker change and sentence end.
+6. ``render`` — artifacts ``transcript.json``, ``.srt``, ``.vtt`` (names as cue voices), ``.txt``; the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import struct
+from array import array
+from typing import Any
+
+from modelhost.errors import InvalidRequest, UnsupportedMediaType
+from modelhost.jobs import inference
+from modelhost.jobs.pipeline import Pipeline, StepContext
+from modelhost.jobs.transcript import (
+    Turn,
+    assign_speakers,
+    build_segments,
+    cosine,
+    talk_times,
+    to_srt,
+    to_text,
+    to_vtt,
+)
+from modelhost.schemas.jobs import MeetingTranscript
+
+KIND = "meeting-transcription"
+PIPELINE = Pipeline(KIND, description="transcribe a meeting recording with speaker names")
+
+SAMPLE_RATE = 16_000
+PCM = "audio.pcm"  # work blob: 16 kHz mono s16le
+CUT_SEARCH_SECONDS = 5.0
+CUT_FRAME = 800  # samples (50 ms)
+# Chunk speakers whose voiceprints are at least this similar are one meeting speaker (same-voice clips measure
+# 0.90–0.96, different voices 0.50–0.74 with resemblyzer: tests/e2e/test_audio_speakers.py).
+LINK_SIMILARITY = 0.8
+IDENTIFY_SECONDS = 30.0
+CANDIDATES = 5
+
+
+def wav_bytes(pcm: bytes) -> bytes:
+    """16 kHz mono 16-bit PCM → a WAV file."""
+    header = b"RIFF" + struct.pack("<I", len(pcm) + 36) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, SAMPLE_RATE * 2, 2, 16) + b"data"
+    return header + struct.pack("<I", len(pcm)) + pcm
+
+
+async def _read_pcm(ctx: StepContext, first: int, last: int) -> bytes:
+    """Samples [first, last) of the decoded audio."""
+
+    def read() -> bytes:
+        with ctx.blobs.open(ctx.work_key(PCM)) as stream:
+            stream.seek(first * 2)
+            return stream.read((last - first) * 2)
+
+    return await asyncio.to_thread(read)
+
+
+def _quietest(pcm: bytes, offset: int) -> int:
+    """The sample index (``offset`` + position) at the centre of the quietest 50 ms frame of ``pcm``."""
+    samples = array("h")
+    samples.frombytes(pcm[: len(pcm) // 2 * 2])
+    best, best_energy = len(samples), float("inf")
+    for start in range(0, len(samples) - CUT_FRAME + 1, CUT_FRAME):
+        energy = sum(x * x for x in samples[start : start + CUT_FRAME])
+        if energy < best_energy:
+            best, best_energy = start + CUT_FRAME // 2, energy
+    return offset + best
+
+
+@PIPELINE.step("decode", weight=1)
+async def decode(ctx: StepContext) -> dict[str, Any]:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise InvalidRequest("ffmpeg is not installed on the server", code="ffmpeg_missing")
+    work = ctx.work_key(PCM)
+    async with ctx.input_path("file") as source:
+        process = await asyncio.create_subprocess_exec(
+            ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(source), "-vn",
+            "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        pcm, errors = await process.communicate()
+    if process.returncode != 0:
+        lines = errors.decode("utf-8", "replace").strip().splitlines()
+        reason = lines[-1] if lines else f"ffmpeg exited with {process.returncode}"
+        raise UnsupportedMediaType(
+            f"the uploaded file could not be decoded as audio: {reason}", param="file", code="invalid_audio"
+        )
+    samples = len(pcm) // 2
+    if samples < SAMPLE_RATE // 10:
+        raise InvalidRequest("the uploaded file holds no audio (or less than 0.1 s)", param="file", code="no_audio")
+    await asyncio.to_thread(ctx.blobs.put, work, pcm[: samples * 2])
+    limit = int(ctx.deps.runtime.current.meeting_chunk_seconds * SAMPLE_RATE)
+    chunks: list[list[int]] = []
+    start = 0
+    while samples - start > limit:
+        window = int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
+        low = start + limit - window
+        cut = _quietest(pcm[low * 2 : (start + limit) * 2], low)
+        chunks.append([start, cut])
+        start = cut
+    chunks.append([start, samples])
+    return {"duration": round(samples / SAMPLE_RATE, 3), "samples": samples, "chunks": chunks}
+
+
+def _chunks(ctx: StepContext) -> list[list[int]]:
+    chunks: list[list[int]] = ctx.outputs["decode"]["chunks"]
+    return chunks
+
+
+@PIPELINE.step("transcribe", weight=6)
+async def transcribe(ctx: StepContext) -> dict[str, Any]:
+    chunks = _chunks(ctx)
+    words: list[dict[str, Any]] = []
+    language: str | None = ctx.params.get("language")
+    for index, (first, last) in enumerate(chunks):
+        # Chunks after the first keep the language detected in the first.
+        async def call(first: int = first, last: int = last, language: str | None = language) -> dict[str, Any]:
+            audio = wav_bytes(await _read_pcm(ctx, first, last))
+            result = await inference.transcribe(ctx.deps, audio, model=ctx.params["model"], language=language)
+            offset = first / SAMPLE_RATE
+            return {
+                "language": result.get("language"),
+                "words": [
+                    {"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
+                    for w in result.get("words", [])
+                ],
+            }
+
+        part = await ctx.once(f"chunk-{index}", call)
+        language = language or part["language"]
+        words.extend(part["words"])
+        await ctx.progress((index + 1) / len(chunks))
+    return {"language": language, "words": words}
+
+
+@PIPELINE.step("diarize", weight=3)
+async def diarize(ctx: StepContext) -> dict[str, Any]:
+    chunks = _chunks(ctx)
+    num: int | None = ctx.params.get("num_speakers")
+    low: int | None = ctx.params.get("min_speakers")
+    high: int | None = ctx.params.get("max_speakers")
+    if len(chunks) > 1:  # a chunk may hold fewer speakers than the meeting: only the upper bound holds per chunk
+        num, low, high = None, None, num or high
+    turns: list[Turn] = []
+    voices: list[dict[str, Any]] = []  # meeting speakers: {"embedding", "weight"}
+    for index, (first, last) in enumerate(chunks):
+
+        async def call(first: int = first, last: int = last) -> dict[str, Any]:
+            audio = wav_bytes(await _read_pcm(ctx, first, last))
+            result = await inference.diarize(ctx.deps, audio, num_speakers=num, min_speakers=low, max_speakers=high)
+            offset = first / SAMPLE_RATE
+            return {
+                "segments": [[s["start"] + offset, s["end"] + offset, s["speaker"]] for s in result["segments"]],
+                "speakers": result["speakers"],
+            }
+
+        part = await ctx.once(f"chunk-{index}", call)
+        mapping: dict[str, int] = {}
+        for speaker in part["speakers"]:
+            vector = speaker.get("embedding")
+            best, best_score = None, LINK_SIMILARITY
+            for number, voice in enumerate(voices):
+                if vector is not None and number not in mapping.values():
+                    score = cosine(vector, voice["embedding"])
+                    if score >= best_score:
+                        best, best_score = number, score
+            if best is None or len(chunks) == 1:
+                voices.append({"embedding": vector or [], "weight": float(speaker.get("duration") or 0.0)})
+                best = len(voices) - 1
+            else:
+                weight = float(speaker.get("duration") or 0.0)
+                voice = voices[best]
+                total = voice["weight"] + weight or 1.0
+                voice["embedding"] = [
+                    (a * voice["weight"] + b * weight) / total for a, b in zip(voice["embedding"], vector, strict=True)
+                ]
+                voice["weight"] = total
+            mapping[speaker["speaker"]] = best
+        turns.extend((float(s), float(e), f"#{mapping[label]}") for s, e, label in part["segments"])
+        await ctx.progress((index + 1) / len(chunks))
+    turns.sort()
+    # Labels in order of first appearance over the whole meeting.
+    order: dict[str, str] = {}
+    for _, _, label in turns:
+        order.setdefault(label, f"SPEAKER_{len(order):02d}")
+    return {"turns": [[s, e, order[label]] for s, e, label in turns]}
+
+
+def _turns(ctx: StepContext) -> list[Turn]:
+    return [(float(s), float(e), str(label)) for s, e, label in ctx.outputs["diarize"]["turns"]]
+
+
+@PIPELINE.step("identify", weight=1)
+async def identify(ctx: StepContext) -> dict[str, Any]:
+    turns = _turns(ctx)
+    labels = sorted({label for _, _, label in turns})
+    if not ctx.params.get("identify", True) or not labels:
+        return {"model": None, "speakers": {}}
+    model = inference.DEFAULT_SPEAKER_MODEL
+    threshold = ctx.deps.runtime.current.speaker_identify_threshold
+    candidates: dict[str, list[tuple[str, float]]] = {}
+    names: dict[str, str | None] = {}
+    for index, label in enumerate(labels):
+        mine = sorted((t for t in turns if t[2] == label), key=lambda t: t[0] - t[1])  # longest first
+        picked, total = [], 0.0
+        for start, end, _ in mine:
+            if total >= IDENTIFY_SECONDS:
+                break
+            length = min(end - start, IDENTIFY_SECONDS - total)
+            picked.append((start, start + length))
+            total += length
+
+        async def call(picked: list[tuple[float, float]] = picked) -> dict[str, Any]:
+            pcm = b"".join(
+                [await _read_pcm(ctx, int(s * SAMPLE_RATE), int(e * SAMPLE_RATE)) for s, e in sorted(picked)]
+            )
+            voiceprint = await inference.embed_speaker(ctx.deps, wav_bytes(pcm), model=model, content_type="audio/wav")
+            if voiceprint.vector is None:
+                return {"matches": []}
+            matches = await asyncio.to_thread(ctx.deps.speakers.search, voiceprint.model, voiceprint.vector, CANDIDATES)
+            return {"matches": [[m.external_id, m.name, m.score] for m in matches]}
+
+        found = await ctx.once(f"speaker-{label}", call)
+        candidates[label] = [(str(m[0]), float(m[2])) for m in found["matches"]]
+        names.update({str(m[0]): m[1] for m in found["matches"]})
+        await ctx.progress((index + 1) / len(labels))
+    assigned = assign_speakers(candidates, threshold)
+    speakers = {
+        label: None if pick is None else {"external_id": pick[0], "name": names.get(pick[0]), "score": pick[1]}
+        for label, pick in assigned.items()
+    }
+    return {"model": model, "threshold": threshold, "speakers": speakers, "candidates": candidates}
+
+
+@PIPELINE.step("align", weight=0.5)
+async def align(ctx: StepContext) -> dict[str, Any]:
+    turns = _turns(ctx)
+    identified: dict[str, dict[str, Any] | None] = ctx.outputs["identify"]["speakers"]
+    segments = build_segments(ctx.outputs["transcribe"]["words"], turns, fallback="SPEAKER_00")
+    for segment in segments:
+        who = identified.get(segment["speaker"]) or {}
+        segment["external_id"] = who.get("external_id")
+        segment["name"] = who.get("name")
+    times = talk_times(turns)
+    labels = sorted(set(times) | {s["speaker"] for s in segments})
+    speakers = []
+    for label in labels:
+        who = identified.get(label) or {}
+        speakers.append(
+            {
+                "label": label,
+                "external_id": who.get("external_id"),
+                "name": who.get("name"),
+                "score": who.get("score"),
+                "talk_time": times.get(label, 0.0),
+            }
+        )
+    transcript = MeetingTranscript.model_validate(
+        {
+            "duration": ctx.outputs["decode"]["duration"],
+            "language": ctx.outputs["transcribe"]["language"],
+            "speakers": speakers,
+            "segments": segments,
+        }
+    )
+    return transcript.model_dump(mode="json")
+
+
+@PIPELINE.step("render", weight=0.5)
+async def render(ctx: StepContext) -> dict[str, Any]:
+    transcript: dict[str, Any] = ctx.outputs["align"]
+    segments = transcript["segments"]
+    body = json.dumps(transcript, ensure_ascii=False, indent=2).encode()
+    await ctx.put_artifact("transcript.json", body, "application/json")
+    await ctx.put_artifact("transcript.srt", to_srt(segments).encode(), "application/x-subrip; charset=utf-8")
+    await ctx.put_artifact("transcript.vtt", to_vtt(segments).encode(), "text/vtt; charset=utf-8")
+    await ctx.put_artifact("transcript.txt", to_text(segments).encode(), "text/plain; charset=utf-8")
+    return transcript

@@ -1,0 +1,144 @@
+"""Blob store: where job inputs, intermediate files and artifacts live. Nothing else touches their paths.
+
+One small interface (``BlobStore``) with a local implementation under ``<data_dir>/blobs``; an S3-compatible one
+comes with scale-out. Keys are ``/``-separated relative names (``jobs/<id>/artifacts/transcript.srt``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    sha256: str
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, data: bytes | Path | BinaryIO) -> BlobInfo:
+        """Store ``data`` (bytes, a local file to copy, or a readable binary stream) under ``key``, replacing
+        what was there (atomically: a reader sees the old or the new blob, never half of one)."""
+
+    def get(self, key: str) -> bytes:
+        """The whole blob; ``KeyError`` when there is none."""
+
+    def open(self, key: str) -> BinaryIO:
+        """A seekable binary stream over the blob (close it); ``KeyError`` when there is none."""
+
+    def size(self, key: str) -> int:
+        """Size in bytes; ``KeyError`` when there is none."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Delete one blob, or every blob under ``key/`` when ``key`` names a folder. Missing keys are fine."""
+
+    def url(self, key: str) -> str:
+        """Where the blob can be fetched from outside (``file://`` locally, a presigned URL on S3)."""
+
+    def local_path(self, key: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """``async with store.local_path(key) as path``: a local file with the blob's bytes for tools that need a
+        path (ffmpeg); on the local store it is the blob itself (read it, never write it)."""
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
+
+
+class LocalBlobStore:
+    """Blobs as files under ``root``; writes go to a temporary file in the same folder and are renamed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put(self, key: str, data: bytes | Path | BinaryIO) -> BlobInfo:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".put-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in _chunks(data):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return BlobInfo(key, size, digest.hexdigest())
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def url(self, key: str) -> str:
+        return self._path(key).resolve().as_uri()
+
+    @contextlib.asynccontextmanager
+    async def local_path(self, key: str) -> AsyncIterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise KeyError(key)
+        yield path
+
+
+def _chunks(data: bytes | Path | BinaryIO) -> Iterable[bytes]:
+    if isinstance(data, bytes | bytearray | memoryview):
+        yield bytes(data)
+        return
+    if isinstance(data, Path):
+        with data.open("rb") as stream:
+            yield from iter(lambda: stream.read(CHUNK), b"")
+        return
+    yield from iter(lambda: data.read(CHUNK), b"")
+
+
+def build_blob_store(data_dir: Path) -> BlobStore:
+    return LocalBlobStore(data_dir / "blobs")

@@ -1,0 +1,107 @@
+"""Voice-conversion backends, loaded as a worker loads them: world-vc (pyworld) and OpenVoice V2's converter from a
+tiny random checkpoint this test writes (the real weights cannot be installed here). The e2e presentation test
+runs world-vc in a real worker."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import wave
+from pathlib import Path
+
+import pytest
+
+from modelhost.backends.base import Backend
+from modelhost.worker.protocol import InvalidInput, WorkerSpec
+from tests.support.audio import convert, flite_wav
+
+TINY_OPENVOICE = {
+    "_version_": "v2",
+    "data": {"sampling_rate": 16000, "filter_length": 128, "hop_length": 32, "win_length": 128, "n_speakers": 0},
+    "model": {
+        "zero_g": True,
+        "inter_channels": 8,
+        "hidden_channels": 8,
+        "filter_channels": 16,
+        "n_heads": 2,
+        "n_layers": 2,
+        "kernel_size": 3,
+        "p_dropout": 0.1,
+        "resblock": "1",
+        "resblock_kernel_sizes": [3],
+        "resblock_dilation_sizes": [[1, 3, 5]],
+        "upsample_rates": [4, 8],
+        "upsample_initial_channel": 16,
+        "upsample_kernel_sizes": [8, 16],
+        "gin_channels": 16,
+    },
+}
+
+
+def wav_info(data: bytes) -> tuple[int, float]:
+    with wave.open(io.BytesIO(data)) as wav:
+        return wav.getframerate(), wav.getnframes() / wav.getframerate()
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    folder = tmp_path_factory.mktemp("vc")
+    source = flite_wav("The weather today is cold and windy near the river.", "slt", folder / "src.wav")
+    reference = flite_wav("Please call the office before noon on Monday.", "rms", folder / "ref.wav")
+    return convert(source, folder / "src24.wav", "-ar", "24000").read_bytes(), reference.read_bytes()
+
+
+def backend(cls: type[Backend], source: str, **options: object) -> Backend:
+    instance = cls(WorkerSpec("vc", "voice-conversion", "", source, "", options=dict(options)))
+    instance.load()
+    return instance
+
+
+def test_world_conversion_moves_pitch_and_keeps_length(speech: tuple[bytes, bytes]) -> None:
+    from modelhost.backends.voice_world import WorldVoiceConversion
+
+    source, reference = speech
+    world = backend(WorldVoiceConversion, "pyworld")
+    result = world.infer({"response_format": "wav"}, {"file": source, "reference": reference})
+    rate, seconds = wav_info(base64.b64decode(result["audio"]))
+    assert rate == 24_000
+    assert seconds == pytest.approx(wav_info(source)[1], abs=0.01)  # timing kept: subtitles stay valid
+    details = result["details"]
+    assert details["source_f0_hz"] > 150 > details["reference_f0_hz"]  # slt is a female voice, rms a male one
+    assert details["formant_warp"] < 1.0  # a longer vocal tract: formants move down
+    again = world.infer({"response_format": "wav"}, {"file": source, "reference": reference})
+    assert again["audio"] == result["audio"]  # deterministic (and the reference analysis is cached)
+    with pytest.raises(InvalidInput) as missing:
+        world.infer({}, {"file": source})
+    assert missing.value.param == "reference"
+
+
+def test_openvoice_converter_loads_a_checkpoint_and_converts(tmp_path: Path, speech: tuple[bytes, bytes]) -> None:
+    import torch
+
+    from modelhost.backends.voice_openvoice import OpenVoiceConversion, build_converter
+
+    folder = tmp_path / "converter"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(TINY_OPENVOICE))
+    torch.manual_seed(0)
+    network = build_converter(TINY_OPENVOICE)
+    torch.save({"model": network.state_dict(), "iteration": 1}, folder / "checkpoint.pth")
+    keys = set(network.state_dict())
+    # OpenVoice's checkpoint layout: weight-normalised convolutions as weight_g/weight_v, the four sub-networks
+    assert {"dec.ups.0.weight_g", "enc_q.enc.cond_layer.weight_v", "flow.flows.6.post.bias"} <= keys
+    assert {"ref_enc.convs.5.weight_g", "ref_enc.gru.weight_ih_l0", "ref_enc.layernorm.weight"} <= keys
+
+    source, reference = speech
+    converter = backend(OpenVoiceConversion, str(folder))
+    result = converter.infer({"response_format": "wav"}, {"file": source, "reference": reference})
+    rate, seconds = wav_info(base64.b64decode(result["audio"]))
+    assert rate == 16_000
+    assert seconds == pytest.approx(wav_info(source)[1], abs=0.05)  # frames × hop
+    assert result["details"]["colour_distance"] > 0
+
+    torch.save({"model": {k: v for k, v in network.state_dict().items() if not k.startswith("dec.")}}, folder / "x.pth")
+    with pytest.raises(InvalidInput) as broken:
+        backend(OpenVoiceConversion, str(folder), checkpoint=str(folder / "x.pth"))
+    assert broken.value.code == "model_load_failed"
