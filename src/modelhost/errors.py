@@ -1,7 +1,9 @@
 """Typed errors of the serve process. Each carries its HTTP status and the fields of the error envelope.
 
 Routes, the coordinator and the catalog raise these; ``modelhost.api.errors`` turns every one of them (and
-every validation or unexpected error) into ``{"error": {"message", "type", "param", "code"}}``.
+every validation or unexpected error) into ``{"error": {"message", "type", "param", "code"}}``, built by
+``error_envelope`` — the one builder of that shape, used by the serve process and by workers alike (this module
+imports nothing but the standard library, so a worker can import it).
 """
 
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_envelope(message: str, error_type: str, *, param: str | None = None, code: str) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}``: every error answer of the server and its workers."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
 class ModelhostError(Exception):
     status_code = 500
     error_type = "server_error"
-    code: str | None = None
+    code: str = "internal_error"
 
     def __init__(
         self,
@@ -30,23 +37,13 @@ class ModelhostError(Exception):
         self.headers = headers or {}
 
     def envelope(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_envelope(self.message, self.error_type, param=self.param, code=self.code)
 
 
 class InvalidRequest(ModelhostError):
     status_code = 400
     error_type = "invalid_request_error"
-
-
-class ValidationFailed(InvalidRequest):
-    status_code = 422
+    code = "invalid_request"
 
 
 class Unauthorized(ModelhostError):
@@ -58,6 +55,7 @@ class Unauthorized(ModelhostError):
 class NotFound(ModelhostError):
     status_code = 404
     error_type = "not_found_error"
+    code = "not_found"
 
 
 class ModelNotFound(NotFound):
@@ -67,6 +65,7 @@ class ModelNotFound(NotFound):
 class Conflict(ModelhostError):
     status_code = 409
     error_type = "conflict_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -126,7 +125,7 @@ def from_worker_error(status: int, error: dict[str, Any]) -> ModelhostError:
         404: NotFound,
         413: PayloadTooLarge,
         415: UnsupportedMediaType,
-        422: ValidationFailed,
+        422: InvalidRequest,
     }
     cls = classes.get(status, WorkerFailed)
     return cls(message, param=param if isinstance(param, str) else None, code=code if isinstance(code, str) else None)

@@ -82,7 +82,7 @@ def test_bad_images_are_4xx(server: ServerProcess, captioner: str) -> None:
         ({"file": ("x.png", b"this is not an image", "image/png")}, {"model": captioner}, 400, "invalid_image"),
         ({"file": ("x.png", image_bytes()[:40], "image/png")}, {"model": captioner}, 400, "invalid_image"),
         ({"file": ("x.png", buf.getvalue(), "image/png")}, {"model": captioner}, 400, "image_too_large"),
-        ({"file": ("x.png", b"", "image/png")}, {"model": captioner}, 400, "invalid_image"),
+        ({"file": ("x.png", b"", "image/png")}, {"model": captioner}, 400, "empty_file"),
         ({"file": ("x.png", image_bytes(), "image/png")}, {"model": "nope"}, 404, None),
         ({"file": ("x.png", image_bytes(), "image/png")}, {"model": "gemma-3-270m"}, 404, None),
         ({"file": ("x.png", image_bytes(), "image/png")}, {"model": captioner, "max_tokens": "0"}, 400, None),

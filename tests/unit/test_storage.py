@@ -7,7 +7,7 @@ from sqlalchemy import Engine, inspect
 
 from modelhost.catalog.builtin import BUILTIN_MODELS
 from modelhost.catalog.models import Catalog, ModelCreate, ModelUpdate
-from modelhost.errors import Conflict, InvalidRequest, ModelNotFound, ValidationFailed
+from modelhost.errors import Conflict, InvalidRequest, ModelNotFound
 from modelhost.runtime_settings import RuntimeSettingsStore
 from modelhost.storage.db import build_sessionmaker, migrate
 
@@ -105,6 +105,6 @@ def test_runtime_settings_persist_and_validate(engine: Engine) -> None:
         ({"no_such_setting": 1}, "unknown setting"),
         ({"worker_request_timeout_seconds": "soon"}, "worker_request_timeout_seconds"),
     ):
-        with pytest.raises(ValidationFailed, match=needle):
+        with pytest.raises(InvalidRequest, match=needle):
             store.update(bad)
     assert RuntimeSettingsStore(sessions).load() == reloaded  # a refused change changes nothing

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import modelhost
-from modelhost.api.errors import install_error_handlers
+from modelhost.api.errors import install_error_handlers, without_validation_422
 from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, workers
 from modelhost.api.routes import settings as settings_routes
@@ -46,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    build_openapi = app.openapi
+    app.openapi = lambda: without_validation_422(build_openapi())  # type: ignore[method-assign]  # FastAPI's hook
     for router in (
         audio.router,
         completions.router,

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelhost.api.errors import envelope
+from modelhost.errors import error_envelope
 from modelhost.metrics import Metrics
 
 PUBLIC_PATHS = ("/docs", "/openapi.json", "/redoc")
@@ -53,7 +53,7 @@ class ApiKeyMiddleware:
         await _send_error(
             send,
             401,
-            envelope(message, "authentication_error", code="invalid_api_key"),
+            error_envelope(message, "authentication_error", code="invalid_api_key"),
             [(b"www-authenticate", b"Bearer")],
         )
 
@@ -70,7 +70,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
-        too_large = envelope(
+        too_large = error_envelope(
             f"request body exceeds the limit of {self.limit} bytes (MODELHOST_MAX_REQUEST_BYTES)",
             "invalid_request_error",
             code="payload_too_large",

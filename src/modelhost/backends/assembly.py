@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.errors import BackendFault
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,19 @@ def model_directory(model_id: str, source: str, options: dict[str, Any], data_di
     if not plan:
         return resolve_source(source)
     if not isinstance(plan, dict) or not all(isinstance(v, list) and v for v in plan.values()):
-        raise InvalidInput(
+        raise BackendFault(
             "option 'assemble' must map file names to non-empty lists of part sources",
             param="options",
-            status=503,
             code="model_files_missing",
         )
     if not data_dir:
-        raise InvalidInput("no data directory to assemble the model in", status=503, code="model_files_missing")
+        raise BackendFault("no data directory to assemble the model in", code="model_files_missing")
     base = Path(resolve_source(source))
     parts = {name: [Path(resolve_source(str(p))) for p in sources] for name, sources in plan.items()}
     for paths in parts.values():
         for path in paths:
             if not path.is_file():
-                raise InvalidInput(f"model part {path} is missing", status=503, code="model_files_missing")
+                raise BackendFault(f"model part {path} is missing", code="model_files_missing")
     target = Path(data_dir) / "models" / re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
     target.mkdir(parents=True, exist_ok=True)
     with open(target / ".lock", "w") as lock:
@@ -88,7 +87,7 @@ def _assemble(destination: Path, parts: list[Path]) -> None:
         os.fsync(out.fileno())
     if partial.stat().st_size != expected:
         partial.unlink(missing_ok=True)
-        raise InvalidInput(f"assembling {destination.name} gave the wrong size", status=503, code="model_files_missing")
+        raise BackendFault(f"assembling {destination.name} gave the wrong size", code="model_files_missing")
     os.replace(partial, destination)
     log.info(
         "assembled %s from %d parts (%.1f MB) in %.2f s",

@@ -5,8 +5,9 @@ Images are decoded here with Pillow (EXIF orientation applied, converted to RGB)
 ``max_pixels`` (option, default 40 million) is refused with 400 before it is decoded (decompression bombs).
 The image processor is always the PIL one (``backend="pil"``): torchvision is not needed.
 
-Payload: ``prompt`` (optional text the caption starts from: BLIP conditional captioning, or a decoder prefix),
-``max_tokens`` (default 30, at most 512). Result: ``{"caption", "prompt_tokens", "completion_tokens"}``.
+Request: ``modelhost.schemas.image_captioning.CaptionRequest`` — ``prompt`` (optional text the caption starts
+from: BLIP conditional captioning, or a decoder prefix), ``max_tokens`` (default 30, at most 512). Result:
+``CaptionResult``.
 Options: ``num_beams`` (1), ``trust_remote_code`` (false), ``max_pixels``.
 """
 
@@ -16,18 +17,19 @@ import io
 import warnings
 from typing import Any
 
-from modelhost.backends.base import Backend, resolve_source
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.base import Backend, Files, require_file, resolve_source
+from modelhost.backends.errors import BadInput
+from modelhost.schemas.image_captioning import CaptionRequest, CaptionResult
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def decode_image(data: bytes, max_pixels: int) -> Any:
-    """Bytes → RGB PIL image; ``InvalidInput`` for anything Pillow cannot read or that is too large."""
+    """Bytes → RGB PIL image; ``BadInput`` for anything Pillow cannot read or that is too large."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
-        raise InvalidInput("the uploaded image is empty", param="file", code="invalid_image")
+        raise BadInput("the uploaded image is empty", param="file", code="invalid_image")
     previous = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = max_pixels // 2  # Pillow raises above twice this, warns above it
@@ -36,7 +38,7 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
             image: Any = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise InvalidInput(
+                raise BadInput(
                     f"the image is {width}x{height} pixels; at most {max_pixels} pixels are accepted",
                     param="file",
                     code="image_too_large",
@@ -45,16 +47,18 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
             image = ImageOps.exif_transpose(image) or image
             return image.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInput(f"the image is too large: {exc}", param="file", code="image_too_large") from None
+        raise BadInput(f"the image is too large: {exc}", param="file", code="image_too_large") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        if isinstance(exc, InvalidInput):
+        if isinstance(exc, BadInput):
             raise
-        raise InvalidInput(f"the upload is not a readable image: {exc}", param="file", code="invalid_image") from None
+        raise BadInput(f"the upload is not a readable image: {exc}", param="file", code="invalid_image") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 
 
-class TransformersCaptioner(Backend):
+class TransformersCaptioner(Backend[CaptionRequest]):
+    request_type = CaptionRequest
+
     def load(self) -> None:
         import torch
         import transformers
@@ -82,15 +86,10 @@ class TransformersCaptioner(Backend):
         self.torch = torch
         self.images = 0
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, request: CaptionRequest, files: Files) -> CaptionResult:
         torch = self.torch
-        if "file" not in files:
-            raise InvalidInput("an image file is required", param="file", code="missing_file")
-        max_tokens = payload.get("max_tokens") or 30
-        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
-            raise InvalidInput("max_tokens must be an integer between 1 and 512", param="max_tokens")
-        prompt = payload.get("prompt") or None
-        image = decode_image(files["file"], self.max_pixels)
+        max_tokens, prompt = request.max_tokens, request.prompt or None
+        image = decode_image(require_file(files), self.max_pixels)
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
         kwargs: dict[str, Any] = {
             "pixel_values": pixel_values.to(self.model.device, self.model.dtype),
@@ -109,7 +108,7 @@ class TransformersCaptioner(Backend):
                 prefix = [int(i) for i in self.tokenizer(str(prompt))["input_ids"]]
                 kwargs["input_ids"] = torch.tensor([prefix], device=self.model.device)
         if self.max_positions and len(prefix) + max_tokens > self.max_positions:
-            raise InvalidInput(
+            raise BadInput(
                 f"prompt ({len(prefix)} tokens) + max_tokens ({max_tokens}) exceed this model's "
                 f"{self.max_positions} positions",
                 param="prompt",
@@ -123,7 +122,7 @@ class TransformersCaptioner(Backend):
         completion = [i for i in generated if i not in special]
         caption = str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
         self.images += 1
-        return {"caption": caption, "prompt_tokens": len(prefix), "completion_tokens": len(completion)}
+        return CaptionResult(caption=caption, prompt_tokens=len(prefix), completion_tokens=len(completion))
 
     def info(self) -> dict[str, Any]:
         return {

@@ -8,8 +8,9 @@ and join the nearest cluster afterwards) — into ``num_speakers`` clusters when
 ``threshold`` (cosine distance) and held within ``min_speakers``..``max_speakers``. Each window then speaks for the
 stretch of its region nearest to its centre; neighbouring stretches of one speaker are merged into turns.
 
-Options / payload: ``num_speakers``, ``min_speakers``, ``max_speakers``, ``threshold`` (0.3), ``window`` (2.0),
-``step`` (0.5), ``vad_threshold`` (0.5), ``min_silence_ms`` (300). Files: ``file``.
+Request: ``modelhost.schemas.diarization.DiarizationRequest``. Options (defaults): ``num_speakers``,
+``min_speakers``, ``max_speakers``, ``threshold`` (0.3), ``window`` (2.0), ``step`` (0.5), ``vad_threshold`` (0.5),
+``min_silence_ms`` (300). Files: ``file``.
 Result: ``segments`` of ``{start, end, speaker}`` (labels ``SPEAKER_00``… in order of first appearance),
 ``speakers`` of ``{speaker, duration, embedding}`` (the L2-normalised mean voiceprint, base64 of 256 little-endian
 float32 — what a pipeline matches against enrolled speakers), ``num_speakers`` and ``duration``.
@@ -19,7 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.base import Backend, resolve_source
+from pydantic import ValidationError
+
+from modelhost.backends.base import Backend, Files, require_file, resolve_source
+from modelhost.backends.errors import BackendFault
 from modelhost.backends.speaker_resemblyzer import (
     MEL_HOP,
     VoiceEncoder,
@@ -28,7 +32,7 @@ from modelhost.backends.speaker_resemblyzer import (
     to_base64,
 )
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
-from modelhost.worker.protocol import InvalidInput
+from modelhost.schemas.diarization import DiarizationRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,35 +46,22 @@ DEFAULTS: dict[str, float] = {
 }
 # Regions shorter than this carry too little voice for a voiceprint of their own; they take their neighbour's.
 MIN_REGION_SECONDS = 0.4
-MAX_SPEAKERS = 64
 # Below this cosine to a neighbouring window of its region, a window is taken to straddle a change of speaker
 # (on flite talks with 0.3 s pauses this lowered DER from 9–45 % to 10–23 %; with 0.5 s pauses no window is dropped).
 STABLE_SIMILARITY = 0.8
 
 
-def speaker_counts(values: dict[str, Any]) -> tuple[int | None, int, int]:
-    """Validate ``num_speakers`` / ``min_speakers`` / ``max_speakers`` → (num or None, low, high)."""
-    counts: dict[str, int | None] = {}
-    for name in ("num_speakers", "min_speakers", "max_speakers"):
-        value = values.get(name)
-        if value is None or value == "":
-            counts[name] = None
-            continue
+def speaker_counts(request: DiarizationRequest, options: dict[str, Any]) -> tuple[int | None, int, int]:
+    """(exact number or None, lowest, highest): the request's counts, else the model options' defaults."""
+    names = ("num_speakers", "min_speakers", "max_speakers")
+    if all(getattr(request, name) is None for name in names) and any(options.get(name) is not None for name in names):
         try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{name} must be an integer", param=name) from None
-        if isinstance(value, float) and value != number:
-            raise InvalidInput(f"{name} must be an integer", param=name)
-        if not 1 <= number <= MAX_SPEAKERS:
-            raise InvalidInput(f"{name} must be between 1 and {MAX_SPEAKERS}", param=name)
-        counts[name] = number
-    num, low, high = counts["num_speakers"], counts["min_speakers"], counts["max_speakers"]
-    if num is not None and (low is not None or high is not None):
-        raise InvalidInput("give either num_speakers or min_speakers/max_speakers, not both", param="num_speakers")
-    if low is not None and high is not None and low > high:
-        raise InvalidInput("min_speakers must not exceed max_speakers", param="min_speakers")
-    return num, low or 1, high or MAX_SPEAKERS
+            request = DiarizationRequest.model_validate({name: options.get(name) for name in names})
+        except ValidationError as exc:
+            raise BackendFault(
+                f"the model options' speaker counts are invalid: {exc}", code="invalid_model_options"
+            ) from None
+    return request.speaker_range
 
 
 def cluster(embeddings: np.ndarray, num: int | None, low: int, high: int, threshold: float) -> np.ndarray:
@@ -91,7 +82,9 @@ def cluster(embeddings: np.ndarray, num: int | None, low: int, high: int, thresh
     return fcluster(tree, t=min(num, n), criterion="maxclust") - 1  # type: ignore[no-any-return]
 
 
-class BuiltinDiarizer(Backend):
+class BuiltinDiarizer(Backend[DiarizationRequest]):
+    request_type = DiarizationRequest
+
     def load(self) -> None:
         import torch
 
@@ -102,34 +95,36 @@ class BuiltinDiarizer(Backend):
 
         get_vad_model()
 
-    def settings(self, payload: dict[str, Any]) -> dict[str, float]:
-        settings = {**DEFAULTS, **{k: float(self.options[k]) for k in DEFAULTS if k in self.options}}
+    def settings(self, request: DiarizationRequest) -> dict[str, float]:
+        """The clustering settings: the model options (checked here: they are configuration, not a request) and the
+        request's ``threshold`` (checked by its schema)."""
+        settings = {**DEFAULTS}
         for key in DEFAULTS:
-            if payload.get(key) is not None:
+            if key in self.options:
                 try:
-                    settings[key] = float(payload[key])
+                    settings[key] = float(self.options[key])
                 except (TypeError, ValueError):
-                    raise InvalidInput(f"{key} must be a number", param=key) from None
-        if not 0.0 < settings["threshold"] < 2.0:
-            raise InvalidInput("threshold (a cosine distance) must be between 0 and 2", param="threshold")
-        if not 0.5 <= settings["window"] <= 10.0:
-            raise InvalidInput("window must be between 0.5 and 10 seconds", param="window")
-        if not 0.1 <= settings["step"] <= settings["window"]:
-            raise InvalidInput("step must be between 0.1 seconds and the window", param="step")
-        if not 0.0 < settings["vad_threshold"] < 1.0:
-            raise InvalidInput("vad_threshold must be between 0 and 1", param="vad_threshold")
-        if not 0 <= settings["min_silence_ms"] <= 10_000:
-            raise InvalidInput("min_silence_ms must be between 0 and 10000", param="min_silence_ms")
+                    raise BackendFault(f"model option {key} must be a number", code="invalid_model_options") from None
+        if request.threshold is not None:
+            settings["threshold"] = request.threshold
+        problems = {
+            "threshold": 0.0 < settings["threshold"] < 2.0,
+            "window": 0.5 <= settings["window"] <= 10.0,
+            "step": 0.1 <= settings["step"] <= settings["window"],
+            "vad_threshold": 0.0 < settings["vad_threshold"] < 1.0,
+            "min_silence_ms": 0 <= settings["min_silence_ms"] <= 10_000,
+        }
+        for key, ok in problems.items():
+            if not ok:
+                raise BackendFault(f"model option {key} is out of range", code="invalid_model_options")
         return settings
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, request: DiarizationRequest, files: Files) -> dict[str, Any]:
         import numpy as np
 
-        if "file" not in files:
-            raise InvalidInput("no audio file in the request", param="file")
-        num, low, high = speaker_counts({**self.options, **{k: v for k, v in payload.items() if v is not None}})
-        settings = self.settings(payload)
-        audio = decode_audio(files["file"])
+        num, low, high = speaker_counts(request, self.options)
+        settings = self.settings(request)
+        audio = decode_audio(require_file(files))
         duration = len(audio) / SAMPLE_RATE
         result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
         if len(audio) == 0:

@@ -16,14 +16,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modelhost.backends.base import Backend, resolve_source
+from modelhost.backends.base import Backend, Files, require_file, resolve_source
 from modelhost.backends.diarization_builtin import speaker_counts
 from modelhost.backends.speaker_resemblyzer import to_base64
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
-from modelhost.worker.protocol import InvalidInput
+from modelhost.schemas.diarization import DiarizationRequest
 
 
-class PyannoteDiarizer(Backend):
+class PyannoteDiarizer(Backend[DiarizationRequest]):
+    request_type = DiarizationRequest
+
     def load(self) -> None:
         import torch
         from pyannote.audio import Pipeline
@@ -44,14 +46,12 @@ class PyannoteDiarizer(Backend):
             pipeline.to(torch.device(self.spec.device))
         self.pipeline = pipeline
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, request: DiarizationRequest, files: Files) -> dict[str, Any]:
         import numpy as np
         import torch
 
-        if "file" not in files:
-            raise InvalidInput("no audio file in the request", param="file")
-        num, low, high = speaker_counts(payload)
-        audio = decode_audio(files["file"])
+        num, low, high = speaker_counts(request, self.options)
+        audio = decode_audio(require_file(files))
         duration = len(audio) / SAMPLE_RATE
         result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
         if len(audio) == 0 or float(np.abs(audio).max()) < 1e-4:
@@ -60,9 +60,9 @@ class PyannoteDiarizer(Backend):
         if num is not None:
             kwargs["num_speakers"] = num
         else:
-            if payload.get("min_speakers") is not None:
+            if request.min_speakers is not None:
                 kwargs["min_speakers"] = low
-            if payload.get("max_speakers") is not None:
+            if request.max_speakers is not None:
                 kwargs["max_speakers"] = high
         waveform = {"waveform": torch.from_numpy(audio)[None, :], "sample_rate": SAMPLE_RATE}
         output = self.pipeline(waveform, return_embeddings=True, **kwargs)

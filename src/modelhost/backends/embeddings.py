@@ -1,8 +1,7 @@
-"""Shared logic of text-embedding backends: payload checks, cross-request batching, output packing.
+"""Shared logic of text-embedding backends: cross-request batching, ``dimensions``, output packing.
 
-Payload: ``{"input": [str, ...], "dimensions": int | null}``.
-Result: ``{"embeddings": base64 of little-endian float32 rows, "count", "dim", "prompt_tokens"}`` — raw
-floats, so the API process never parses or formats numbers it only forwards.
+Request: ``modelhost.schemas.embeddings.EmbeddingRequest``. Result: ``EmbeddingResult`` — base64 of little-endian
+float32 rows, so the API process never parses or formats numbers it only forwards.
 """
 
 from __future__ import annotations
@@ -10,14 +9,16 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelhost.backends.base import Backend
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.base import Backend, Files
+from modelhost.backends.errors import BadInput
+from modelhost.schemas.embeddings import EmbeddingRequest, EmbeddingResult
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-class EmbeddingBackend(Backend):
+class EmbeddingBackend(Backend[EmbeddingRequest]):
+    request_type = EmbeddingRequest
     supports_batching: ClassVar[bool] = True
     #: Rows encoded per forward pass, sorted by length as sentence-transformers does.
     encode_batch_size: int = 32
@@ -30,56 +31,52 @@ class EmbeddingBackend(Backend):
         """Normalised float32 embeddings ``[len(texts), dimension]`` and the token count of each text."""
         raise NotImplementedError
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        return self.infer_batch([payload])[0]
+    def infer(self, request: EmbeddingRequest, files: Files) -> EmbeddingResult:
+        return self.infer_batch([request])[0]
 
-    def infer_batch(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def infer_batch(self, requests: list[EmbeddingRequest]) -> list[EmbeddingResult]:
         import numpy as np
 
-        parsed = [self._parse(payload) for payload in payloads]
-        texts = [text for items, _ in parsed for text in items]
-        vectors, tokens = self.encode(texts)
-        results: list[dict[str, Any]] = []
+        for request in requests:
+            self._check_dimensions(request.dimensions)
+        batches = [request.texts for request in requests]
+        vectors, tokens = self.encode([text for texts in batches for text in texts])
+        results: list[EmbeddingResult] = []
         offset = 0
-        for items, dimensions in parsed:
-            rows = vectors[offset : offset + len(items)]
-            used = sum(tokens[offset : offset + len(items)])
-            offset += len(items)
-            if dimensions is not None and dimensions != rows.shape[1]:
-                rows = rows[:, :dimensions]
+        for texts, request in zip(batches, requests, strict=True):
+            rows = vectors[offset : offset + len(texts)]
+            used = sum(tokens[offset : offset + len(texts)])
+            offset += len(texts)
+            if request.dimensions is not None and request.dimensions != rows.shape[1]:
+                rows = rows[:, : request.dimensions]
                 norms = np.linalg.norm(rows, axis=1, keepdims=True)
                 rows = rows / np.maximum(norms, 1e-12)
             data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
             results.append(
-                {
-                    "embeddings": base64.b64encode(data).decode("ascii"),
-                    "count": len(items),
-                    "dim": int(rows.shape[1]),
-                    "prompt_tokens": int(used),
-                }
+                EmbeddingResult(
+                    embeddings=base64.b64encode(data).decode("ascii"),
+                    count=len(texts),
+                    dim=int(rows.shape[1]),
+                    prompt_tokens=int(used),
+                )
             )
         return results
 
-    def _parse(self, payload: dict[str, Any]) -> tuple[list[str], int | None]:
-        items = payload.get("input")
-        if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
-            raise InvalidInput("'input' must be a non-empty list of strings", param="input")
-        dimensions = payload.get("dimensions")
-        if dimensions is not None:
-            if not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1:
-                raise InvalidInput("'dimensions' must be a positive integer", param="dimensions")
-            if dimensions > self.dimension:
-                raise InvalidInput(
-                    f"'dimensions' is {dimensions} but model {self.spec.model_id} has {self.dimension}",
-                    param="dimensions",
-                )
-            if dimensions != self.dimension and not self.options.get("matryoshka", False):
-                raise InvalidInput(
-                    f"model {self.spec.model_id} produces {self.dimension}-dimension embeddings and was not trained "
-                    "to be truncated; omit 'dimensions' or set the model option matryoshka=true",
-                    param="dimensions",
-                )
-        return items, dimensions
+    def _check_dimensions(self, dimensions: int | None) -> None:
+        """The rules on ``dimensions`` that need the loaded model (the request model checked it is positive)."""
+        if dimensions is None:
+            return
+        if dimensions > self.dimension:
+            raise BadInput(
+                f"'dimensions' is {dimensions} but model {self.spec.model_id} has {self.dimension}",
+                param="dimensions",
+            )
+        if dimensions != self.dimension and not self.options.get("matryoshka", False):
+            raise BadInput(
+                f"model {self.spec.model_id} produces {self.dimension}-dimension embeddings and was not trained "
+                "to be truncated; omit 'dimensions' or set the model option matryoshka=true",
+                param="dimensions",
+            )
 
     def info(self) -> dict[str, Any]:
         return {"dimension": self.dimension}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
 from modelhost.backends.embeddings import EmbeddingBackend, length_sorted_batches
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.errors import BackendFault
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,7 +28,7 @@ class OnnxEmbeddings(EmbeddingBackend):
         if model_path.is_dir():
             model_path = model_path / str(self.options.get("model_file", "model.onnx"))
         if not model_path.is_file():
-            raise InvalidInput(f"ONNX model file not found: {model_path}", status=503, code="model_files_missing")
+            raise BackendFault(f"ONNX model file not found: {model_path}", code="model_files_missing")
         tokenizer_path = resolve_source(str(self.options.get("tokenizer", DEFAULT_TOKENIZER)))
         self.tokenizer = Tokenizer.from_file(tokenizer_path)
         self.max_length = int(self.options.get("max_length", 256))

@@ -1,7 +1,7 @@
 """Shared logic of OCR backends: upload decoding and validation (Pillow, ``pdftoppm``), reading order, result shape.
 
 Files: ``file`` — PNG, JPEG, WebP, TIFF (every frame is a page), BMP or PDF (rendered page by page with poppler's
-``pdftoppm``). Payload: nothing required. Result::
+``pdftoppm``). Request: ``modelhost.schemas.ocr.OcrRequest`` (nothing but the model). Result (``OcrResult``)::
 
     {"text": "full text in reading order; pages separated by a blank line",
      "pages": [{"width", "height", "lines": [{"text", "box": [[x, y] * 4], "confidence": 0..1}]}]}
@@ -24,8 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.base import Backend
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.base import Backend, Files, require_file
+from modelhost.backends.errors import BackendFault, BadInput
+from modelhost.schemas.ocr import OcrPage, OcrRequest, OcrResult
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -40,20 +41,18 @@ Line = dict[str, Any]
 Box = list[list[float]]
 
 
-class OcrBackend(Backend):
+class OcrBackend(Backend[OcrRequest]):
     """Subclasses implement ``recognize(image)`` on an RGB Pillow image: rows of lines in reading order (the lines
     of one row are joined with a space in the text, rows with a newline)."""
+
+    request_type = OcrRequest
 
     def recognize(self, image: Image.Image) -> list[list[Line]]:
         raise NotImplementedError
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        data = files.get("file")
-        if data is None:
-            raise InvalidInput("no file in the request", param="file", code="missing_file")
-        if not data:
-            raise InvalidInput("the uploaded file is empty", param="file", code="empty_file")
-        pages: list[dict[str, Any]] = []
+    def infer(self, request: OcrRequest, files: Files) -> OcrResult:
+        data = require_file(files)
+        pages: list[OcrPage] = []
         texts: list[str] = []
         for image in load_pages(
             data,
@@ -63,9 +62,9 @@ class OcrBackend(Backend):
         ):
             rows = self.recognize(image)
             lines = [line for row in rows for line in row]
-            pages.append({"width": image.width, "height": image.height, "lines": lines})
+            pages.append(OcrPage(width=image.width, height=image.height, lines=lines))
             texts.append("\n".join(" ".join(str(line["text"]) for line in row) for row in rows))
-        return {"text": "\n\n".join(texts).strip("\n"), "pages": pages}
+        return OcrResult(text="\n\n".join(texts).strip("\n"), pages=pages)
 
 
 def load_pages(data: bytes, *, max_pages: int, max_pixels: int, dpi: int) -> Iterator[Image.Image]:
@@ -92,7 +91,7 @@ def decode_image(data: bytes, *, max_pages: int, max_pixels: int) -> Iterator[Im
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_large(None, int(declared.group(1)) if declared else None, max_pixels) from None
     except UnidentifiedImageError:
-        raise InvalidInput(
+        raise BadInput(
             "the file is not an image or PDF this server reads (PNG, JPEG, WebP, TIFF, BMP or PDF)",
             param="file",
             status=415,
@@ -101,7 +100,7 @@ def decode_image(data: bytes, *, max_pages: int, max_pixels: int) -> Iterator[Im
     except (OSError, SyntaxError, ValueError) as exc:
         raise _corrupt(exc) from None
     if image.format not in IMAGE_FORMATS:
-        raise InvalidInput(
+        raise BadInput(
             f"{image.format} images are not accepted; send PNG, JPEG, WebP, TIFF, BMP or PDF",
             param="file",
             status=415,
@@ -133,7 +132,7 @@ def _frames(image: Image.Image, frames: int, max_pixels: int) -> Iterator[Image.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
                 page = ImageOps.exif_transpose(image).convert("RGB")
-        except InvalidInput:
+        except BadInput:
             raise
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
             raise _corrupt(exc) from None
@@ -151,7 +150,7 @@ def render_pdf(data: bytes, *, max_pages: int, max_pixels: int, dpi: int) -> Ite
         match = re.search(r"^Pages:\s+(\d+)", info, re.MULTILINE)
         count = int(match.group(1)) if match else 0
         if count < 1:
-            raise InvalidInput("the PDF has no pages", param="file", code="invalid_pdf")
+            raise BadInput("the PDF has no pages", param="file", code="invalid_pdf")
         if count > max_pages:
             raise _too_many_pages(count, max_pages)
         # Page sizes in points (1/72 in): "Page    3 size: 612 x 792 pts (letter)".
@@ -182,7 +181,7 @@ def _pdf_pages(
             )
             png = out.with_suffix(".png")
             if not png.is_file():
-                raise InvalidInput(f"page {number} of the PDF could not be rendered", param="file", code="invalid_pdf")
+                raise BadInput(f"page {number} of the PDF could not be rendered", param="file", code="invalid_pdf")
             with Image.open(png) as image:
                 page = image.convert("RGB")
             png.unlink()
@@ -193,31 +192,30 @@ def _run(command: list[str]) -> str:
     try:
         done = subprocess.run(command, capture_output=True, timeout=PDF_TIMEOUT_S, check=False)
     except FileNotFoundError:
-        raise InvalidInput(
+        raise BackendFault(
             f"{command[0]} (Debian poppler-utils) is not installed: PDF input is unavailable",
             param="file",
-            status=503,
             code="pdf_support_missing",
         ) from None
     except subprocess.TimeoutExpired:
-        raise InvalidInput(
+        raise BadInput(
             f"rendering the PDF took longer than {PDF_TIMEOUT_S} s", param="file", status=413, code="pdf_too_complex"
         ) from None
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip().splitlines()
         reason = detail[-1] if detail else f"{command[0]} exited with {done.returncode}"
-        raise InvalidInput(f"the PDF could not be read: {reason}", param="file", code="invalid_pdf")
+        raise BadInput(f"the PDF could not be read: {reason}", param="file", code="invalid_pdf")
     return done.stdout.decode(errors="replace")
 
 
-def _too_large(width: int | None, height_or_pixels: int | None, max_pixels: int) -> InvalidInput:
+def _too_large(width: int | None, height_or_pixels: int | None, max_pixels: int) -> BadInput:
     if width is not None:
         size = f"{width}×{height_or_pixels} pixels"
     elif height_or_pixels is not None:
         size = f"{height_or_pixels:,} pixels"
     else:
         size = "too many pixels"
-    return InvalidInput(
+    return BadInput(
         f"the image is {size}; at most {max_pixels:,} pixels per page (option max_image_pixels)",
         param="file",
         status=413,
@@ -225,8 +223,8 @@ def _too_large(width: int | None, height_or_pixels: int | None, max_pixels: int)
     )
 
 
-def _too_many_pages(count: int, max_pages: int) -> InvalidInput:
-    return InvalidInput(
+def _too_many_pages(count: int, max_pages: int) -> BadInput:
+    return BadInput(
         f"the document has {count} pages; at most {max_pages} per request (option max_pages)",
         param="file",
         status=413,
@@ -234,8 +232,8 @@ def _too_many_pages(count: int, max_pages: int) -> InvalidInput:
     )
 
 
-def _corrupt(exc: BaseException) -> InvalidInput:
-    return InvalidInput(f"the image could not be decoded: {exc}", param="file", code="invalid_image")
+def _corrupt(exc: BaseException) -> BadInput:
+    return BadInput(f"the image could not be decoded: {exc}", param="file", code="invalid_image")
 
 
 def quad(x0: float, y0: float, x1: float, y1: float) -> Box:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
+from modelhost.backends.errors import BackendFault
 from modelhost.backends.ocr import Line, OcrBackend, reading_order
-from modelhost.worker.protocol import InvalidInput
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,7 +29,7 @@ class RapidOcr(OcrBackend):
         model_dir = Path(resolve_source(self.spec.source))
         if not model_dir.is_dir() or not any(model_dir.glob("*.onnx")):
             # Without its model files RapidOCR would try to download them: refuse instead.
-            raise InvalidInput(f"no RapidOCR ONNX models in {str(model_dir)!r}", code="model_files_missing", status=503)
+            raise BackendFault(f"no RapidOCR ONNX models in {str(model_dir)!r}", code="model_files_missing")
         threads = self.spec.threads
         params: dict[str, Any] = {
             "Global.log_level": "warning",

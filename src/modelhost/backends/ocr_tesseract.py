@@ -12,8 +12,8 @@ import os
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from modelhost.backends.errors import BackendFault, BadInput
 from modelhost.backends.ocr import Line, OcrBackend, quad
-from modelhost.worker.protocol import InvalidInput
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -28,10 +28,9 @@ class TesseractOcr(OcrBackend):
         try:
             self.version = str(pytesseract.get_tesseract_version())
         except pytesseract.TesseractNotFoundError:
-            raise InvalidInput(
+            raise BackendFault(
                 "the tesseract program is not installed (Debian: tesseract-ocr tesseract-ocr-eng)",
                 code="model_files_missing",
-                status=503,
             ) from None
         self.lang = self.spec.source.strip() or "eng"
         config = []
@@ -44,11 +43,10 @@ class TesseractOcr(OcrBackend):
         available = set(pytesseract.get_languages(config=self.config))
         missing = [lang for lang in self.lang.split("+") if lang not in available]
         if missing:
-            raise InvalidInput(
+            raise BackendFault(
                 f"tesseract has no language data for {', '.join(missing)} (Debian: tesseract-ocr-{missing[0]}); "
                 f"installed: {', '.join(sorted(available))}",
                 code="model_files_missing",
-                status=503,
             )
         self.pytesseract = pytesseract
 
@@ -59,7 +57,7 @@ class TesseractOcr(OcrBackend):
                 image, lang=self.lang, config=self.config, timeout=self.timeout, output_type=pytesseract.Output.DICT
             )
         except RuntimeError as exc:  # pytesseract's timeout
-            raise InvalidInput(f"tesseract: {exc}", param="file", status=413, code="ocr_timeout") from None
+            raise BadInput(f"tesseract: {exc}", param="file", status=413, code="ocr_timeout") from None
         grouped: dict[tuple[int, int, int], list[int]] = {}
         for i, word in enumerate(data["text"]):
             if int(data["level"][i]) == 5 and str(word).strip():

@@ -1,28 +1,22 @@
 """Shared logic of reranking backends.
 
-Payload: ``{"query": str, "documents": [str, ...]}``. Result: ``{"scores": [float per document, in input order],
-"tokens": int}``. The API process sorts, cuts to ``top_n`` and attaches the documents.
+Request: ``modelhost.schemas.rerank.RerankRequest``. Result: ``RerankResult`` — one score per document, in input
+order, and the tokens read. The API process sorts, cuts to ``top_n`` and attaches the documents.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from modelhost.backends.base import Backend
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.base import Backend, Files
+from modelhost.schemas.rerank import RerankRequest, RerankResult
 
 
-class RerankBackend(Backend):
+class RerankBackend(Backend[RerankRequest]):
+    request_type = RerankRequest
+
     def score(self, query: str, documents: list[str]) -> tuple[list[float], int]:
         """One relevance score per document (higher is more relevant) and the tokens read."""
         raise NotImplementedError
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        query = payload.get("query")
-        documents = payload.get("documents")
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInput("'query' must be a non-empty string", param="query")
-        if not isinstance(documents, list) or not documents or not all(isinstance(d, str) for d in documents):
-            raise InvalidInput("'documents' must be a non-empty list of strings", param="documents")
-        scores, tokens = self.score(query, documents)
-        return {"scores": [float(s) for s in scores], "tokens": int(tokens)}
+    def infer(self, request: RerankRequest, files: Files) -> RerankResult:
+        scores, tokens = self.score(request.query, request.texts)
+        return RerankResult(scores=[float(s) for s in scores], tokens=int(tokens))

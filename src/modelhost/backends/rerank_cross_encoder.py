@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.backends.base import resolve_source
+from modelhost.backends.errors import BackendFault
 from modelhost.backends.rerank import RerankBackend
-from modelhost.worker.protocol import InvalidInput
 
 
 class CrossEncoderReranker(RerankBackend):
@@ -30,10 +30,9 @@ class CrossEncoderReranker(RerankBackend):
             trust_remote_code=bool(self.options.get("trust_remote_code", False)),
         )
         if self.model.num_labels != 1:
-            raise InvalidInput(
+            raise BackendFault(
                 f"a reranking cross-encoder has one output; this model has {self.model.num_labels} labels",
                 code="unsupported_model",
-                status=503,
             )
         self.batch_size = int(self.options.get("batch_size", 32))
         activation = str(self.options.get("activation", "default"))

@@ -9,7 +9,8 @@ Measured here: the embeddings agree with resemblyzer's own ``VoiceEncoder.embed_
 Speech is found with the Silero VAD bundled in faster-whisper; silence between speech is dropped and the volume
 raised to −30 dBFS (as resemblyzer's ``preprocess_wav`` does) before embedding.
 
-Options / payload: ``vad`` (true), ``vad_threshold`` (0.5). Files: ``file`` — any audio ffmpeg decodes.
+Request: ``modelhost.schemas.speaker_embedding.SpeakerEmbeddingRequest``. Options (defaults): ``vad`` (true),
+``vad_threshold`` (0.5). Files: ``file`` — any audio ffmpeg decodes.
 Result: ``embedding`` (base64 of 256 little-endian float32, L2-normalised; null when the clip holds no speech),
 ``dimensions`` (256), ``duration`` and ``speech_duration`` in seconds.
 """
@@ -19,9 +20,9 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.base import Backend, resolve_source
+from modelhost.backends.base import Backend, Files, require_file, resolve_source
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
-from modelhost.worker.protocol import InvalidInput
+from modelhost.schemas.speaker_embedding import SpeakerEmbeddingRequest, SpeakerEmbeddingResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -176,7 +177,9 @@ def flag(value: Any) -> bool:
     return bool(value)
 
 
-class ResemblyzerSpeakerEmbedding(Backend):
+class ResemblyzerSpeakerEmbedding(Backend[SpeakerEmbeddingRequest]):
+    request_type = SpeakerEmbeddingRequest
+
     def load(self) -> None:
         import torch
 
@@ -187,31 +190,26 @@ class ResemblyzerSpeakerEmbedding(Backend):
 
         get_vad_model()
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, request: SpeakerEmbeddingRequest, files: Files) -> SpeakerEmbeddingResult:
         import numpy as np
 
-        if "file" not in files:
-            raise InvalidInput("no audio file in the request", param="file")
-        use_vad = flag(payload.get("vad", self.options.get("vad", True)))
-        threshold = float(payload.get("vad_threshold") or self.options.get("vad_threshold", 0.5))
-        if not 0.0 < threshold < 1.0:
-            raise InvalidInput("vad_threshold must be between 0 and 1", param="vad_threshold")
-        audio = decode_audio(files["file"])
+        use_vad = flag(self.options.get("vad", True)) if request.vad is None else request.vad
+        threshold = request.vad_threshold or float(self.options.get("vad_threshold", 0.5))
+        audio = decode_audio(require_file(files))
         duration = len(audio) / SAMPLE_RATE
         if use_vad and len(audio):
             spans = speech_spans(audio, threshold)
             speech = np.concatenate([audio[a:b] for a, b in spans]) if spans else audio[:0]
         else:
             speech = audio if float(np.abs(audio).max(initial=0.0)) > 1e-4 else audio[:0]
-        result: dict[str, Any] = {
-            "embedding": None,
-            "dimensions": DIMENSIONS,
-            "duration": duration,
-            "speech_duration": round(len(speech) / SAMPLE_RATE, 3),
-        }
-        if len(speech) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
-            return result
-        result["embedding"] = to_base64(self.encoder.embed_utterance(normalize_volume(speech)))
+        result = SpeakerEmbeddingResult(
+            embedding=None,
+            dimensions=DIMENSIONS,
+            duration=duration,
+            speech_duration=round(len(speech) / SAMPLE_RATE, 3),
+        )
+        if len(speech) >= MIN_SPEECH_SECONDS * SAMPLE_RATE:
+            result.embedding = to_base64(self.encoder.embed_utterance(normalize_volume(speech)))
         return result
 
     def info(self) -> dict[str, Any]:

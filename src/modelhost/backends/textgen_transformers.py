@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.textgen import Detokenizer, GenerationRequest, TextGenerator, plain_chat_prompt
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.errors import BadInput
+from modelhost.backends.textgen import Detokenizer, Generation, TextGenerator, plain_chat_prompt
 
 
 class _IncrementalDetokenizer(Detokenizer):
@@ -78,25 +78,23 @@ class TransformersTextGenerator(TextGenerator):
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(self, request: Generation) -> list[int]:
         if request.messages is None:
             ids = self.tokenizer(request.prompt or "", add_special_tokens=True)["input_ids"]
         elif getattr(self.tokenizer, "chat_template", None):
             try:
                 text = self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
             except Exception as exc:  # the template's raise_exception or a Jinja error
-                raise InvalidInput(
-                    f"the model's chat template refused these messages: {exc}", param="messages"
-                ) from None
+                raise BadInput(f"the model's chat template refused these messages: {exc}", param="messages") from None
             ids = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
         else:
             ids = self.tokenizer(plain_chat_prompt(request.messages), add_special_tokens=True)["input_ids"]
         if not ids:
-            raise InvalidInput("the prompt is empty", param="prompt")
+            raise BadInput("the prompt is empty", param="prompt")
         return [int(i) for i in ids]
 
     def tokens(
-        self, prompt_ids: list[int], request: GenerationRequest, max_new: int, cancelled: threading.Event
+        self, prompt_ids: list[int], request: Generation, max_new: int, cancelled: threading.Event
     ) -> Iterator[int]:
         torch = self.torch
         generator = torch.Generator(device="cpu")
@@ -120,7 +118,7 @@ class TransformersTextGenerator(TextGenerator):
                     return
                 ids = torch.tensor([[token]], device=device)
 
-    def _sample(self, logits: Any, request: GenerationRequest, generator: Any) -> int:
+    def _sample(self, logits: Any, request: Generation, generator: Any) -> int:
         torch = self.torch
         if request.temperature <= 0:
             return int(torch.argmax(logits))

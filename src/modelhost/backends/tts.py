@@ -1,8 +1,8 @@
 """What every text-to-speech backend shares: request checks, output formats and streaming.
 
 A subclass sets ``voices``, ``default_voice`` and ``sample_rate`` in ``load()`` and implements ``synthesize``, which
-yields float32 mono sample blocks (a sentence each, or the whole text). Payload: ``input``, ``voice``,
-``response_format`` (wav | mp3 | flac | opus | aac | pcm), ``speed`` (0.25–4), ``seed``.
+yields float32 mono sample blocks (a sentence each, or the whole text). Request:
+``modelhost.schemas.text_to_speech.SpeechRequest``; an OpenAI voice name (``alloy``…) picks the default voice.
 ``infer_stream`` yields ``{"audio": base64}`` chunks: per block for wav/pcm, encoded pieces otherwise.
 """
 
@@ -13,18 +13,21 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.base import Backend
-from modelhost.media.audio import ENCODINGS, encode_pcm16, to_pcm16, wav_header
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.base import Backend, Files
+from modelhost.backends.errors import BadInput
+from modelhost.media.audio import encode_pcm16, to_pcm16, wav_header
+from modelhost.schemas.text_to_speech import SpeechRequest
 
 if TYPE_CHECKING:
     import numpy as np
 
-FORMATS = ("wav", "pcm", *ENCODINGS)
+#: Voice names OpenAI clients hard-code; each picks the model's default voice.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
 CHUNK_BYTES = 32 * 1024
 
 
-class SpeechBackend(Backend):
+class SpeechBackend(Backend[SpeechRequest]):
+    request_type = SpeechRequest
     supports_streaming = True
     voices: list[str]
     default_voice: str
@@ -33,28 +36,22 @@ class SpeechBackend(Backend):
     def synthesize(self, text: str, voice: str, speed: float, seed: int | None) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
-    def _check(self, payload: dict[str, Any]) -> tuple[str, str, str, float]:
-        text = str(payload.get("input") or "")
-        if not text.strip():
-            raise InvalidInput("'input' must not be empty", param="input", code="empty_input")
-        voice = str(payload.get("voice") or self.default_voice)
-        if voice not in self.voices:
-            raise InvalidInput(
-                f"unknown voice {voice!r} for model {self.spec.model_id}; available voices: {', '.join(self.voices)}",
-                param="voice",
-                code="unknown_voice",
-            )
-        fmt = str(payload.get("response_format") or "mp3")
-        if fmt not in FORMATS:
-            raise InvalidInput(f"response_format must be one of {', '.join(FORMATS)}", param="response_format")
-        speed = float(payload.get("speed") or 1.0)
-        if not 0.25 <= speed <= 4.0:
-            raise InvalidInput("speed must be between 0.25 and 4.0", param="speed")
-        return text, voice, fmt, speed
+    def voice_for(self, request: SpeechRequest) -> str:
+        """The request's voice (needs the loaded model): OpenAI's voice names pick the model's default voice."""
+        voice = request.voice or self.default_voice
+        if voice in self.voices:
+            return voice
+        if voice in OPENAI_VOICES:
+            return self.default_voice
+        raise BadInput(
+            f"unknown voice {voice!r} for model {self.spec.model_id}; available voices: {', '.join(self.voices)}",
+            param="voice",
+            code="unknown_voice",
+        )
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        text, voice, fmt, speed = self._check(payload)
-        pcm = b"".join(to_pcm16(block) for block in self.synthesize(text, voice, speed, payload.get("seed")))
+    def infer(self, request: SpeechRequest, files: Files) -> dict[str, Any]:
+        voice, fmt = self.voice_for(request), request.response_format
+        pcm = b"".join(to_pcm16(block) for block in self.synthesize(request.input, voice, request.speed, request.seed))
         return {
             "audio": base64.b64encode(encode_pcm16(pcm, self.sample_rate, fmt)).decode("ascii"),
             "format": fmt,
@@ -63,10 +60,10 @@ class SpeechBackend(Backend):
         }
 
     def infer_stream(
-        self, payload: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event
+        self, request: SpeechRequest, files: Files, cancelled: threading.Event
     ) -> Iterator[dict[str, Any]]:
-        text, voice, fmt, speed = self._check(payload)
-        blocks = self.synthesize(text, voice, speed, payload.get("seed"))
+        voice, fmt = self.voice_for(request), request.response_format
+        blocks = self.synthesize(request.input, voice, request.speed, request.seed)
         if fmt in ("wav", "pcm"):
             yield {"audio": base64.b64encode(wav_header(self.sample_rate) if fmt == "wav" else b"").decode("ascii")}
             for samples in blocks:

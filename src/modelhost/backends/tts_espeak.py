@@ -13,8 +13,8 @@ import subprocess
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from modelhost.backends.errors import BackendFault
 from modelhost.backends.tts import SpeechBackend
-from modelhost.worker.protocol import InvalidInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,9 +26,8 @@ class EspeakSpeech(SpeechBackend):
     def load(self) -> None:
         binary = shutil.which(self.spec.source or "espeak-ng") or shutil.which("espeak-ng")
         if binary is None:
-            raise InvalidInput(
+            raise BackendFault(
                 "espeak-ng is not installed on the worker host (apt-get install espeak-ng)",
-                status=503,
                 code="model_files_missing",
             )
         self.binary = binary
@@ -43,7 +42,7 @@ class EspeakSpeech(SpeechBackend):
         wanted = [str(v) for v in self.options.get("voices") or installed]
         self.voices = [v for v in wanted if v.split("+")[0] in installed]
         if not self.voices:
-            raise InvalidInput("none of the configured espeak-ng voices is installed", status=503)
+            raise BackendFault("none of the configured espeak-ng voices is installed")
         self.default_voice = str(
             self.options.get("default_voice", "en-us" if "en-us" in self.voices else self.voices[0])
         )

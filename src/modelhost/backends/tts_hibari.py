@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
+from modelhost.backends.errors import BackendFault
 from modelhost.backends.tts import SpeechBackend
-from modelhost.worker.protocol import InvalidInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,7 +33,7 @@ class HibariSpeech(SpeechBackend):
                 continue
             present.append(str(name))
         if not present:
-            raise InvalidInput("no hibari voice is installed", status=503, code="model_files_missing")
+            raise BackendFault("no hibari voice is installed", code="model_files_missing")
         self.sample_rate = int(SAMPLE_RATE)
         self.voices = present
         self.default_voice = str(self.options.get("default_voice", present[0]))
