@@ -16,7 +16,7 @@ import numpy as np
 
 from modelhost.backends.base import Backend, Files
 from modelhost.backends.embeddings import EmbeddingBackend
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 
 
 class SleepyEmbeddings(EmbeddingBackend):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 from modelhost.worker.batching import Batcher
 
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelhost.backends.errors import BadInput
 from modelhost.backends.textgen import Detokenizer, Generation, StopMatcher, TextGenerator
+from modelhost.errors import BadInput
 from modelhost.worker.protocol import WorkerSpec
 
 END = 0

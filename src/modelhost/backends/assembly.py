@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.errors import BackendFault
+from modelhost.errors import BackendFault
 
 log = logging.getLogger(__name__)
 

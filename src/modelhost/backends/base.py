@@ -23,9 +23,21 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from modelhost.backends.errors import BackendFault, BadInput
+from modelhost.errors import BackendFault, BadInput  # re-exported: what a backend raises
 from modelhost.schemas.base import describe_errors
 from modelhost.worker.protocol import WorkerSpec
+
+__all__ = [
+    "Backend",
+    "BackendFault",
+    "BadInput",
+    "Files",
+    "Result",
+    "dump",
+    "load_backend_class",
+    "require_file",
+    "resolve_source",
+]
 
 RequestT = TypeVar("RequestT")
 #: Uploaded files by form field name (``file``), as bytes.

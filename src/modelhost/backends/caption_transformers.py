@@ -18,7 +18,7 @@ import warnings
 from typing import Any
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 from modelhost.schemas.image_captioning import CaptionRequest, CaptionResult
 
 DEFAULT_MAX_PIXELS = 40_000_000

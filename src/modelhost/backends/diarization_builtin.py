@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
-from modelhost.backends.errors import BackendFault
 from modelhost.backends.speaker_resemblyzer import (
     MEL_HOP,
     VoiceEncoder,
@@ -31,6 +30,7 @@ from modelhost.backends.speaker_resemblyzer import (
     speech_spans,
     to_base64,
 )
+from modelhost.errors import BackendFault
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
 from modelhost.schemas.diarization import DiarizationRequest
 

@@ -10,7 +10,7 @@ import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelhost.backends.base import Backend, Files
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 from modelhost.schemas.embeddings import EmbeddingRequest, EmbeddingResult
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
 from modelhost.backends.embeddings import EmbeddingBackend, length_sorted_batches
-from modelhost.backends.errors import BackendFault
+from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
     import numpy as np

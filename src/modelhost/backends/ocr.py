@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import Backend, Files, require_file
-from modelhost.backends.errors import BackendFault, BadInput
+from modelhost.errors import BackendFault, BadInput
 from modelhost.schemas.ocr import OcrPage, OcrRequest, OcrResult
 
 if TYPE_CHECKING:

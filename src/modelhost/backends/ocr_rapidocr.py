@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.errors import BackendFault
 from modelhost.backends.ocr import Line, OcrBackend, reading_order
+from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
     from PIL import Image

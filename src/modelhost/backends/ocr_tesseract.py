@@ -12,8 +12,8 @@ import os
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.errors import BackendFault, BadInput
 from modelhost.backends.ocr import Line, OcrBackend, quad
+from modelhost.errors import BackendFault, BadInput
 
 if TYPE_CHECKING:
     from PIL import Image

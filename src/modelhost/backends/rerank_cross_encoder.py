@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.errors import BackendFault
 from modelhost.backends.rerank import RerankBackend
+from modelhost.errors import BackendFault
 
 
 class CrossEncoderReranker(RerankBackend):

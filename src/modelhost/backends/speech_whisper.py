@@ -14,7 +14,7 @@ from typing import Any
 
 from modelhost.backends.assembly import model_directory
 from modelhost.backends.base import Backend, Files, require_file
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
 from modelhost.schemas.speech_recognition import Segment, TranscriptionRequest, TranscriptionResult, Word
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelhost.backends.base import Backend, Files
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 from modelhost.schemas.text_generation import ChatCompletionRequest, CompletionRequest, GenerationRequest
 from modelhost.worker.protocol import WorkerSpec
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.errors import BackendFault, BadInput
 from modelhost.backends.textgen import Detokenizer, Generation, TextGenerator, plain_chat_prompt
+from modelhost.errors import BackendFault, BadInput
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.errors import BadInput
 from modelhost.backends.textgen import Detokenizer, Generation, TextGenerator, plain_chat_prompt
+from modelhost.errors import BadInput
 
 
 class _IncrementalDetokenizer(Detokenizer):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import Backend, Files
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 from modelhost.media.audio import encode_pcm16, to_pcm16, wav_header
 from modelhost.schemas.text_to_speech import SpeechRequest
 

@@ -13,8 +13,8 @@ import subprocess
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.errors import BackendFault
 from modelhost.backends.tts import SpeechBackend
+from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
     import numpy as np

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.errors import BackendFault
 from modelhost.backends.tts import SpeechBackend
+from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
     import numpy as np

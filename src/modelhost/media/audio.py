@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelhost.backends.errors import BackendFault, BadInput
+from modelhost.errors import BackendFault, BadInput
 
 if TYPE_CHECKING:
     import numpy as np

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from modelhost.backends.errors import BadInput
+from modelhost.errors import BadInput
 
 log = logging.getLogger(__name__)
 

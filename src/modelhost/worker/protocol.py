@@ -10,7 +10,7 @@
 * ``GET /info``   → load time, RSS, requests served, batch statistics, interpreter and versions.
 
 Every request carries the per-worker token in ``TOKEN_HEADER``. Errors are the envelope of
-``modelhost.errors.error_envelope``; a backend's ``BadInput`` / ``BackendFault`` (``modelhost.backends.errors``)
+``modelhost.errors.error_envelope``; a backend's ``BadInput`` / ``BackendFault`` (``modelhost.errors``)
 travel with their own status and code.
 """
 

@@ -18,8 +18,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from modelhost.backends.errors import BackendError, BadInput
-from modelhost.errors import error_envelope
+from modelhost.errors import BackendError, BadInput, error_envelope
 from modelhost.worker.batching import Batcher
 from modelhost.worker.protocol import (
     BUSY,
