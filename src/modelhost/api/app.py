@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import modelhost
+from modelhost.api.docs import install_docs
 from modelhost.api.errors import install_error_handlers, without_validation_422
 from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, workers
@@ -44,7 +45,10 @@ def create_app(settings: Settings) -> FastAPI:
         version=modelhost.__version__,
         summary="Many models, one HTTP API, one worker process per model.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     build_openapi = app.openapi
     app.openapi = lambda: without_validation_422(build_openapi())  # type: ignore[method-assign]  # FastAPI's hook

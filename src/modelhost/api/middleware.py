@@ -59,7 +59,8 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming (chunked bodies, JSON or
+    multipart alike)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -103,8 +104,9 @@ class BodyLimitMiddleware:
                 await _send_error(send, 413, too_large)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):  # noqa: N818 - a signal, not an error: it must get past FastAPI's handlers
+    """Raised from ``receive`` when a body without Content-Length (chunked) passes the limit. A ``BaseException`` so
+    that FastAPI's body parsing (which turns any ``Exception`` into a 400) lets it reach this middleware: 413."""
 
 
 class MetricsMiddleware:

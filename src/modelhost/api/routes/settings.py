@@ -24,7 +24,7 @@ async def get_settings(runtime: RuntimeDep) -> dict[str, Any]:
     return {"settings": runtime.current.model_dump(), "descriptions": _describe()}
 
 
-@router.patch("/v1/settings", summary="Change runtime settings (effective at once)", responses=error_responses(422))
+@router.patch("/v1/settings", summary="Change runtime settings (effective at once)", responses=error_responses(400))
 async def patch_settings(
     runtime: RuntimeDep, changes: Any = Body(..., examples=[{"worker_idle_timeout_seconds": 30}])
 ) -> dict[str, Any]:
