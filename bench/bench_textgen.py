@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads on both sides")
     args = parser.parse_args()
 
-    from modelhost.backends.textgen_llama_cpp import assemble_chunked_gguf
+    from modelhost.backends.text.textgen_llama_cpp import assemble_chunked_gguf
     from modelhost.catalog.builtin import GEMMA_CHAT_TEMPLATE
 
     with tempfile.TemporaryDirectory() as tmp:

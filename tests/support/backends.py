@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelhost.backends.base import Backend, Files
-from modelhost.backends.embeddings import EmbeddingBackend
+from modelhost.backends.text.embeddings_base import EmbeddingBackend
 from modelhost.errors import BadInput
 
 

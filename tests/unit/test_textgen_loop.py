@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelhost.backends.textgen import Detokenizer, Generation, StopMatcher, TextGenerator
+from modelhost.backends.text.textgen_base import Detokenizer, Generation, StopMatcher, TextGenerator
 from modelhost.errors import BadInput
 from modelhost.worker.protocol import WorkerSpec
 

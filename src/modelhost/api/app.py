@@ -9,12 +9,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import modelhost
+from modelhost.api.composition import build_services
 from modelhost.api.docs import install_docs
 from modelhost.api.errors import install_error_handlers, without_validation_422
 from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, workers
 from modelhost.api.routes import settings as settings_routes
-from modelhost.api.services import build_services
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from modelhost.backends.imports import require_packages
 from modelhost.errors import BackendFault, BadInput  # re-exported: what a backend raises
 from modelhost.schemas.base import describe_errors
 from modelhost.worker.protocol import WorkerSpec
@@ -53,8 +54,13 @@ class Backend(Generic[RequestT]):
     supports_batching: ClassVar[bool] = False
     #: True when ``infer_stream`` yields partial results (tokens, audio chunks).
     supports_streaming: ClassVar[bool] = False
+    #: The optional libraries this backend imports (top-level module names) and the extra that installs them:
+    #: checked when the backend is created, so a missing one is "install modelhost[<extra>]", not an ImportError.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = "defaults"
 
     def __init__(self, spec: WorkerSpec) -> None:
+        require_packages(*self.requires, extra=self.extra, what=f"model {spec.model_id} ({type(self).__name__})")
         self.spec = spec
         self.options: dict[str, Any] = dict(spec.options)
 

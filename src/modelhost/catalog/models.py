@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelhost.catalog.backends import TASKS, check_backend
+from modelhost.catalog.registry import TASKS, check_backend
 from modelhost.errors import Conflict, InvalidRequest, ModelNotFound
 from modelhost.storage.orm import ModelRow
 

@@ -10,8 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import error_responses
 from modelhost.catalog.aliases import aliases_of
-from modelhost.catalog.backends import BUILTIN_BACKENDS, TASKS
 from modelhost.catalog.models import ModelCreate, ModelEntry, ModelUpdate
+from modelhost.catalog.registry import BUILTIN_BACKENDS, TASKS
 
 router = APIRouter(tags=["models"])
 

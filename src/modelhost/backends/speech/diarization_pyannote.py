@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
-from modelhost.backends.diarization_builtin import speaker_counts
-from modelhost.backends.speaker_resemblyzer import to_base64
+from modelhost.backends.speech.diarization_builtin import speaker_counts
+from modelhost.backends.speech.speaker_resemblyzer import to_base64
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
 from modelhost.schemas.diarization import DiarizationRequest
 
 
 class PyannoteDiarizer(Backend[DiarizationRequest]):
+    requires = ("torch", "pyannote.audio", "numpy")
+    extra = "pyannote"
     request_type = DiarizationRequest
 
     def load(self) -> None:

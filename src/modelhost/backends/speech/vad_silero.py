@@ -22,6 +22,8 @@ DEFAULTS: dict[str, float] = {
 
 
 class SileroVad(Backend[VadRequest]):
+    requires = ("faster_whisper", "onnxruntime", "numpy")
+    extra = "speech"
     request_type = VadRequest
 
     def load(self) -> None:

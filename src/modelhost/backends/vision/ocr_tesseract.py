@@ -1,7 +1,7 @@
 """OCR with Tesseract (Debian ``tesseract-ocr`` + language packs such as ``tesseract-ocr-eng``) through pytesseract.
 
 Source: the language(s) to read, Tesseract-style (``eng``, ``eng+deu``). Options, besides those of
-``modelhost.backends.ocr``: ``psm`` (page segmentation mode, Tesseract's default 3), ``tessdata_dir``,
+``modelhost.backends.vision.ocr_base``: ``psm`` (page segmentation mode, Tesseract's default 3), ``tessdata_dir``,
 ``timeout_seconds`` per page (120). Lines come in Tesseract's own reading order (blocks, paragraphs, lines); a
 line's confidence is the mean of its words' (0..1).
 """
@@ -12,7 +12,7 @@ import os
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.ocr import Line, OcrBackend, quad
+from modelhost.backends.vision.ocr_base import Line, OcrBackend, quad
 from modelhost.errors import BackendFault, BadInput
 
 if TYPE_CHECKING:
@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 
 class TesseractOcr(OcrBackend):
+    requires = ("pytesseract", "PIL")
+    extra = "ocr"
+
     def load(self) -> None:
         import pytesseract
 

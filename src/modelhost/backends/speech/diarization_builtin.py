@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
-from modelhost.backends.speaker_resemblyzer import (
+from modelhost.backends.speech.speaker_resemblyzer import (
     MEL_HOP,
     VoiceEncoder,
     normalize_volume,
@@ -83,6 +83,8 @@ def cluster(embeddings: np.ndarray, num: int | None, low: int, high: int, thresh
 
 
 class BuiltinDiarizer(Backend[DiarizationRequest]):
+    requires = ("torch", "faster_whisper", "numpy", "scipy")
+    extra = "speech"
     request_type = DiarizationRequest
 
     def load(self) -> None:

@@ -1,7 +1,7 @@
 """OCR with RapidOCR on ONNX Runtime and the PP-OCR ONNX models bundled in the ``rapidocr`` wheel (no download).
 
 Source: the directory holding the models (``package:rapidocr/models``). Options, besides those of
-``modelhost.backends.ocr``: ``params`` — RapidOCR configuration overrides (``{"Det.box_thresh": 0.6}``);
+``modelhost.backends.vision.ocr_base``: ``params`` — RapidOCR configuration overrides (``{"Det.box_thresh": 0.6}``);
 ``det_limit_side_len`` (1280) and ``det_limit_type`` (``max``): the detector sees the page scaled so its longer
 side is at most this (recognition always reads crops of the full-resolution image). RapidOCR's own default
 (shorter side at least 736) upscales a 900×200 snippet to 3312×736 and took 3.6 s instead of 0.2 s here.
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.ocr import Line, OcrBackend, reading_order
+from modelhost.backends.vision.ocr_base import Line, OcrBackend, reading_order
 from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 
 class RapidOcr(OcrBackend):
+    requires = ("rapidocr", "onnxruntime", "numpy", "PIL")
+    extra = "ocr"
+
     def load(self) -> None:
         import numpy as np
         from PIL import Image, ImageDraw

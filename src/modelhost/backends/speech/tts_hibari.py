@@ -2,7 +2,7 @@
 
 Only voices present on disk are offered — the bundled "heart" and any a user copied into hibari's cache; this
 backend never downloads one. Options: ``voices`` (names to offer; default all present), ``default_voice``.
-Synthesis streams sentence by sentence (see ``modelhost.backends.tts`` for formats and payload).
+Synthesis streams sentence by sentence (see ``modelhost.backends.speech.tts_base`` for formats and payload).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.tts import SpeechBackend
+from modelhost.backends.speech.tts_base import SpeechBackend
 from modelhost.errors import BackendFault
 
 if TYPE_CHECKING:
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 
 class HibariSpeech(SpeechBackend):
+    requires = ("hibari", "numpy")
+    extra = "speech"
+
     def load(self) -> None:
         from hibari import SAMPLE_RATE, Hibari
         from hibari.voices import VOICES, voice_path

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
+    requires = ("faster_whisper", "ctranslate2", "numpy")
+    extra = "speech"
     request_type = TranscriptionRequest
 
     def load(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.textgen import Detokenizer, Generation, TextGenerator, plain_chat_prompt
+from modelhost.backends.text.textgen_base import Detokenizer, Generation, TextGenerator, plain_chat_prompt
 from modelhost.errors import BadInput
 
 
@@ -48,6 +48,9 @@ class _IncrementalDetokenizer(Detokenizer):
 
 
 class TransformersTextGenerator(TextGenerator):
+    requires = ("torch", "transformers")
+    extra = "llm"
+
     def load(self) -> None:
         import torch
         import transformers

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.embeddings import EmbeddingBackend, length_sorted_batches
+from modelhost.backends.text.embeddings_base import EmbeddingBackend, length_sorted_batches
 
 if TYPE_CHECKING:
     import numpy as np
@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 
 class SentenceTransformersEmbeddings(EmbeddingBackend):
+    requires = ("torch", "sentence_transformers", "numpy")
+    extra = "embeddings"
+
     def load(self) -> None:
         import torch
         from sentence_transformers import SentenceTransformer

@@ -57,6 +57,8 @@ def decode_image(data: bytes, max_pixels: int) -> Any:
 
 
 class TransformersCaptioner(Backend[CaptionRequest]):
+    requires = ("torch", "transformers", "PIL")
+    extra = "vision"
     request_type = CaptionRequest
 
     def load(self) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from modelhost.backends.embeddings_sentence_transformers import SentenceTransformersEmbeddings
-from modelhost.backends.rerank import RerankBackend
+from modelhost.backends.text.embeddings_sentence_transformers import SentenceTransformersEmbeddings
+from modelhost.backends.text.rerank_base import RerankBackend
 
 
 class BiEncoderReranker(RerankBackend):
+    requires = ("torch", "sentence_transformers", "numpy")
+    extra = "embeddings"
     supports_batching: ClassVar[bool] = False
 
     def load(self) -> None:

@@ -178,6 +178,8 @@ def flag(value: Any) -> bool:
 
 
 class ResemblyzerSpeakerEmbedding(Backend[SpeakerEmbeddingRequest]):
+    requires = ("torch", "faster_whisper", "numpy")
+    extra = "speech"
     request_type = SpeakerEmbeddingRequest
 
     def load(self) -> None:
