@@ -42,9 +42,10 @@ class FormModel(TaskModel):
         return data
 
 
-def invalid(code: str, message: str) -> PydanticCustomError:
-    """Raise this from a validator: the answer is a 400 with this ``code`` and ``message`` as written."""
-    return PydanticCustomError("modelhost", message, {"code": code})
+def invalid(code: str, message: str, *, param: str | None = None) -> PydanticCustomError:
+    """Raise this from a validator: the answer is a 400 with this ``code`` and ``message`` as written; ``param``
+    names the field when the validator checks the whole model (a field validator's field is known already)."""
+    return PydanticCustomError("modelhost", message, {"code": code, "param": param})
 
 
 def _is_type_tag(part: object) -> bool:
@@ -63,7 +64,10 @@ def describe_errors(errors: Sequence[Any]) -> tuple[str, str | None, str]:
         parts = parts[1:]  # where the value was; only the first item (a body field may be named "query")
     param = ".".join(str(p) for p in parts if not _is_type_tag(p)) or None
     kind = first.get("type")
-    code = (first.get("ctx") or {}).get("code") or _CODES_BY_TYPE.get(kind, DEFAULT_CODE)
+    context = first.get("ctx") or {}
+    code = context.get("code") or _CODES_BY_TYPE.get(kind, DEFAULT_CODE)
+    if context.get("param"):  # a model validator names the field, inside the model's own location
+        param = f"{param}.{context['param']}" if param else str(context["param"])
     msg = str(first.get("msg", "invalid value"))
     if kind == "json_invalid":
         return "request body is not valid JSON", None, code

@@ -24,9 +24,13 @@ class DiarizationRequest(FormModel):
     @model_validator(mode="after")
     def _counts(self) -> DiarizationRequest:
         if self.num_speakers is not None and (self.min_speakers is not None or self.max_speakers is not None):
-            raise invalid("invalid_parameter", "give either num_speakers or min_speakers/max_speakers, not both")
+            raise invalid(
+                "invalid_parameter",
+                "give either num_speakers or min_speakers/max_speakers, not both",
+                param="num_speakers",
+            )
         if self.min_speakers is not None and self.max_speakers is not None and self.min_speakers > self.max_speakers:
-            raise invalid("invalid_parameter", "min_speakers must not exceed max_speakers")
+            raise invalid("invalid_parameter", "min_speakers must not exceed max_speakers", param="min_speakers")
         return self
 
     @property

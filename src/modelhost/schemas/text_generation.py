@@ -34,11 +34,12 @@ class ChatMessage(TaskModel):
     @model_validator(mode="after")
     def _supported(self) -> ChatMessage:
         if self.role not in ROLES:
-            raise invalid("unsupported_role", f"role {self.role!r} is not supported; use one of {', '.join(ROLES)}")
+            roles = ", ".join(ROLES)
+            raise invalid("unsupported_role", f"role {self.role!r} is not supported; use one of {roles}", param="role")
         if self.content is None:
-            raise invalid("missing_content", "a message needs 'content'")
+            raise invalid("missing_content", "a message needs 'content'", param="content")
         if isinstance(self.content, list) and any(p.type != "text" or p.text is None for p in self.content):
-            raise invalid("unsupported_content", "only text content parts are supported")
+            raise invalid("unsupported_content", "only text content parts are supported", param="content")
         return self
 
     @property

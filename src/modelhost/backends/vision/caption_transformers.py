@@ -1,59 +1,38 @@
 """Image captioning with transformers image-to-text models: VisionEncoderDecoder (ViT + GPT-2 and the like),
 BLIP, and others that ``AutoModelForImageTextToText`` loads and that caption from ``pixel_values``.
 
-Images are decoded here with Pillow (EXIF orientation applied, converted to RGB); a picture of more than
-``max_pixels`` (option, default 40 million) is refused with 400 before it is decoded (decompression bombs).
+Uploads are decoded by ``modelhost.media.images`` with the rules OCR uses (EXIF orientation applied, RGB; a PDF or
+multi-page TIFF is captioned by its first page; not an image 415, corrupt 400, more than ``max_image_pixels`` 413
+before any pixel is decoded).
 The image processor is always the PIL one (``backend="pil"``): torchvision is not needed.
 
 Request: ``modelhost.schemas.image_captioning.CaptionRequest`` — ``prompt`` (optional text the caption starts
 from: BLIP conditional captioning, or a decoder prefix), ``max_tokens`` (default 30, at most 512). Result:
 ``CaptionResult``.
-Options: ``num_beams`` (1), ``trust_remote_code`` (false), ``max_pixels``.
+Options: ``num_beams`` (1), ``trust_remote_code`` (false), ``max_image_pixels`` (64 000 000; ``max_pixels`` is read
+too).
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Any
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
 from modelhost.errors import BadInput
+from modelhost.media.images import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, load_pages
 from modelhost.schemas.image_captioning import CaptionRequest, CaptionResult
 
-DEFAULT_MAX_PIXELS = 40_000_000
 
-
-def decode_image(data: bytes, max_pixels: int) -> Any:
-    """Bytes → RGB PIL image; ``BadInput`` for anything Pillow cannot read or that is too large."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not data:
-        raise BadInput("the uploaded image is empty", param="file", code="invalid_image")
-    previous = Image.MAX_IMAGE_PIXELS
+def first_page(data: bytes, max_pixels: int) -> Any:
+    """The upload's first page as an RGB image, decoded with the rules OCR uses (``modelhost.media.images``): a PDF or
+    a multi-page TIFF is captioned by its first page; what is not an image is 415, corrupt 400, too large 413."""
+    pages = load_pages(data, max_pages=DEFAULT_MAX_PAGES, max_pixels=max_pixels, dpi=DEFAULT_DPI)
     try:
-        Image.MAX_IMAGE_PIXELS = max_pixels // 2  # Pillow raises above twice this, warns above it
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Any = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise BadInput(
-                    f"the image is {width}x{height} pixels; at most {max_pixels} pixels are accepted",
-                    param="file",
-                    code="image_too_large",
-                )
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadInput(f"the image is too large: {exc}", param="file", code="image_too_large") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        if isinstance(exc, BadInput):
-            raise
-        raise BadInput(f"the upload is not a readable image: {exc}", param="file", code="invalid_image") from None
+        return next(iter(pages))
     finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        close = getattr(pages, "close", None)  # a generator: closing it removes a rendered PDF's temporary files
+        if close is not None:
+            close()
 
 
 class TransformersCaptioner(Backend[CaptionRequest]):
@@ -80,7 +59,7 @@ class TransformersCaptioner(Backend[CaptionRequest]):
         self.model.to(self.spec.device)
         self.model.eval()
         self.encoder_decoder = bool(getattr(self.model.config, "is_encoder_decoder", False))
-        self.max_pixels = int(self.options.get("max_pixels", DEFAULT_MAX_PIXELS))
+        self.max_pixels = int(self.options.get("max_image_pixels", self.options.get("max_pixels", DEFAULT_MAX_PIXELS)))
         config = self.model.config
         text_config = getattr(config, "decoder", None) or getattr(config, "text_config", None) or config
         limit = getattr(text_config, "max_position_embeddings", None) or getattr(text_config, "n_positions", None)
@@ -91,7 +70,7 @@ class TransformersCaptioner(Backend[CaptionRequest]):
     def infer(self, request: CaptionRequest, files: Files) -> CaptionResult:
         torch = self.torch
         max_tokens, prompt = request.max_tokens, request.prompt or None
-        image = decode_image(require_file(files), self.max_pixels)
+        image = first_page(require_file(files), self.max_pixels)
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
         kwargs: dict[str, Any] = {
             "pixel_values": pixel_values.to(self.model.device, self.model.dtype),

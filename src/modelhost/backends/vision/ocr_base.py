@@ -16,26 +16,15 @@ never 500: dimensions are checked from the header before any pixel is decoded (d
 
 from __future__ import annotations
 
-import re
-import subprocess
-import tempfile
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import Backend, Files, require_file
-from modelhost.errors import BackendFault, BadInput
+from modelhost.media.images import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_PIXELS, load_pages
 from modelhost.schemas.ocr import OcrPage, OcrRequest, OcrResult
 
 if TYPE_CHECKING:
     from PIL import Image
 
-IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF", "BMP", "MPO"}  # MPO: JPEGs from cameras with extra frames
-DEFAULT_MAX_PAGES = 50
-DEFAULT_MAX_PIXELS = 64_000_000  # an A4 page at 600 dpi is 35 MP
-DEFAULT_DPI = 200
-PDF_TIMEOUT_S = 300
 
 Line = dict[str, Any]
 Box = list[list[float]]
@@ -65,175 +54,6 @@ class OcrBackend(Backend[OcrRequest]):
             pages.append(OcrPage(width=image.width, height=image.height, lines=lines))
             texts.append("\n".join(" ".join(str(line["text"]) for line in row) for row in rows))
         return OcrResult(text="\n\n".join(texts).strip("\n"), pages=pages)
-
-
-def load_pages(data: bytes, *, max_pages: int, max_pixels: int, dpi: int) -> Iterator[Image.Image]:
-    """Decode an upload into RGB page images, one at a time (one page in memory), refusing what is not an image,
-    corrupt or too large. Format, page count and dimensions are checked before the first page is decoded."""
-    if data[:5] == b"%PDF-":
-        return render_pdf(data, max_pages=max_pages, max_pixels=max_pixels, dpi=dpi)
-    return decode_image(data, max_pages=max_pages, max_pixels=max_pixels)
-
-
-def decode_image(data: bytes, *, max_pages: int, max_pixels: int) -> Iterator[Image.Image]:
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    # Pillow refuses images over twice this on open (DecompressionBombError); the explicit check below gives the
-    # clear message. Module-level, but this worker process only ever decodes OCR uploads.
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:  # over twice the limit: refused before reading any pixel
-        declared = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _too_large(None, int(declared.group(1)) if declared else None, max_pixels) from None
-    except UnidentifiedImageError:
-        raise BadInput(
-            "the file is not an image or PDF this server reads (PNG, JPEG, WebP, TIFF, BMP or PDF)",
-            param="file",
-            status=415,
-            code="unsupported_media_type",
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise _corrupt(exc) from None
-    if image.format not in IMAGE_FORMATS:
-        raise BadInput(
-            f"{image.format} images are not accepted; send PNG, JPEG, WebP, TIFF, BMP or PDF",
-            param="file",
-            status=415,
-            code="unsupported_media_type",
-        )
-    try:
-        frames = int(getattr(image, "n_frames", 1)) if image.format == "TIFF" else 1
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise _corrupt(exc) from None
-    if frames > max_pages:
-        raise _too_many_pages(frames, max_pages)
-    width, height = image.size
-    if width < 1 or height < 1 or width * height > max_pixels:
-        raise _too_large(width, height, max_pixels)
-    return _frames(image, frames, max_pixels)
-
-
-def _frames(image: Image.Image, frames: int, max_pixels: int) -> Iterator[Image.Image]:
-    from PIL import Image, ImageOps
-
-    for index in range(frames):
-        try:
-            if index:
-                image.seek(index)
-            width, height = image.size
-            if width < 1 or height < 1 or width * height > max_pixels:
-                raise _too_large(width, height, max_pixels)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image.load()
-                page = ImageOps.exif_transpose(image).convert("RGB")
-        except BadInput:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-            raise _corrupt(exc) from None
-        yield page
-
-
-def render_pdf(data: bytes, *, max_pages: int, max_pixels: int, dpi: int) -> Iterator[Image.Image]:
-    """Check the page count, then render page by page with ``pdftoppm`` (poppler-utils), each at ``dpi`` or lower
-    where the page is so large that it would exceed ``max_pixels``."""
-    tmp = tempfile.TemporaryDirectory(prefix="modelhost-ocr-")
-    try:
-        pdf = Path(tmp.name) / "input.pdf"
-        pdf.write_bytes(data)
-        info = _run(["pdfinfo", str(pdf)])
-        match = re.search(r"^Pages:\s+(\d+)", info, re.MULTILINE)
-        count = int(match.group(1)) if match else 0
-        if count < 1:
-            raise BadInput("the PDF has no pages", param="file", code="invalid_pdf")
-        if count > max_pages:
-            raise _too_many_pages(count, max_pages)
-        # Page sizes in points (1/72 in): "Page    3 size: 612 x 792 pts (letter)".
-        sizes = _run(["pdfinfo", "-f", "1", "-l", str(count), str(pdf)])
-        areas = {
-            int(n): float(w) * float(h)
-            for n, w, h in re.findall(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", sizes, re.MULTILINE)
-        }
-    except BaseException:
-        tmp.cleanup()
-        raise
-    return _pdf_pages(tmp, pdf, count, areas, max_pixels, dpi)
-
-
-def _pdf_pages(
-    tmp: tempfile.TemporaryDirectory[str], pdf: Path, count: int, areas: dict[int, float], max_pixels: int, dpi: int
-) -> Iterator[Image.Image]:
-    from PIL import Image
-
-    with tmp:
-        for number in range(1, count + 1):
-            area = max(areas.get(number, 612.0 * 792.0), 1.0)
-            page_dpi = max(1, min(dpi, int(72 * (max_pixels / area) ** 0.5)))
-            out = Path(tmp.name) / "page"
-            _run(
-                ["pdftoppm", "-f", str(number), "-l", str(number), "-r", str(page_dpi), "-png", "-singlefile"]
-                + [str(pdf), str(out)]
-            )
-            png = out.with_suffix(".png")
-            if not png.is_file():
-                raise BadInput(f"page {number} of the PDF could not be rendered", param="file", code="invalid_pdf")
-            with Image.open(png) as image:
-                page = image.convert("RGB")
-            png.unlink()
-            yield page
-
-
-def _run(command: list[str]) -> str:
-    try:
-        done = subprocess.run(command, capture_output=True, timeout=PDF_TIMEOUT_S, check=False)
-    except FileNotFoundError:
-        raise BackendFault(
-            f"{command[0]} (Debian poppler-utils) is not installed: PDF input is unavailable",
-            param="file",
-            code="pdf_support_missing",
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise BadInput(
-            f"rendering the PDF took longer than {PDF_TIMEOUT_S} s", param="file", status=413, code="pdf_too_complex"
-        ) from None
-    if done.returncode != 0:
-        detail = done.stderr.decode(errors="replace").strip().splitlines()
-        reason = detail[-1] if detail else f"{command[0]} exited with {done.returncode}"
-        raise BadInput(f"the PDF could not be read: {reason}", param="file", code="invalid_pdf")
-    return done.stdout.decode(errors="replace")
-
-
-def _too_large(width: int | None, height_or_pixels: int | None, max_pixels: int) -> BadInput:
-    if width is not None:
-        size = f"{width}×{height_or_pixels} pixels"
-    elif height_or_pixels is not None:
-        size = f"{height_or_pixels:,} pixels"
-    else:
-        size = "too many pixels"
-    return BadInput(
-        f"the image is {size}; at most {max_pixels:,} pixels per page (option max_image_pixels)",
-        param="file",
-        status=413,
-        code="image_too_large",
-    )
-
-
-def _too_many_pages(count: int, max_pages: int) -> BadInput:
-    return BadInput(
-        f"the document has {count} pages; at most {max_pages} per request (option max_pages)",
-        param="file",
-        status=413,
-        code="too_many_pages",
-    )
-
-
-def _corrupt(exc: BaseException) -> BadInput:
-    return BadInput(f"the image could not be decoded: {exc}", param="file", code="invalid_image")
 
 
 def quad(x0: float, y0: float, x1: float, y1: float) -> Box:
