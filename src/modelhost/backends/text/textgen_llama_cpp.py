@@ -17,14 +17,13 @@ import codecs
 import ctypes
 import importlib
 import logging
-import os
 import random
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from modelhost.backends.assembly import assemble_chunked_package
 from modelhost.backends.base import resolve_source
 from modelhost.backends.text.textgen_base import Detokenizer, Generation, TextGenerator, plain_chat_prompt
 from modelhost.errors import BackendFault, BadInput
@@ -50,31 +49,6 @@ class _PieceDetokenizer(Detokenizer):
 
     def flush(self) -> str:
         return str(self._utf8.decode(b"", final=True))
-
-
-def assemble_chunked_gguf(module_name: str, cache_dir: Path) -> Path:
-    """Assemble a chunked-GGUF package once into ``cache_dir`` (atomic rename; SHA-256 checked on assembly)."""
-    module = importlib.import_module(module_name)
-    chunks = [Path(p) for p in module.chunk_paths()]
-    missing = [str(p) for p in chunks if not p.exists()]
-    if missing:
-        raise BackendFault(
-            f"model package {module_name!r} is missing chunk files: {', '.join(missing)}",
-            code="model_files_missing",
-        )
-    expected_size = sum(p.stat().st_size for p in chunks)
-    target = cache_dir / str(module.MODEL_NAME)
-    if target.is_file() and target.stat().st_size == expected_size:
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_dir / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
-    log.info("assembling %s from %d chunks into %s", module.MODEL_NAME, len(chunks), target)
-    try:
-        module.assemble(output_path=partial, overwrite=True)  # raises when the SHA-256 does not match
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return target
 
 
 class LlamaCppTextGenerator(TextGenerator):
@@ -135,7 +109,7 @@ class LlamaCppTextGenerator(TextGenerator):
                 imported = importlib.import_module(module)
                 if hasattr(imported, "assemble") and hasattr(imported, "chunk_paths"):
                     base = Path(self.spec.data_dir) if self.spec.data_dir else Path.home() / ".cache" / "modelhost"
-                    return assemble_chunked_gguf(module, base / "models")
+                    return assemble_chunked_package(module, base / "models")
             raise BackendFault(
                 f"{path} holds {len(ggufs)} .gguf files; name one in the model's source",
                 code="model_files_missing",
