@@ -2,7 +2,8 @@
 
 ``create`` makes a venv under ``<data_dir>/envs/NAME``, makes the worker runtime importable in it (a ``.pth``
 file pointing at a directory that links to this installation's ``modelhost`` package) and installs the worker's
-own dependencies (aiohttp, pydantic) plus the user's requirements. A model's ``python_env`` picks ``envs/NAME/bin/python``.
+own dependencies (aiohttp, pydantic) plus the user's requirements. A model's ``python_env`` picks
+``envs/NAME/bin/python``.
 """
 
 from __future__ import annotations
