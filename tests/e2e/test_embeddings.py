@@ -118,6 +118,13 @@ def test_unknown_model_names_known_ones(openai_client: OpenAI) -> None:
     assert "all-minilm-l6-v2" in info.value.message
     with pytest.raises(BadRequestError):
         openai_client.embeddings.create(model=MODELS[0], input=[])
+    # a validation error (a wrong type, a value out of range) is a 400 too, as OpenAI answers: BadRequestError
+    with pytest.raises(BadRequestError) as wrong:
+        openai_client.embeddings.create(model=MODELS[0], input="hi", dimensions=0)
+    assert wrong.value.status_code == 400
+    body = wrong.value.body
+    assert isinstance(body, dict)
+    assert body.get("param", body.get("error", {}).get("param")) == "dimensions"
 
 
 def test_serve_process_never_loads_model_libraries(openai_client: OpenAI, server: ServerProcess) -> None:
