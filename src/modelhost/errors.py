@@ -107,6 +107,15 @@ class InferenceTimeout(ModelhostError):
     code = "inference_timeout"
 
 
+class BackendUnavailable(ModelhostError):
+    """The backend lacks something to serve the request (a package, a file, a tool): 503 without Retry-After,
+    since retrying does not help until an operator installs it."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "backend_fault"
+
+
 class WorkerFailed(ModelhostError):
     """The backend raised an unexpected error while serving a valid request."""
 
@@ -126,6 +135,7 @@ def from_worker_error(status: int, error: dict[str, Any]) -> ModelhostError:
         413: PayloadTooLarge,
         415: UnsupportedMediaType,
         422: InvalidRequest,
+        503: BackendUnavailable,
     }
     cls = classes.get(status, WorkerFailed)
     return cls(message, param=param if isinstance(param, str) else None, code=code if isinstance(code, str) else None)

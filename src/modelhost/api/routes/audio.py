@@ -14,11 +14,12 @@ import sys
 from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import INFERENCE_ERRORS, UPLOAD_ERRORS, error_responses
@@ -38,6 +39,7 @@ router = APIRouter(tags=["audio"])
 # The forms of the upload routes: the task's request schema plus the uploaded file (which is not sent as payload).
 class TranscriptionForm(TranscriptionRequest):
     file: UploadField
+    task: SkipJsonSchema[Literal["transcribe", "translate"]] = "transcribe"  # set by the route, not the client
 
 
 class VadForm(VadRequest):
