@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF", "BMP", "MPO"}  # MPO: JPEGs from cameras with extra frames
+# The first bytes of the formats above (WebP: "RIFF....WEBP"; only "RIFF" is checked, enough to call it corrupt).
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"RIFF")
 DEFAULT_MAX_PAGES = 50
 DEFAULT_MAX_PIXELS = 64_000_000  # an A4 page at 600 dpi is 35 MP
 DEFAULT_DPI = 200
@@ -49,7 +51,9 @@ def decode_image(data: bytes, *, max_pages: int, max_pixels: int) -> Iterator[Im
     except Image.DecompressionBombError as exc:  # over twice the limit: refused before reading any pixel
         declared = re.search(r"\((\d+) pixels\)", str(exc))
         raise too_large(None, int(declared.group(1)) if declared else None, max_pixels) from None
-    except UnidentifiedImageError:
+    except UnidentifiedImageError as exc:
+        if data.startswith(SIGNATURES):  # it says it is an image we read, but it does not decode: corrupt, not 415
+            raise corrupt(exc) from None
         raise BadInput(
             "the file is not an image or PDF this server reads (PNG, JPEG, WebP, TIFF, BMP or PDF)",
             param="file",
