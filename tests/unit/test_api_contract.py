@@ -174,6 +174,19 @@ def test_bad_json_fields_are_400_with_a_code(
         assert error["code"] == code
 
 
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/embeddings", r'{"model": "all-minilm-l6-v2", "input": ["fine", "\ud800"]}'),
+        ("/v1/chat/completions", r'{"model": "gemma-3-270m", "messages": [{"role": "user", "content": "a\ud800"}]}'),
+        ("/v1/audio/speech", r'{"model": "hibari", "input": "\udfff"}'),
+    ],
+)
+def test_a_lone_surrogate_is_400_not_500(client: TestClient, path: str, raw: str) -> None:
+    response = client.post(path, content=raw.encode(), headers={"content-type": "application/json"})
+    assert error_of(response, 400)["code"] == "invalid_unicode"
+
+
 def test_not_json_unknown_route_and_wrong_method_have_codes(client: TestClient) -> None:
     broken = client.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
     assert error_of(broken, 400)["code"] == "invalid_json"

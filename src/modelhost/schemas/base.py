@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 #: The error ``code`` of a validation failure that names no code of its own.
@@ -20,9 +20,17 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "bytes"}
 
 
 class TaskModel(BaseModel):
-    """A request or result of a task. Unknown fields are ignored unless a model forbids them."""
+    """A request or result of a task. Unknown fields are ignored unless a model forbids them. Text must be valid
+    Unicode: JSON can carry a lone surrogate (``"\\ud800"``), which no tokenizer or encoder takes (400, not 500)."""
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
+        if not _is_valid_text(value):
+            raise invalid("invalid_unicode", f"{info.field_name} holds a lone surrogate: not valid Unicode text")
+        return value
 
 
 class StrictTaskModel(TaskModel):
@@ -46,6 +54,22 @@ def invalid(code: str, message: str, *, param: str | None = None) -> PydanticCus
     """Raise this from a validator: the answer is a 400 with this ``code`` and ``message`` as written; ``param``
     names the field when the validator checks the whole model (a field validator's field is known already)."""
     return PydanticCustomError("modelhost", message, {"code": code, "param": param})
+
+
+def _is_valid_text(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_valid_text(item) for item in value)
+    if isinstance(value, dict):
+        return all(_is_valid_text(k) and _is_valid_text(v) for k, v in value.items())
+    return True
 
 
 def _is_type_tag(part: object) -> bool:
