@@ -14,6 +14,7 @@ _CODES_BY_TYPE = {
     "extra_forbidden": "unsupported_parameter",
     "missing": "missing_parameter",
     "json_invalid": "invalid_json",
+    "string_unicode": "invalid_unicode",
 }
 _WHERE = ("body", "query", "path", "form", "header", "cookie")
 _TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "bytes"}
