@@ -141,6 +141,7 @@ def main() -> None:
         audio = path.read_bytes()
         seconds = duration_of(path)
         server = ServerProcess(folder / "data").start()
+        scores: list[str] = []
         try:
             with server.client(timeout=600) as http:
                 for voice in VOICES[:3]:
@@ -156,9 +157,13 @@ def main() -> None:
                 for _ in range(args.repeat):
                     elapsed, job = run_job(http, audio)
                     job_times.append(elapsed)
+                clips = speaker_clips(warm, path, folder)
+                for speaker, clip in zip(warm["result"]["speakers"], clips, strict=True):
+                    matches = http.post("/v1/speakers/identify", files={"file": ("c.wav", clip)}).json()["matches"]
+                    listed = ", ".join(f"{m['external_id']} {m['score']:.3f}" for m in matches)
+                    scores.append(f"  {speaker['label']} ({speaker['external_id']}): {listed}")
         finally:
             server.stop()
-        clips = speaker_clips(warm, path, folder)
         direct = Direct(folder / "direct")
         direct.run(audio, clips)  # warm-up
         direct_runs = [direct.run(audio, clips) for _ in range(args.repeat)]
@@ -172,6 +177,8 @@ def main() -> None:
     print("direct: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()) + f"; sum {total:.2f} s "
           f"RTF {total / seconds:.3f}")  # fmt: skip
     print(f"job / direct sum: {job_s / total:.3f}x  (goal <= 1.15x; RTF goal <= 0.35)")
+    print("identify scores of each diarized speaker's clip against the enrolled voices:")
+    print("\n".join(scores))
 
 
 if __name__ == "__main__":

@@ -134,6 +134,19 @@ def test_enrollment_answers_202_then_ready_and_a_duplicate_409(client: httpx.Cli
     page = client.get("/v1/speakers", params={"limit": 2}).json()
     assert page["total"] == 3
     assert len(page["data"]) == 2
+    patched = client.patch("/v1/speakers/awb", json={"name": "Alan Webb", "room": "4.12"}).json()
+    assert patched["metadata"] == {"external_id": "awb", "name": "Alan Webb", "team": "planning", "room": "4.12"}
+    assert client.patch("/v1/speakers/nobody", json={"name": "X"}).status_code == 404
+    more = client.post(
+        "/v1/speakers/rms/samples",
+        files=[("files", (p.name, p.read_bytes(), "audio/wav")) for p in audio["samples"]["rms"][:1]],
+    )
+    assert more.status_code == 202, more.text
+    assert wait_job(client, more.json()["id"])["status"] == "completed"
+    assert client.get("/v1/speakers/rms").json()["samples"] == 3
+    assert client.post("/v1/speakers", data={"metadata": "{}"}).status_code == 422  # no files
+    bad = client.post("/v1/speakers", files=[("files", ("a.wav", b"x"))], data={"metadata": "[1]"})
+    assert bad.status_code == 400
 
 
 def test_two_racing_enrollments_of_one_id_store_one(client: httpx.Client, audio: dict[str, Any]) -> None:
@@ -230,7 +243,7 @@ def test_meeting_names_the_enrolled_speakers_on_their_words(
     assert len(labels) == 4, result["speakers"]
     named = {s["external_id"]: s for s in result["speakers"] if s["external_id"]}
     assert set(named) == set(ENROLLED)
-    assert all(s["score"] >= 0.82 for s in named.values())
+    assert all(s["score"] >= 0.84 for s in named.values())
     right, unnamed = named_fractions(result, audio["reference"])
     assert right >= MIN_NAMED_RIGHT, right
     assert unnamed >= MIN_LEFT_OUT_UNNAMED, unnamed
@@ -381,3 +394,24 @@ def test_deleted_speaker_is_no_longer_identified_and_the_serve_process_loads_no_
     assert meeting_server.process is not None
     maps = Path(f"/proc/{meeting_server.process.pid}/maps").read_text()
     assert not [lib for lib in ("libtorch", "libctranslate2", "libonnxruntime") if lib in maps]
+
+
+def test_the_python_example_of_the_docs_runs(
+    meeting_server: ServerProcess, audio: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import io
+    import re
+    import shutil
+
+    (snippet,) = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "docs" / "jobs.md").read_text(), flags=re.S)
+    assert "http://127.0.0.1:8000" in snippet
+    flite_wav(SENTENCES[0] + " " + SENTENCES[1], "slt", tmp_path / "alice.wav")
+    shutil.copy(audio["meeting"], tmp_path / "meeting.wav")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(snippet.replace("http://127.0.0.1:8000", meeting_server.url), {})  # noqa: S102 - our own docs
+    printed = out.getvalue()
+    assert '"status":"completed"' in printed
+    assert "Alice Good morning" in printed
