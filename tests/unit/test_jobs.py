@@ -281,3 +281,25 @@ def test_range_header_parsing() -> None:
         parse_range("bytes=10-", 10)
     with pytest.raises(RangeNotSatisfiable):
         parse_range("bytes=5-2", 10)
+
+
+def test_jobs_wait_for_a_free_slot_and_a_pending_job_can_be_cancelled(harness: Harness) -> None:
+    async def scenario() -> None:
+        harness.runtime.update({"jobs_max_concurrency": 1})
+        service = harness.service()
+        await service.start()
+        first = await service.create("test", {}, inputs={"file": JobInput("a.txt", b"abc")})
+        second = await service.create("test", {}, inputs={"file": JobInput("b.txt", b"abc")})
+        while "part-2" not in harness.calls:
+            await asyncio.sleep(0.01)
+        assert service.get(first.id).status == "running"
+        assert service.get(second.id).status == "pending"  # one slot, taken
+        assert (await service.cancel(second.id)).status == "cancelled"
+        assert harness.ended == ["cancelled"]  # end hooks ran although no step did
+        harness.gate.set()
+        await wait_status(service, first.id, ("completed",))
+        assert service.page(status="cancelled").total == 1
+        assert [j.id for j in service.page(kind="test", limit=1).data] == [second.id]  # newest first
+        await service.stop()
+
+    asyncio.run(scenario())
