@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelhost.errors import Conflict, NotFound
+from modelhost.jobs.store import aware
 from modelhost.schemas.jobs import ErrorBody
 from modelhost.schemas.speakers import SpeakerPage, SpeakerView
 from modelhost.speakers.vectors import VoiceprintIndex, VoiceprintMatch
@@ -55,8 +56,8 @@ def _view(row: SpeakerRow) -> SpeakerView:
         model=row.model,
         job_id=row.job_id,
         error=ErrorBody(**row.error) if row.error else None,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
     )
 
 
