@@ -37,8 +37,11 @@ def test_enrolled_speakers_are_found_by_their_voiceprint_and_only_within_their_m
     with pytest.raises(Conflict):
         directory.reserve("ada", "Other", {}, "enc-a")
     assert directory.get_or_raise("ada").status == "pending"
+    assert not directory.has_voiceprints("enc-a")
     ready = directory.add_voiceprints("ada", [unit(1, 0, 0, 0), unit(1, 0.2, 0, 0)])
     assert (ready.status, ready.samples) == ("ready", 2)
+    assert directory.has_voiceprints("enc-a")
+    assert not directory.has_voiceprints("enc-b")
     directory.reserve("bob", "Bob", {"external_id": "bob"}, "enc-a")
     directory.add_voiceprints("bob", [unit(0, 1, 0, 0)])
     directory.reserve("cy", "Cy", {"external_id": "cy"}, "enc-b")  # another model, same dimension

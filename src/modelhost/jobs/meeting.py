@@ -232,6 +232,8 @@ async def identify(ctx: StepContext) -> dict[str, Any]:
         return {"model": None, "speakers": {}}
     model = inference.DEFAULT_SPEAKER_MODEL
     threshold = ctx.deps.runtime.current.speaker_identify_threshold
+    if not await asyncio.to_thread(ctx.deps.speakers.has_voiceprints, model):
+        return {"model": model, "threshold": threshold, "speakers": {}}  # nobody enrolled: no voiceprints to make
     candidates: dict[str, list[tuple[str, float]]] = {}
     names: dict[str, str | None] = {}
     for index, label in enumerate(labels):

@@ -176,5 +176,11 @@ class SpeakerDirectory:
         with self.sessions.begin() as session:
             session.execute(delete(SpeakerRow).where(SpeakerRow.external_id == external_id))
 
+    def has_voiceprints(self, model: str) -> bool:
+        """Whether any speaker of this embedding model is enrolled (ready)."""
+        with self.sessions() as session:
+            query = select(SpeakerRow.external_id).where(SpeakerRow.model == model, SpeakerRow.samples > 0)
+            return session.scalar(query.limit(1)) is not None
+
     def search(self, model: str, vector: list[float], limit: int = 5) -> list[VoiceprintMatch]:
         return self.index.search(model, vector, limit)
