@@ -228,7 +228,7 @@ def finished_meeting(client: httpx.Client, audio: dict[str, Any]) -> dict[str, A
                 kind = line.split(":", 1)[1].strip()
             elif line.startswith("data:"):
                 events.append((kind, json.loads(line[5:])))
-    return {"job": wait_job(client, job_id), "events": events}
+    return {"job": wait_job(client, job_id), "events": events, "path": audio["meeting"]}
 
 
 def test_meeting_names_the_enrolled_speakers_on_their_words(
@@ -346,6 +346,35 @@ def test_cli_lists_shows_waits_and_downloads(
     shown = cli("show", job_id, "--json")
     assert json.loads(shown.stdout)["result"] == finished_meeting["job"]["result"]
     assert cli("cancel", job_id).returncode == 1  # already ended: 409
+    with meeting_server.client() as client:  # a live wait: the bar follows the events until the job ends
+        running = submit_meeting(client, finished_meeting["path"], identify="false").json()["id"]
+    live = cli("wait", running)
+    assert live.returncode == 0, live.stderr
+    assert "completed" in live.stdout
+    assert "render" in live.stderr  # the bar's last stage
+
+
+def test_a_worker_killed_under_a_step_is_retried_and_the_job_completes_alike(
+    meeting_server: ServerProcess, audio: dict[str, Any], finished_meeting: dict[str, Any]
+) -> None:
+    with meeting_server.client() as client:
+        job_id = submit_meeting(client, audio["meeting"]).json()["id"]
+        deadline = time.monotonic() + 120
+        while True:  # the whisper worker busy with this job's transcription
+            assert time.monotonic() < deadline
+            worker = meeting_server.worker("whisper-tiny.en")
+            if (
+                worker
+                and worker["state"] == "BUSY"
+                and client.get(f"/v1/jobs/{job_id}").json()["stage"] == "transcribe"
+            ):
+                break
+            time.sleep(0.02)
+        os.kill(worker["pid"], signal.SIGKILL)
+        job = wait_job(client, job_id)
+    assert job["status"] == "completed", job["error"]
+    assert job["result"] == finished_meeting["job"]["result"]
+    assert "step transcribe failed (WorkerCrashed" in meeting_server.log()
 
 
 def test_kill_9_mid_job_then_restart_completes_with_the_same_result(

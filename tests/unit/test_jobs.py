@@ -303,3 +303,23 @@ def test_jobs_wait_for_a_free_slot_and_a_pending_job_can_be_cancelled(harness: H
         await service.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_quiet_job_sends_keepalives(harness: Harness) -> None:
+    async def scenario() -> None:
+        service = harness.service()
+        await service.start()
+        job = await service.create("test", {}, inputs={"file": JobInput("a.txt", b"abc")})
+        while "part-2" not in harness.calls:
+            await asyncio.sleep(0.01)
+        kinds = []
+        async for kind, _event in service.store.watch(job.id, poll_seconds=0.02, keepalive_seconds=0.1):
+            kinds.append(kind)
+            if kinds.count("keepalive") == 2:
+                harness.gate.set()
+        assert kinds[0] == "status"
+        assert kinds.count("keepalive") >= 2
+        assert kinds[-1] == "status"  # completed
+        await service.stop()
+
+    asyncio.run(scenario())
