@@ -1,8 +1,9 @@
 """Speakers and meeting transcription through a real server: real whisper tiny.en, the built-in diarizer, the
 resemblyzer encoder, Qdrant in embedded local mode, real jobs (kill -9 and restart included).
 
-Voices are flite's slt, rms and awb (enrolled, two samples each, on sentences the meeting does not use) and kal16
-(left out: it must stay unnamed). The meeting alternates the four voices turn by turn with 0.5 s pauses.
+Voices are flite's slt, rms and awb (enrolled, two samples each, on sentences the meeting does not use), flite's
+kal16 and espeak-ng's en-us (left out: they must stay unnamed). The meeting alternates the five voices turn by turn
+with 0.5 s pauses (~33 s, three chunks of 15 s).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.audio import SENTENCES, flite_wav
-from tests.support.diarization import Turn, conversation
+from tests.support.audio import SENTENCES, flite_wav, join_with_silence
+from tests.support.diarization import Turn, trim_silence
 from tests.support.server import REPO_ROOT, ServerProcess
 
 ENROLLED = {"slt": "Sarah Lee", "rms": "Richard Moss", "awb": "Alan Webb"}
@@ -36,14 +37,26 @@ LINES = (
     "Then we should ask for three quotes before we decide.",
     "I agree, and we can move the deadline to the end of June.",
     "That works for me. Who will write to the suppliers?",
+    "Great, then we meet again next Tuesday.",
+    "Thank you all, see you then.",
 )
-ORDER = ("slt", "rms", "awb", "kal16")
+ESPEAK = "espeak:en-us"
+ORDER = ("slt", "rms", ESPEAK, "awb", "kal16")
 GAP = 0.5
 # Measured here (see docs/jobs.md#calibration): 100 % of the words of enrolled voices carried the right name and
-# 100 % of the left-out voice's words none. Words at a turn edge may fall to the neighbour when diarization trims
-# a quiet onset (the diarizer's DER is 1.7–2 % on such talks): 90 % leaves room for one short word per turn.
+# 100 % of the left-out voices' words none (five voices, num_speakers=5, three chunks). Words at a turn edge may fall
+# to the neighbour when diarization trims a quiet onset (the diarizer's DER is 1.7–2 % on such talks): 90 % leaves
+# room for one short word per turn.
 MIN_NAMED_RIGHT = 0.9
 MIN_LEFT_OUT_UNNAMED = 0.9
+
+
+def speak(voice: str, text: str, path: Path) -> Path:
+    """flite ``voice``, or espeak-ng's voice after ``espeak:``."""
+    if voice.startswith("espeak:"):
+        subprocess.run(["espeak-ng", "-v", voice.split(":", 1)[1], "-w", str(path), text], check=True)
+        return path
+    return flite_wav(text, voice, path)
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
@@ -78,10 +91,16 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             flite_wav(SENTENCES[0] + " " + SENTENCES[1], voice, folder / f"{voice}-s1.wav"),
             flite_wav(SENTENCES[2] + " " + SENTENCES[3], voice, folder / f"{voice}-s2.wav"),
         ]
-        for voice in ORDER
+        for voice in (*ENROLLED, LEFT_OUT)
     }
-    turns = [(ORDER[i % len(ORDER)], line) for i, line in enumerate(LINES)]
-    meeting, reference = conversation(turns, GAP, folder, "meeting")
+    parts, voices = [], []
+    for i, line in enumerate(LINES):
+        voice = ORDER[i % len(ORDER)]
+        parts.append(trim_silence(speak(voice, line, folder / f"turn-{i}-raw.wav"), folder / f"turn-{i}.wav"))
+        voices.append(voice)
+    meeting = folder / "meeting.flac"
+    spans = join_with_silence(parts, GAP, meeting)
+    reference = [(start, end, voice) for (start, end), voice in zip(spans, voices, strict=True)]
     corrupt = folder / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt " + os.urandom(4000))
     short = flite_wav("Hi.", "slt", folder / "short.wav")
@@ -217,7 +236,7 @@ def named_fractions(result: dict[str, Any], reference: list[Turn]) -> tuple[floa
 
 @pytest.fixture(scope="module")
 def finished_meeting(client: httpx.Client, audio: dict[str, Any]) -> dict[str, Any]:
-    response = submit_meeting(client, audio["meeting"])
+    response = submit_meeting(client, audio["meeting"], num_speakers="5")
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
     events: list[tuple[str, dict[str, Any]]] = []
@@ -240,7 +259,7 @@ def test_meeting_names_the_enrolled_speakers_on_their_words(
     assert result["language"] == "en"
     assert abs(result["duration"] - audio["reference"][-1][1]) < 0.5
     labels = {s["label"]: s for s in result["speakers"]}
-    assert len(labels) == 4, result["speakers"]
+    assert len(labels) == 5, result["speakers"]
     named = {s["external_id"]: s for s in result["speakers"] if s["external_id"]}
     assert set(named) == set(ENROLLED)
     assert all(s["score"] >= 0.84 for s in named.values())
@@ -358,7 +377,7 @@ def test_a_worker_killed_under_a_step_is_retried_and_the_job_completes_alike(
     meeting_server: ServerProcess, audio: dict[str, Any], finished_meeting: dict[str, Any]
 ) -> None:
     with meeting_server.client() as client:
-        job_id = submit_meeting(client, audio["meeting"]).json()["id"]
+        job_id = submit_meeting(client, audio["meeting"], num_speakers="5").json()["id"]
         deadline = time.monotonic() + 120
         while True:  # the whisper worker busy with this job's transcription
             assert time.monotonic() < deadline
@@ -381,7 +400,7 @@ def test_kill_9_mid_job_then_restart_completes_with_the_same_result(
     meeting_server: ServerProcess, data_dir: Path, audio: dict[str, Any], finished_meeting: dict[str, Any]
 ) -> None:
     with meeting_server.client() as client:
-        job_id = submit_meeting(client, audio["meeting"]).json()["id"]
+        job_id = submit_meeting(client, audio["meeting"], num_speakers="5").json()["id"]
         deadline = time.monotonic() + 120
         while (job := client.get(f"/v1/jobs/{job_id}").json())["stage"] not in ("diarize", "identify"):
             assert time.monotonic() < deadline

@@ -8,7 +8,8 @@ Steps (each a recorded stage):
    each limit.
 2. ``transcribe`` — ASR with word timestamps, one worker call per chunk (recorded per chunk, progress per chunk).
 3. ``diarize`` — the diarizer per chunk; with several chunks, chunk speakers are joined into meeting speakers by
-   the cosine of their voiceprints (``LINK_SIMILARITY``).
+   the cosine of their voiceprints (``LINK_SIMILARITY``), then merged most-similar-first down to a given
+   ``num_speakers`` / ``max_speakers``.
 4. ``identify`` — per speaker: up to ``IDENTIFY_SECONDS`` of their longest turns → the speaker-embedding model →
    Qdrant candidates → one joint assignment (no person twice, best total score); below the threshold a speaker
    stays ``SPEAKER_nn``.
@@ -35,10 +36,12 @@ from modelhost.jobs.transcript import (
     assign_speakers,
     build_segments,
     cosine,
+    merge_closest,
     talk_times,
     to_srt,
     to_text,
     to_vtt,
+    weighted_mean,
 )
 from modelhost.schemas.jobs import MeetingTranscript
 
@@ -175,8 +178,8 @@ async def diarize(ctx: StepContext) -> dict[str, Any]:
     high: int | None = ctx.params.get("max_speakers")
     if len(chunks) > 1:  # a chunk may hold fewer speakers than the meeting: only the upper bound holds per chunk
         num, low, high = None, None, num or high
-    turns: list[Turn] = []
-    voices: list[dict[str, Any]] = []  # meeting speakers: {"embedding", "weight"}
+    turns: list[tuple[float, float, int]] = []
+    voices: list[tuple[list[float], float]] = []  # meeting speakers: (mean voiceprint, seconds)
     for index, (first, last) in enumerate(chunks):
 
         async def call(first: int = first, last: int = last) -> dict[str, Any]:
@@ -192,32 +195,31 @@ async def diarize(ctx: StepContext) -> dict[str, Any]:
         mapping: dict[str, int] = {}
         for speaker in part["speakers"]:
             vector = speaker.get("embedding")
+            weight = float(speaker.get("duration") or 0.0)
             best, best_score = None, LINK_SIMILARITY
-            for number, voice in enumerate(voices):
-                if vector is not None and number not in mapping.values():
-                    score = cosine(vector, voice["embedding"])
+            for number, (embedding, _) in enumerate(voices):
+                if vector and embedding and number not in mapping.values():
+                    score = cosine(vector, embedding)
                     if score >= best_score:
                         best, best_score = number, score
             if best is None or len(chunks) == 1:
-                voices.append({"embedding": vector or [], "weight": float(speaker.get("duration") or 0.0)})
+                voices.append((vector or [], weight))
                 best = len(voices) - 1
             else:
-                weight = float(speaker.get("duration") or 0.0)
-                voice = voices[best]
-                total = voice["weight"] + weight or 1.0
-                voice["embedding"] = [
-                    (a * voice["weight"] + b * weight) / total for a, b in zip(voice["embedding"], vector, strict=True)
-                ]
-                voice["weight"] = total
+                embedding, seconds = voices[best]
+                voices[best] = (weighted_mean(embedding, seconds, vector, weight), seconds + weight)
             mapping[speaker["speaker"]] = best
-        turns.extend((float(s), float(e), f"#{mapping[label]}") for s, e, label in part["segments"])
+        turns.extend((float(s), float(e), mapping[label]) for s, e, label in part["segments"])
         await ctx.progress((index + 1) / len(chunks))
-    turns.sort()
+    # Chunks may split one person in two; a given count (or upper bound) holds for the whole meeting.
+    bound = ctx.params.get("num_speakers") or ctx.params.get("max_speakers")
+    owner = merge_closest(voices, bound) if bound and len(chunks) > 1 else list(range(len(voices)))
+    merged = sorted((s, e, owner[number]) for s, e, number in turns)
     # Labels in order of first appearance over the whole meeting.
-    order: dict[str, str] = {}
-    for _, _, label in turns:
-        order.setdefault(label, f"SPEAKER_{len(order):02d}")
-    return {"turns": [[s, e, order[label]] for s, e, label in turns]}
+    order: dict[int, str] = {}
+    for _, _, number in merged:
+        order.setdefault(number, f"SPEAKER_{len(order):02d}")
+    return {"turns": [[s, e, order[number]] for s, e, number in merged]}
 
 
 def _turns(ctx: StepContext) -> list[Turn]:
