@@ -65,10 +65,10 @@ class RuntimeSettings(BaseModel):
         2.0, ge=0, le=600, description="wait before the first retry of a failed step; doubled for each further one"
     )
     meeting_chunk_seconds: float = Field(
-        300, ge=30, le=7200, description="longest audio sent to one ASR or diarization call of a meeting job"
+        300, ge=10, le=7200, description="longest audio sent to one ASR or diarization call of a meeting job"
     )
     speaker_identify_threshold: float = Field(
-        0.75, ge=-1, le=1, description="lowest cosine score at which a voice is taken to be an enrolled speaker"
+        0.84, ge=-1, le=1, description="lowest cosine score at which a voice is taken to be an enrolled speaker"
     )
     speaker_min_speech_seconds: float = Field(
         1.0, ge=0, le=60, description="least speech an enrollment sample must hold"
