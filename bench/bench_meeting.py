@@ -67,8 +67,8 @@ class Direct:
         from faster_whisper import WhisperModel
 
         from modelhost.backends.base import resolve_source
-        from modelhost.backends.diarization_builtin import BuiltinDiarizer
-        from modelhost.backends.speaker_resemblyzer import ResemblyzerSpeakerEmbedding
+        from modelhost.backends.speech.diarization_builtin import BuiltinDiarizer
+        from modelhost.backends.speech.speaker_resemblyzer import ResemblyzerSpeakerEmbedding
         from modelhost.worker.protocol import WorkerSpec
 
         self.whisper = WhisperModel(

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.audio import word_errors  # noqa: E402
 
-from modelhost.backends.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
-from modelhost.backends.speech_whisper import FasterWhisperRecognizer  # noqa: E402
-from modelhost.backends.tts_hibari import HibariSpeech  # noqa: E402
+from modelhost.backends.speech.recognition_whisper import FasterWhisperRecognizer  # noqa: E402
+from modelhost.backends.speech.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
+from modelhost.backends.speech.tts_hibari import HibariSpeech  # noqa: E402
 from modelhost.backends.voice_world import WorldVoiceConversion  # noqa: E402
 from modelhost.worker.protocol import WorkerSpec  # noqa: E402
 
