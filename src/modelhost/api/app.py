@@ -33,6 +33,7 @@ from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
+from modelhost.web import mount_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         jobs_routes.router,
     ):
         app.include_router(router)
+    mount_dashboard(app)
     # Outermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(AccessMiddleware, policy=AccessPolicy.from_settings(settings))

@@ -113,6 +113,14 @@ class Coordinator:
             self.metrics.queue_depth.labels(model.id).set(handle.pending)
             self.metrics.inference_seconds.labels(model.id).observe(time.monotonic() - started)
 
+    async def warm_up(self, model: ModelEntry) -> dict[str, Any]:
+        """Start the model's worker without a request (under the same admission as a load); its status after."""
+        handle = self._handle(model)
+        async with self.admission.admit(model, self.runtime.current.gpu_policy):
+            await self._ensure_ready(handle)
+        handle.last_used = time.monotonic()
+        return handle.status()
+
     async def infer_stream(
         self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None
     ) -> AsyncIterator[dict[str, Any]]:

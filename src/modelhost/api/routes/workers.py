@@ -1,4 +1,4 @@
-"""Worker processes: list them, stop one (its memory is freed; it respawns on next use)."""
+"""Worker processes: list them, warm one up, stop one (its memory is freed; it respawns on next use)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from modelhost.api.deps import CoordinatorDep
+from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import error_responses
 from modelhost.errors import NotFound
 
@@ -24,6 +24,15 @@ async def worker_info(model_id: str, coordinator: CoordinatorDep) -> dict[str, A
     if info is None:
         raise NotFound(f"no running worker for model {model_id!r}", param="model_id", code="worker_not_running")
     return info
+
+
+@router.post(
+    "/v1/workers/{model_id:path}",
+    summary="Warm up a model: start its worker now, before the first request (answers when it is ready)",
+    responses=error_responses(403, 404, 502, 503),
+)
+async def warm_up_worker(model_id: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> dict[str, Any]:
+    return await coordinator.warm_up(catalog.get_or_raise(model_id))
 
 
 @router.delete("/v1/workers/{model_id:path}", summary="Stop a model's worker", responses=error_responses(403, 404))
