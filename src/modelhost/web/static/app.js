@@ -16,6 +16,7 @@ function h(tag, attrs = {}, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
     else if (name === "class") el.className = value;
+    else if (name === "style") Object.assign(el.style, value); // CSSOM: allowed by the page's CSP, unlike style=""
     else el.setAttribute(name, value === true ? "" : String(value));
   }
   for (const child of children.flat()) {
@@ -362,14 +363,14 @@ async function showMeeting(out, jobId, audioUrl) {
   const nameOf = (s) => s.name || s.external_id || s.speaker || s.label;
   const player = audioUrl ? h("audio", { controls: true, src: audioUrl }) : h("p", { class: "muted" }, "(open this job from the upload to play the audio)");
   const legend = h("div", { class: "legend" }, transcript.speakers.map((s) => h("span", { "data-speaker": s.label },
-    h("span", { class: "swatch", style: `background:${colors.get(s.label)}` }),
+    h("span", { class: "swatch", style: { background: colors.get(s.label) } }),
     `${nameOf(s)} · ${fmtTime(s.talk_time)}`, s.score != null ? ` (match ${s.score.toFixed(2)})` : "")));
   const turns = h("div", { class: "transcript" }, transcript.segments.map((seg) => h("div", {
-    class: "turn", style: `border-color:${colors.get(seg.speaker) || "#999"}`, "data-speaker": seg.speaker,
+    class: "turn", style: { borderColor: colors.get(seg.speaker) || "#999" }, "data-speaker": seg.speaker,
     "data-name": seg.name || "", "data-start": seg.start,
     onclick: () => { if (player.play) { player.currentTime = seg.start; player.play().catch(() => {}); } },
   }, h("span", { class: "muted" }, fmtTime(seg.start)),
-  h("span", { class: "who", style: `color:${colors.get(seg.speaker) || "inherit"}` }, nameOf(seg)),
+  h("span", { class: "who", style: { color: colors.get(seg.speaker) || "inherit" } }, nameOf(seg)),
   h("span", {}, seg.text))));
   out.append(h("div", { class: "panel" },
     h("p", {}, `${fmtTime(transcript.duration)} · language ${transcript.language || "?"} · ${transcript.speakers.length} speaker(s)`),
@@ -654,7 +655,7 @@ async function start() {
   }
   document.body.classList.toggle("role-admin", session.role === "admin");
   who.replaceChildren(`${session.role} access`, session.keys_required
-    ? h("button", { type: "button", class: "link", style: "margin-left:.6rem;color:#c9d3e6",
+    ? h("button", { type: "button", class: "link", style: { marginLeft: ".6rem", color: "#c9d3e6" },
       onclick: () => { localStorage.removeItem(KEY_STORAGE); start(); } }, "forget key") : "");
   route();
 }
