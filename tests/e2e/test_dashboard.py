@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,6 +249,15 @@ def test_jobs_playground_and_settings_pages(
     page.goto("/#/playground")
     page.get_by_role("button", name="Compare").click()
     expect(page.locator("#similarity")).to_contain_text("cosine similarity", timeout=60_000)
+    stt = page.locator("form:has(button:text('Transcribe'))")
+    stt.locator("[name=file]").set_input_files(str(sample))
+    stt.locator("button[type=submit]").click()
+    expect(page.locator("#stt-result")).to_contain_text("fox", timeout=60_000)
+    page.get_by_role("button", name="Speak").click()
+    expect(page.locator("#tts-result audio")).to_have_count(1, timeout=60_000)
+    page.locator("textarea[name=message]").fill("The capital of France is")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#chat-log .msg.assistant")).to_have_text(re.compile(r"\w"), timeout=60_000)  # streamed
     shot(page, screenshots, "playground")
 
     page.goto("/#/settings")
@@ -255,6 +265,7 @@ def test_jobs_playground_and_settings_pages(
     expect(row).to_contain_text("idle")
     row.locator("input").fill("45")
     page.locator("#save-settings").click()
+    expect(page.locator("#toasts")).to_contain_text("saved: worker_idle_timeout_seconds")
     expect(page.locator('[data-setting="worker_idle_timeout_seconds"] input')).to_have_value("45")
     assert client.get("/v1/settings").json()["settings"]["worker_idle_timeout_seconds"] == 45
     client.patch("/v1/settings", json={"worker_idle_timeout_seconds": 60})

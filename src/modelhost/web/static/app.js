@@ -218,9 +218,10 @@ async function overviewPage(root) {
       if (!byTask.has(model.task)) byTask.set(model.task, []);
       byTask.get(model.task).push(model);
     }
-    const sections = [];
+    const rows = [];
     for (const [task, list] of [...byTask.entries()].sort()) {
-      const rows = list.map((model) => {
+      rows.push(h("tr", { class: "group", "data-task": task }, h("th", { colspan: 7 }, task)));
+      for (const model of list) {
         const worker = workers.get(model.id);
         const state = worker ? STATES[worker.state] || worker.state.toLowerCase() : "cold";
         let countdown = "–";
@@ -230,19 +231,19 @@ async function overviewPage(root) {
         const actions = h("span", { class: "admin-only" },
           state === "cold" ? h("button", { type: "button", class: "warm-up", onclick: () => warmUp(model.id) }, "Warm up") : null,
           worker ? h("button", { type: "button", class: "danger stop", onclick: () => stopWorker(model.id) }, "Stop") : null);
-        return h("tr", { "data-model": model.id, "data-state": state },
+        rows.push(h("tr", { "data-model": model.id, "data-state": state },
           h("td", {}, h("b", {}, model.id), h("div", { class: "muted" }, `${model.backend} · ${model.device}`)),
           h("td", {}, h("span", { class: `state state-${state}` }, state)),
           h("td", { class: "num" }, worker ? fmtBytes(worker.rss_bytes) : "–"),
           h("td", { class: "num" }, countdown),
           h("td", { class: "num" }, worker ? worker.requests : "–"),
           h("td", { class: "num" }, worker ? worker.queued + worker.in_flight : "–"),
-          h("td", {}, actions));
-      });
-      sections.push(h("h2", {}, task), h("table", { "data-task": task },
-        h("thead", {}, h("tr", {}, ["model", "state", "memory", "unloads in", "requests", "queue", ""].map((t) => h("th", {}, t)))),
-        h("tbody", {}, rows)));
+          h("td", {}, actions)));
+      }
     }
+    const heads = [["model", ""], ["state", ""], ["memory", "num"], ["unloads in", "num"], ["requests", "num"], ["queue", "num"], ["", ""]];
+    const sections = [h("table", { class: "models" },
+      h("thead", {}, h("tr", {}, heads.map(([t, c]) => h("th", { class: c || null }, t)))), h("tbody", {}, rows))];
     body.replaceChildren(...sections);
   });
 }
@@ -530,7 +531,7 @@ async function playgroundPage(root) {
     try { sttOut.textContent = (await api("/v1/audio/transcriptions", { method: "POST", body: new FormData(stt) })).text; } catch (error) { sttOut.textContent = ""; reportError(error); }
   });
   // text → speech
-  const ttsOut = h("div");
+  const ttsOut = h("div", { id: "tts-result" });
   const tts = h("form", { class: "grid" },
     h("label", {}, "Text"), h("textarea", { name: "input", required: true }, "Hello from modelhost."),
     h("label", {}, "Model"), modelSelect("model", "text-to-speech", "hibari"),
