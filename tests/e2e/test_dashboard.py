@@ -64,7 +64,12 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"],
+            args=[
+                "--no-sandbox",
+                "--autoplay-policy=no-user-gesture-required",
+                "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt…
+                "--use-fake-device-for-media-stream",  # …and feed it chromium's test tone
+            ],
         )
         yield chromium
         chromium.close()
@@ -162,6 +167,12 @@ def test_meeting_transcript_names_a_speaker_enrolled_on_the_speakers_page(
     recording, _ = conversation(list(zip(("slt", "rms") * 3, LINES, strict=False)), 0.5, tmp_path, "meeting")
     page.goto("/#/meetings")
     meeting = page.locator("#meeting-form")
+    record = meeting.get_by_role("button", name="Record from microphone")
+    record.click()
+    expect(meeting.get_by_role("button", name="Stop recording")).to_be_visible()
+    page.wait_for_timeout(1000)
+    meeting.get_by_role("button", name="Stop recording").click()
+    expect(meeting.locator(".rec-state")).to_contain_text("recorded")
     meeting.locator("[name=file]").set_input_files(str(recording))
     meeting.locator("[name=num_speakers]").fill("2")
     meeting.locator("button[type=submit]").click()
