@@ -66,6 +66,8 @@ function postJson(path, body, method = "POST") {
 }
 
 function toast(message, kind = "info") {
+  const shown = [...document.querySelectorAll("#toasts .toast")].some((t) => t.textContent === message);
+  if (shown) return; // a poll that keeps failing says so once, not every second
   const el = h("div", { class: `toast ${kind}` }, message);
   document.getElementById("toasts").append(el);
   setTimeout(() => el.remove(), kind === "error" ? 8000 : 4000);
@@ -319,6 +321,7 @@ async function meetingsPage(root, params) {
   recordButton.addEventListener("click", async () => {
     try {
       if (recorder) { recorder.stop(); return; }
+      if (!navigator.mediaDevices) throw new Error("the microphone needs this page on localhost or behind HTTPS");
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
       const chunks = [];
       recorder = new MediaRecorder(stream);
