@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelhost.errors import ValidationFailed
+from modelhost.errors import InvalidRequest
 from modelhost.storage.orm import SettingRow
 
 
@@ -113,7 +113,7 @@ class RuntimeSettingsStore:
                 updated = RuntimeSettings(**{**self.current.model_dump(), **changes})
             except ValidationError as exc:
                 message, param = validation_message(exc)
-                raise ValidationFailed(message, param=param, code="invalid_setting") from None
+                raise InvalidRequest(message, param=param, code="invalid_setting") from None
             with self._sessions.begin() as session:
                 for key in changes:
                     value = getattr(updated, key)

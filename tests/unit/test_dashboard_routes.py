@@ -71,3 +71,8 @@ def test_warm_up_is_an_admin_action_and_names_unknown_models(keyed: TestClient) 
     missing = keyed.post("/v1/workers/no-such-model", headers=bearer(ADMIN))
     assert missing.status_code == 404
     assert "no-such-model" in missing.json()["error"]["message"]
+    bad = keyed.post("/v1/workers/all-minilm-l6-v2", json={"wait": "maybe"}, headers=bearer(ADMIN))
+    assert bad.status_code == 400
+    operation = keyed.get("/openapi.json").json()["paths"]["/v1/workers/{model_id}"]["post"]
+    assert "requestBody" in operation
+    assert {"400", "403", "404", "503"} <= set(operation["responses"])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.voice_conversion import VoiceConversionBackend
-from modelhost.worker.protocol import InvalidInput
+from modelhost.errors import BadInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,7 +72,7 @@ class WorldVoiceConversion(VoiceConversionBackend):
         try:
             self._world = import_pyworld()
         except ImportError as exc:
-            raise InvalidInput(
+            raise BadInput(
                 "pyworld is not installed in this worker's environment: pip install 'modelhost[speech]'",
                 status=503,
                 code="model_package_missing",
@@ -100,7 +100,7 @@ class WorldVoiceConversion(VoiceConversionBackend):
 
         voiced = f0 > 0
         if voiced.sum() < 20:
-            raise InvalidInput("no voiced speech found in the recording", param="reference", code="no_speech")
+            raise BadInput("no voiced speech found in the recording", param="reference", code="no_speech")
         log_f0 = np.log(f0[voiced])
         log_env = np.log(envelope[voiced] + 1e-12).mean(axis=0)
         return VoiceProfile(float(log_f0.mean()), float(max(log_f0.std(), 1e-3)), log_env)

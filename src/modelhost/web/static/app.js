@@ -252,7 +252,7 @@ async function overviewPage(root) {
 
 function warmUp(modelId) {
   toast(`warming up ${modelId}…`);
-  api(`/v1/workers/${encodeURIComponent(modelId)}`, { method: "POST" })
+  postJson(`/v1/workers/${encodeURIComponent(modelId)}`, { wait: true })
     .then(() => toast(`${modelId} is warm`)).catch(reportError);
 }
 
