@@ -111,6 +111,15 @@ def watched(browser: Any, dash_server: ServerProcess) -> Iterator[Watched]:
     page.check()
 
 
+def wait_until_done(progress: Any, timeout_ms: int) -> None:
+    """Wait for the job shown in ``progress`` to end, then require that it completed (failing with its error)."""
+    playwright_sync.expect(progress).to_have_attribute(
+        "data-status", re.compile("completed|failed|cancelled"), timeout=timeout_ms
+    )
+    status = progress.get_attribute("data-status")
+    assert status == "completed", f"{status}: {progress.locator('.job-error').text_content()}"
+
+
 def shot(page: Any, folder: Path, name: str) -> None:
     page.wait_for_timeout(300)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
@@ -176,8 +185,7 @@ def test_meeting_transcript_names_a_speaker_enrolled_on_the_speakers_page(
     meeting.locator("[name=file]").set_input_files(str(recording))
     meeting.locator("[name=num_speakers]").fill("2")
     meeting.locator("button[type=submit]").click()
-    progress = page.locator("#meeting-result .job-progress")
-    expect(progress).to_have_attribute("data-status", "completed", timeout=240_000)
+    wait_until_done(page.locator("#meeting-result .job-progress"), 240_000)
     named = page.locator('.turn[data-name="Ada Lovelace"]')
     expect(named.first).to_be_visible()
     assert named.count() >= 2
@@ -218,7 +226,7 @@ def test_presentation_ends_with_a_playable_video_with_subtitles(
     form.locator("[name=file]").set_input_files(str(deck))
     form.locator("button[type=submit]").click()
     progress = page.locator("#presentation-result .job-progress")
-    expect(progress).to_have_attribute("data-status", "completed", timeout=300_000)
+    wait_until_done(progress, 300_000)
     for stage in ("processing_slides", "synthesizing_audio", "assembling_video"):
         expect(progress.locator(f'.stage[data-stage="{stage}"]')).to_have_class("stage done")
     video = page.locator("#presentation-video")

@@ -169,10 +169,11 @@ function jobProgress(stages = null) {
   const status = h("span", { class: "job-status" }, "submitted");
   const bar = h("progress", { max: 1, value: 0 });
   const stageLine = h("div", { class: "stages" });
+  const errorLine = h("p", { class: "error-text job-error" });
   const stageOf = (name) => stageLine.querySelector(`[data-stage="${name}"]`);
   for (const name of stages || []) stageLine.append(h("span", { class: "stage", "data-stage": name }, name.replaceAll("_", " ")));
   const el = h("div", { class: "panel job-progress" }, h("div", {}, "Status: ", status, " ", bar, " ",
-    h("span", { class: "stage-now muted" })), stageLine);
+    h("span", { class: "stage-now muted" })), stageLine, errorLine);
   const update = (event) => {
     status.textContent = event.status;
     status.className = `job-status status-${event.status}`;
@@ -190,7 +191,7 @@ function jobProgress(stages = null) {
       node.classList.toggle("now", now);
       node.classList.toggle("done", passed || (name === event.stage && event.status === "completed"));
     }
-    if (event.error) el.append(h("p", { class: "error-text" }, event.error.message));
+    errorLine.textContent = event.error ? event.error.message : "";
   };
   return { el, update };
 }
