@@ -17,6 +17,7 @@ PACKAGES=(
   libreoffice-impress      # presentation videos: .pptx → PDF (soffice --headless --convert-to pdf)
   fonts-crosextra-carlito  # metric-compatible stand-in for Calibri, the default font of PowerPoint decks
   cmake  # the same build (scikit-build-core fetches a cmake wheel when this one is missing or too old)
+  chromium  # the dashboard tests drive it headless through Playwright (tests/e2e/test_dashboard.py)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

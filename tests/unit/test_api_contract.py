@@ -215,10 +215,10 @@ def test_chunked_bodies_over_the_limit_are_413_json_and_multipart(client: TestCl
 
 
 # -- docs and aliases ----------------------------------------------------------------------------------------------
-def test_docs_are_served_from_the_package_and_root_redirects(client: TestClient) -> None:
+def test_docs_are_served_from_the_package_and_root_is_the_dashboard(client: TestClient) -> None:
     root = client.get("/", follow_redirects=False)
-    assert root.status_code in (302, 307)
-    assert root.headers["location"] == "/docs"
+    assert root.status_code == 200
+    assert "/ui/app.js" in root.text  # the dashboard (docs/dashboard.md)
     page = client.get("/docs")
     assert page.status_code == 200
     assert "http://" not in page.text

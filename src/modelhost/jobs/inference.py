@@ -59,12 +59,12 @@ async def transcribe(
 ) -> dict[str, Any]:
     """ASR with word timestamps → ``{"text", "language", "duration", "segments", "words": [{word, start, end}]}``."""
     entry = deps.catalog.get_for_task_or_raise(ASR_TASK, model)
-    payload = {
+    payload = {  # a TranscriptionRequest (modelhost.schemas.speech_recognition)
+        "model": entry.id,
         "task": "transcribe",
         "language": language,
-        "prompt": None,
         "temperature": 0.0,
-        "word_timestamps": True,
+        "timestamp_granularities": ["word", "segment"],
         "vad_filter": False,
     }
     return await deps.coordinator.infer(entry, payload, files=_file(audio, filename, content_type))
@@ -85,7 +85,7 @@ async def diarize(
     [{speaker, duration, embedding: [floats] | None}]}`` (embeddings decoded)."""
     entry = deps.catalog.get_for_task_or_raise(DIARIZATION_TASK, model)
     counts = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
-    payload = {k: v for k, v in counts.items() if v is not None}
+    payload: dict[str, Any] = {"model": entry.id, **{k: v for k, v in counts.items() if v is not None}}
     result = await deps.coordinator.infer(entry, payload, files=_file(audio, filename, content_type))
     result["speakers"] = [{**s, "embedding": floats(s.get("embedding"))} for s in result.get("speakers", [])]
     return result
@@ -109,7 +109,7 @@ async def embed_speaker(
 ) -> Voiceprint:
     """An L2-normalised voiceprint of the speech in ``audio`` (``vector`` None when there is none)."""
     entry = deps.catalog.get_for_task_or_raise(SPEAKER_EMBEDDING_TASK, model)
-    result = await deps.coordinator.infer(entry, {}, files=_file(audio, filename, content_type))
+    result = await deps.coordinator.infer(entry, {"model": entry.id}, files=_file(audio, filename, content_type))
     return Voiceprint(
         model=entry.id,
         vector=floats(result.get("embedding")),
@@ -129,7 +129,7 @@ async def synthesize_speech(
 ) -> bytes:
     """Text → a WAV file's bytes (the model's own sample rate, 16-bit mono)."""
     entry = deps.catalog.get_for_task_or_raise(TTS_TASK, model)
-    payload = {"input": text, "voice": voice, "response_format": "wav", "speed": speed}
+    payload = {"model": entry.id, "input": text, "voice": voice, "response_format": "wav", "speed": speed}
     result = await deps.coordinator.infer(entry, payload)
     return base64.b64decode(result["audio"])
 
