@@ -144,5 +144,5 @@ async def convert_voice(
     """Speech (WAV) re-voiced toward ``reference`` (filename, bytes, content type) → a WAV file's bytes."""
     entry = deps.catalog.get_for_task_or_raise(VOICE_CONVERSION_TASK, model)
     files = {"file": ("speech.wav", audio, "audio/wav"), "reference": reference}
-    result = await deps.coordinator.infer(entry, {"response_format": "wav"}, files=files)
+    result = await deps.coordinator.infer(entry, {"model": entry.id, "response_format": "wav"}, files=files)
     return base64.b64decode(result["audio"])
