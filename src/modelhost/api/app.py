@@ -14,6 +14,7 @@ from modelhost.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, Metr
 from modelhost.api.routes import audio, completions, embeddings, health, images, models, ocr, rerank, workers
 from modelhost.api.routes import settings as settings_routes
 from modelhost.api.services import build_services
+from modelhost.api.upload_limit import UploadLimitMiddleware
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     ):
         app.include_router(router)
     # Outermost first: metrics see every answer, auth runs before the body is read.
+    app.add_middleware(UploadLimitMiddleware, limit=settings.max_concurrent_uploads)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_values())
     app.add_middleware(MetricsMiddleware, metrics=metrics)

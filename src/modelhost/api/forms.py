@@ -1,17 +1,21 @@
 """Reading multipart uploads (audio, images, PDFs) for routes that hand a file to a worker.
 
-The bytes go to the worker untouched (``coordinator.infer(files=...)``); decoding happens there. Every problem with
-the form itself is an ``InvalidRequest`` (400) naming the field.
+The upload's spooled file object goes to the coordinator untouched (``coordinator.infer(files=...)``), which copies it
+to a private temporary file and hands the worker its path; it is never read whole into memory here, and decoding
+happens in the worker. Every problem with the form itself is an ``InvalidRequest`` (400) naming the field.
 """
 
 from __future__ import annotations
+
+import os
+from typing import IO
 
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 
 from modelhost.errors import InvalidRequest
 
-Files = dict[str, tuple[str, bytes, str]]
+Files = dict[str, IO[bytes]]
 
 
 async def read_upload_form(request: Request, what: str) -> tuple[FormData, Files]:
@@ -22,8 +26,16 @@ async def read_upload_form(request: Request, what: str) -> tuple[FormData, Files
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest(f"the 'file' field ({what}) is required", param="file", code="missing_file")
-    raw = await upload.read()
-    return form, {"file": (upload.filename or "upload", raw, upload.content_type or "application/octet-stream")}
+    return form, {"file": upload.file}
+
+
+def is_empty(file: IO[bytes]) -> bool:
+    """Whether an upload's file holds no bytes (without reading it)."""
+    position = file.tell()
+    try:
+        return file.seek(0, os.SEEK_END) == 0
+    finally:
+        file.seek(position)
 
 
 def form_text(form: FormData, name: str) -> str | None:

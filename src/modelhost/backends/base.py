@@ -1,5 +1,9 @@
 """The backend contract: ``load()`` once, ``infer(payload, files)`` per request, optionally ``infer_batch``.
 
+``files`` is a ``dict[str, Path]``: the request's uploads, keyed by form field (``"file"``), as files on local disk
+that the coordinator owns and deletes after the request (read them, never keep the paths). ``infer`` returns a JSON
+object whose values may include ``bytes`` (sent as raw frames, not base64); ``infer_stream`` yields dicts or bytes.
+
 Backends run in a worker process, on one inference thread. They raise ``InvalidInput`` for requests they cannot
 serve (answered 400) and let anything else propagate (answered 500 and logged with a traceback).
 """
@@ -29,15 +33,15 @@ class Backend:
     def load(self) -> None:
         raise NotImplementedError
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         raise NotImplementedError
 
     def infer_batch(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self.infer(payload, {}) for payload in payloads]
 
     def infer_stream(
-        self, payload: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event
-    ) -> Iterator[dict[str, Any]]:
+        self, payload: dict[str, Any], files: dict[str, Path], cancelled: threading.Event
+    ) -> Iterator[dict[str, Any] | bytes]:
         """Yield partial results; stop soon after ``cancelled`` is set (the client went away)."""
         raise InvalidInput(f"model {self.spec.model_id} does not stream", param="stream")
         yield {}  # pragma: no cover - makes this a generator

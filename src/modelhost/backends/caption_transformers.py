@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import Backend, resolve_source
@@ -82,7 +83,7 @@ class TransformersCaptioner(Backend):
         self.torch = torch
         self.images = 0
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         torch = self.torch
         if "file" not in files:
             raise InvalidInput("an image file is required", param="file", code="missing_file")
@@ -90,7 +91,7 @@ class TransformersCaptioner(Backend):
         if not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
             raise InvalidInput("max_tokens must be an integer between 1 and 512", param="max_tokens")
         prompt = payload.get("prompt") or None
-        image = decode_image(files["file"], self.max_pixels)
+        image = decode_image(files["file"].read_bytes(), self.max_pixels)
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
         kwargs: dict[str, Any] = {
             "pixel_values": pixel_values.to(self.model.device, self.model.dtype),

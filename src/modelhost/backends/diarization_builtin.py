@@ -11,12 +11,13 @@ stretch of its region nearest to its centre; neighbouring stretches of one speak
 Options / payload: ``num_speakers``, ``min_speakers``, ``max_speakers``, ``threshold`` (0.3), ``window`` (2.0),
 ``step`` (0.5), ``vad_threshold`` (0.5), ``min_silence_ms`` (300). Files: ``file``.
 Result: ``segments`` of ``{start, end, speaker}`` (labels ``SPEAKER_00``… in order of first appearance),
-``speakers`` of ``{speaker, duration, embedding}`` (the L2-normalised mean voiceprint, base64 of 256 little-endian
+``speakers`` of ``{speaker, duration, embedding}`` (the L2-normalised mean voiceprint, bytes of 256 little-endian
 float32 — what a pipeline matches against enrolled speakers), ``num_speakers`` and ``duration``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import Backend, resolve_source
@@ -25,7 +26,7 @@ from modelhost.backends.speaker_resemblyzer import (
     VoiceEncoder,
     normalize_volume,
     speech_spans,
-    to_base64,
+    to_float32_bytes,
 )
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
 from modelhost.worker.protocol import InvalidInput
@@ -122,14 +123,14 @@ class BuiltinDiarizer(Backend):
             raise InvalidInput("min_silence_ms must be between 0 and 10000", param="min_silence_ms")
         return settings
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         import numpy as np
 
         if "file" not in files:
             raise InvalidInput("no audio file in the request", param="file")
         num, low, high = speaker_counts({**self.options, **{k: v for k, v in payload.items() if v is not None}})
         settings = self.settings(payload)
-        audio = decode_audio(files["file"])
+        audio = decode_audio(files["file"], max_seconds=self.spec.max_audio_seconds)
         duration = len(audio) / SAMPLE_RATE
         result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
         if len(audio) == 0:
@@ -204,7 +205,7 @@ class BuiltinDiarizer(Backend):
             centroid = (embeddings[members] * np.maximum(weights[members], 1e-3)[:, None]).sum(axis=0)
             centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
             talk = sum(end - start for start, end, lab in turns if lab == label)
-            speakers.append({"speaker": name, "duration": round(talk, 3), "embedding": to_base64(centroid)})
+            speakers.append({"speaker": name, "duration": round(talk, 3), "embedding": to_float32_bytes(centroid)})
         result["speakers"] = speakers
         result["num_speakers"] = len(speakers)
         return result

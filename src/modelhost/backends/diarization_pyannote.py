@@ -18,7 +18,7 @@ from typing import Any
 
 from modelhost.backends.base import Backend, resolve_source
 from modelhost.backends.diarization_builtin import speaker_counts
-from modelhost.backends.speaker_resemblyzer import to_base64
+from modelhost.backends.speaker_resemblyzer import to_float32_bytes
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
 from modelhost.worker.protocol import InvalidInput
 
@@ -44,14 +44,14 @@ class PyannoteDiarizer(Backend):
             pipeline.to(torch.device(self.spec.device))
         self.pipeline = pipeline
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         import numpy as np
         import torch
 
         if "file" not in files:
             raise InvalidInput("no audio file in the request", param="file")
         num, low, high = speaker_counts(payload)
-        audio = decode_audio(files["file"])
+        audio = decode_audio(files["file"], max_seconds=self.spec.max_audio_seconds)
         duration = len(audio) / SAMPLE_RATE
         result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
         if len(audio) == 0 or float(np.abs(audio).max()) < 1e-4:
@@ -83,7 +83,7 @@ class PyannoteDiarizer(Backend):
             if embeddings is not None and labels.index(label) < len(embeddings):
                 vector = np.asarray(embeddings[labels.index(label)], dtype=np.float32)
                 norm = float(np.linalg.norm(vector))
-                entry["embedding"] = to_base64(vector / norm) if norm > 0 else None
+                entry["embedding"] = to_float32_bytes(vector / norm) if norm > 0 else None
             speakers.append(entry)
         result.update(segments=segments, speakers=speakers, num_speakers=len(speakers))
         return result

@@ -1,13 +1,13 @@
 """Shared logic of text-embedding backends: payload checks, cross-request batching, output packing.
 
 Payload: ``{"input": [str, ...], "dimensions": int | null}``.
-Result: ``{"embeddings": base64 of little-endian float32 rows, "count", "dim", "prompt_tokens"}`` — raw
+Result: ``{"embeddings": bytes of little-endian float32 rows, "count", "dim", "prompt_tokens"}`` — raw
 floats, so the API process never parses or formats numbers it only forwards.
 """
 
 from __future__ import annotations
 
-import base64
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelhost.backends.base import Backend
@@ -30,7 +30,7 @@ class EmbeddingBackend(Backend):
         """Normalised float32 embeddings ``[len(texts), dimension]`` and the token count of each text."""
         raise NotImplementedError
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         return self.infer_batch([payload])[0]
 
     def infer_batch(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,7 +52,7 @@ class EmbeddingBackend(Backend):
             data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
             results.append(
                 {
-                    "embeddings": base64.b64encode(data).decode("ascii"),
+                    "embeddings": data,
                     "count": len(items),
                     "dim": int(rows.shape[1]),
                     "prompt_tokens": int(used),

@@ -47,10 +47,11 @@ class OcrBackend(Backend):
     def recognize(self, image: Image.Image) -> list[list[Line]]:
         raise NotImplementedError
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
-        data = files.get("file")
-        if data is None:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
+        path = files.get("file")
+        if path is None:
             raise InvalidInput("no file in the request", param="file", code="missing_file")
+        data = path.read_bytes()
         if not data:
             raise InvalidInput("the uploaded file is empty", param="file", code="empty_file")
         pages: list[dict[str, Any]] = []

@@ -6,6 +6,7 @@ Payload: ``{"query": str, "documents": [str, ...]}``. Result: ``{"scores": [floa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import Backend
@@ -17,7 +18,7 @@ class RerankBackend(Backend):
         """One relevance score per document (higher is more relevant) and the tokens read."""
         raise NotImplementedError
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         query = payload.get("query")
         documents = payload.get("documents")
         if not isinstance(query, str) or not query.strip():

@@ -10,13 +10,13 @@ Speech is found with the Silero VAD bundled in faster-whisper; silence between s
 raised to −30 dBFS (as resemblyzer's ``preprocess_wav`` does) before embedding.
 
 Options / payload: ``vad`` (true), ``vad_threshold`` (0.5). Files: ``file`` — any audio ffmpeg decodes.
-Result: ``embedding`` (base64 of 256 little-endian float32, L2-normalised; null when the clip holds no speech),
+Result: ``embedding`` (bytes: 256 little-endian float32, L2-normalised; null when the clip holds no speech),
 ``dimensions`` (256), ``duration`` and ``speech_duration`` in seconds.
 """
 
 from __future__ import annotations
 
-import base64
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import Backend, resolve_source
@@ -164,10 +164,11 @@ def speech_spans(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: int 
     return [(int(s["start"]), int(s["end"])) for s in stamps]
 
 
-def to_base64(vector: np.ndarray) -> str:
+def to_float32_bytes(vector: np.ndarray) -> bytes:
+    """A vector as little-endian float32 bytes: how voiceprints travel (as a binary frame, not base64)."""
     import numpy as np
 
-    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
 def flag(value: Any) -> bool:
@@ -187,7 +188,7 @@ class ResemblyzerSpeakerEmbedding(Backend):
 
         get_vad_model()
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         import numpy as np
 
         if "file" not in files:
@@ -196,7 +197,7 @@ class ResemblyzerSpeakerEmbedding(Backend):
         threshold = float(payload.get("vad_threshold") or self.options.get("vad_threshold", 0.5))
         if not 0.0 < threshold < 1.0:
             raise InvalidInput("vad_threshold must be between 0 and 1", param="vad_threshold")
-        audio = decode_audio(files["file"])
+        audio = decode_audio(files["file"], max_seconds=self.spec.max_audio_seconds)
         duration = len(audio) / SAMPLE_RATE
         if use_vad and len(audio):
             spans = speech_spans(audio, threshold)
@@ -211,7 +212,7 @@ class ResemblyzerSpeakerEmbedding(Backend):
         }
         if len(speech) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
             return result
-        result["embedding"] = to_base64(self.encoder.embed_utterance(normalize_volume(speech)))
+        result["embedding"] = to_float32_bytes(self.encoder.embed_utterance(normalize_volume(speech)))
         return result
 
     def info(self) -> dict[str, Any]:

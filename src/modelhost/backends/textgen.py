@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import Backend
@@ -161,7 +162,7 @@ class TextGenerator(Backend):
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------------------------------
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
         text: list[str] = []
         last: dict[str, Any] = {}
         for chunk in self.generate(payload, threading.Event()):
@@ -175,7 +176,7 @@ class TextGenerator(Backend):
         }
 
     def infer_stream(
-        self, payload: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event
+        self, payload: dict[str, Any], files: dict[str, Path], cancelled: threading.Event
     ) -> Iterator[dict[str, Any]]:
         return self.generate(payload, cancelled)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sys
-from array import array
 from typing import Any, Literal
 
 import orjson
@@ -14,10 +12,9 @@ from pydantic import BaseModel, Field
 from modelhost.api.deps import CatalogDep, CoordinatorDep, RuntimeDep
 from modelhost.api.errors import error_responses
 from modelhost.errors import InvalidRequest
+from modelhost.media.vectors import float32_rows
 
 router = APIRouter(tags=["embeddings"])
-
-_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class EmbeddingRequest(BaseModel):
@@ -67,7 +64,7 @@ async def create_embeddings(
     texts = _texts(request, settings.embeddings_max_inputs, settings.embeddings_max_input_chars)
     model = catalog.get_for_task_or_raise("embeddings", request.model)
     result = await coordinator.infer(model, {"input": texts, "dimensions": request.dimensions})
-    raw = base64.b64decode(result["embeddings"])
+    raw: bytes = result["embeddings"]  # little-endian float32 rows, sent by the worker as a binary frame
     dim, count = int(result["dim"]), int(result["count"])
     row_bytes = dim * 4
     data: list[dict[str, Any]] = []
@@ -76,12 +73,8 @@ async def create_embeddings(
             chunk = raw[i * row_bytes : (i + 1) * row_bytes]
             data.append({"object": "embedding", "index": i, "embedding": base64.b64encode(chunk).decode("ascii")})
     else:
-        floats = array("f")
-        floats.frombytes(raw)
-        if not _LITTLE_ENDIAN:
-            floats.byteswap()
-        for i in range(count):
-            data.append({"object": "embedding", "index": i, "embedding": floats[i * dim : (i + 1) * dim].tolist()})
+        for i, row in enumerate(float32_rows(raw, count, dim)):
+            data.append({"object": "embedding", "index": i, "embedding": row})
     tokens = int(result.get("prompt_tokens", 0))
     body = {
         "object": "list",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import error_responses
-from modelhost.api.forms import form_int, form_text, read_upload_form
+from modelhost.api.forms import form_int, form_text, is_empty, read_upload_form
 from modelhost.errors import InvalidRequest
 
 router = APIRouter(tags=["images"])
@@ -32,7 +32,7 @@ async def create_caption(request: Request, catalog: CatalogDep, coordinator: Coo
     if max_tokens is not None:
         payload["max_tokens"] = max_tokens
     model = catalog.get_for_task_or_raise(TASK, model_id)
-    if not files["file"][1]:
+    if is_empty(files["file"]):
         raise InvalidRequest("the uploaded image is empty", param="file", code="invalid_image")
     result = await coordinator.infer(model, payload, files=files)
     prompt, completion = int(result.get("prompt_tokens", 0)), int(result.get("completion_tokens", 0))

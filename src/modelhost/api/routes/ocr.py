@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import error_responses
-from modelhost.api.forms import form_text, read_upload_form
+from modelhost.api.forms import form_text, is_empty, read_upload_form
 from modelhost.errors import InvalidRequest
 
 router = APIRouter(tags=["ocr"])
@@ -28,7 +28,7 @@ DEFAULT_OCR_MODEL = "rapidocr"
 async def recognize_text(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
     form, files = await read_upload_form(request, "an image or a PDF")
     model = catalog.get_for_task_or_raise("ocr", form_text(form, "model") or DEFAULT_OCR_MODEL)
-    if not files["file"][1]:
+    if is_empty(files["file"]):
         raise InvalidRequest("the uploaded file is empty", param="file", code="empty_file")
     result = await coordinator.infer(model, {}, files=files)
     body = {"model": model.id, "text": result["text"], "pages": result["pages"]}
