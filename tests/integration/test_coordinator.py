@@ -161,3 +161,13 @@ def test_non_streaming_backend_refuses_stream(services: Services) -> None:
 
     with pytest.raises(InvalidRequest, match="does not stream"):
         run(services, main)
+
+
+def test_bytes_are_spooled_too(services: Services) -> None:
+    async def main() -> dict[str, Any]:
+        model = services.catalog.get_or_raise("counter")
+        return await services.coordinator.infer(model, {}, files={"file": b"abc" * 1000})
+
+    result = run(services, main)
+    assert result["sizes"] == {"file": 3000}
+    assert not Path(result["paths"]["file"]).exists()

@@ -4,8 +4,9 @@ Routes and pipelines call ``await coordinator.infer(model, payload, files=...)``
 ``coordinator.infer_stream(model, payload, files=...)``; they never see sockets or processes. Process supervision
 (spawn, readiness, exit watch, stop, log) lives in ``modelhost.coordinator.supervisor``.
 
-Files: a mapping of field name to a ``Path`` (a file the caller keeps until the call returns) or a binary file
-object (e.g. an upload's spooled file), which is copied to a private temporary file for the duration of the call.
+Files: a mapping of field name to a ``Path`` (a file the caller keeps until the call returns), a binary file object
+(e.g. an upload's spooled file) or ``bytes``; the last two are written to a private temporary file for the duration
+of the call.
 The worker receives paths and opens them itself, so an upload is never held whole in the serve process.
 """
 
@@ -50,8 +51,8 @@ from modelhost.worker.protocol import EXIT_IDLE, WorkerSpec
 
 log = logging.getLogger(__name__)
 
-#: What ``infer``/``infer_stream`` accept as files: a path the caller owns, or a binary file object to spool.
-FileRef = Path | IO[bytes]
+#: What ``infer``/``infer_stream`` accept as files: a path the caller owns, or a binary file object or bytes to spool.
+FileRef = Path | IO[bytes] | bytes
 Files = Mapping[str, FileRef]
 #: A streamed partial result: a JSON object (text generation) or bytes (an audio chunk).
 Chunk = dict[str, Any] | bytes
@@ -207,8 +208,8 @@ class Coordinator:
 
     @contextlib.asynccontextmanager
     async def _spooled(self, files: Files | None) -> AsyncIterator[dict[str, Path]]:
-        """Paths for ``files``: a ``Path`` as given; a file object copied (in a thread) to a private temporary file
-        under ``<data_dir>/tmp/uploads`` (0700), deleted when the call ends."""
+        """Paths for ``files``: a ``Path`` as given; a file object or bytes written (in a thread) to a private
+        temporary file under ``<data_dir>/tmp/uploads`` (0700), deleted when the call ends."""
         paths: dict[str, Path] = {}
         created: list[Path] = []
         try:
@@ -389,10 +390,13 @@ def worker_key(model: ModelEntry) -> str:
     return f"{model.task}:{model.id}" + (f":{model.python_env}" if model.python_env else "")
 
 
-def _copy_into(source: IO[bytes], fd: int) -> None:
-    with contextlib.suppress(AttributeError, OSError, ValueError):
-        source.seek(0)
+def _copy_into(source: IO[bytes] | bytes, fd: int) -> None:
     with os.fdopen(fd, "wb") as target:
+        if isinstance(source, bytes):
+            target.write(source)
+            return
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            source.seek(0)
         shutil.copyfileobj(source, target, 1024 * 1024)
 
 
