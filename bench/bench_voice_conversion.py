@@ -26,12 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.audio import word_errors  # noqa: E402
-
 from modelhost.backends.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
 from modelhost.backends.speech_whisper import FasterWhisperRecognizer  # noqa: E402
 from modelhost.backends.tts_hibari import HibariSpeech  # noqa: E402
-from modelhost.backends.voice_world import WorldVoiceConversion  # noqa: E402
+from tests.support.audio import word_errors  # noqa: E402
+
+from modelhost.backends.speech.voice_world import WorldVoiceConversion  # noqa: E402
 from modelhost.worker.protocol import WorkerSpec  # noqa: E402
 
 NARRATION = (

@@ -37,13 +37,7 @@ async def embed(ctx: StepContext) -> list[str]:
         async def call() -> dict[str, Any]:
             audio = await ctx.read_input(name)
             try:
-                print_ = await inference.embed_speaker(
-                    ctx.deps,
-                    audio,
-                    model=ctx.params["model"],
-                    filename=info["filename"],
-                    content_type=info["content_type"],
-                )
+                print_ = await inference.embed_speaker(ctx.deps, audio, model=ctx.params["model"])
             except ModelhostError as exc:
                 if exc.status_code >= 500:
                     raise

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.voice_conversion import VoiceConversionBackend
+from modelhost.backends.speech.voice_conversion_base import VoiceConversionBackend
 from modelhost.errors import BadInput
 
 if TYPE_CHECKING:
@@ -261,6 +261,9 @@ def spectrogram(samples: torch.Tensor, data: dict[str, Any]) -> torch.Tensor:
 
 
 class OpenVoiceConversion(VoiceConversionBackend):
+    requires = ("torch", "numpy")
+    extra = "speech"
+
     def load(self) -> None:
         import torch
 
