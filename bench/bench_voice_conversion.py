@@ -11,7 +11,6 @@ Backends run in this process (no server). Usage: ``PYTHONPATH=src python bench/b
 
 from __future__ import annotations
 
-import base64
 import io
 import shutil
 import subprocess
@@ -26,11 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modelhost.backends.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
-from modelhost.backends.speech_whisper import FasterWhisperRecognizer  # noqa: E402
-from modelhost.backends.tts_hibari import HibariSpeech  # noqa: E402
 from tests.support.audio import word_errors  # noqa: E402
 
+from modelhost.backends.speech.recognition_whisper import FasterWhisperRecognizer  # noqa: E402
+from modelhost.backends.speech.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
+from modelhost.backends.speech.tts_hibari import HibariSpeech  # noqa: E402
 from modelhost.backends.speech.voice_world import WorldVoiceConversion  # noqa: E402
 from modelhost.worker.protocol import WorkerSpec  # noqa: E402
 
@@ -102,16 +101,24 @@ def main() -> None:
         converters[name] = WorldVoiceConversion(spec("world-vc", "voice-conversion", "pyworld", **options))
         converters[name].load()
 
+    scratch = Path(tempfile.mkdtemp(prefix="bench-vc-"))
+
+    def as_file(data: bytes) -> Path:  # backends read uploads from paths, as in a worker
+        path = scratch / f"{len(list(scratch.iterdir()))}.wav"
+        path.write_bytes(data)
+        return path
+
     def embed(data: bytes) -> np.ndarray:
-        encoded = encoder.infer({}, {"file": data})["embedding"]
-        return np.frombuffer(base64.b64decode(encoded), dtype="<f4")
+        encoded: bytes = encoder.run({}, {"file": as_file(data)})["embedding"]
+        return np.frombuffer(encoded, dtype="<f4")
 
     def wer(data: bytes) -> float:
-        text = asr.infer({"task": "transcribe"}, {"file": data})["text"]
+        text = asr.run({"model": "whisper-tiny.en"}, {"file": as_file(data)})["text"]
         errors, words = word_errors(NARRATION, text)
         return errors / words
 
-    narration = base64.b64decode(tts.infer({"input": NARRATION, "response_format": "wav", "seed": 1}, {})["audio"])
+    request = {"model": "hibari", "input": NARRATION, "response_format": "wav", "seed": 1}
+    narration: bytes = tts.run(request, {})["audio"]
     narration_embedding = embed(narration)
     base_wer = wer(narration)
     rows = []
@@ -123,9 +130,9 @@ def main() -> None:
         row: dict[str, Any] = {"reference": ref_name, "before": before}
         for variant, converter in converters.items():
             started = time.perf_counter()
-            result = converter.infer({"response_format": "wav"}, {"file": narration, "reference": ref})
+            result = converter.run({"response_format": "wav"}, {"file": as_file(narration), "reference": as_file(ref)})
             elapsed = time.perf_counter() - started
-            converted = base64.b64decode(result["audio"])
+            converted: bytes = result["audio"]
             row[variant] = float(embed(converted) @ ref_embedding)
             if variant == "full":
                 row["wer"] = wer(converted)
@@ -145,6 +152,7 @@ def main() -> None:
     mean_full = np.mean([r["full"] for r in rows])
     print(f"\nmean similarity: {mean_before:.3f} → {mean_full:.3f}; narration WER {base_wer:.1%} before conversion")
     print(f"conversion speed: {np.mean([r['rtf'] for r in rows]):.2f} × real time (one thread)")
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
