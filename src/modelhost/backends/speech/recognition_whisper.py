@@ -79,7 +79,7 @@ class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
                 audio,
                 task=task,
                 language=language if self.multilingual else "en",
-                initial_prompt=request.prompt or None,
+                initial_prompt=_window_prompt(request.prompt, texts),
                 temperature=temperature if temperature > 0 else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                 beam_size=self.beam_size,
                 word_timestamps=request.word_timestamps,
@@ -124,3 +124,12 @@ class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
 
     def info(self) -> dict[str, Any]:
         return {"multilingual": self.multilingual, "packages": ["faster-whisper", "ctranslate2"]}
+
+
+def _window_prompt(prompt: str | None, texts: list[str]) -> str | None:
+    """The prompt of a window: the caller's, then the end of what was heard so far. Whisper conditions on previous
+    text within one call; carrying it across windows keeps that (without it, silence at the start of a later
+    window is often heard as "You")."""
+    previous = "".join(texts).strip()[-400:]
+    parts = [prompt.strip() if prompt else "", previous]
+    return " ".join(p for p in parts if p) or None
