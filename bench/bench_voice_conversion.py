@@ -11,7 +11,6 @@ Backends run in this process (no server). Usage: ``PYTHONPATH=src python bench/b
 
 from __future__ import annotations
 
-import base64
 import io
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from tests.support.audio import word_errors  # noqa: E402
 from modelhost.backends.speech.recognition_whisper import FasterWhisperRecognizer  # noqa: E402
 from modelhost.backends.speech.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
 from modelhost.backends.speech.tts_hibari import HibariSpeech  # noqa: E402
-from modelhost.backends.voice_world import WorldVoiceConversion  # noqa: E402
+from modelhost.backends.speech.voice_world import WorldVoiceConversion  # noqa: E402
 from modelhost.worker.protocol import WorkerSpec  # noqa: E402
 
 NARRATION = (
@@ -46,11 +45,8 @@ FLITE_REFERENCE_TEXT = (
 VARIANTS: dict[str, dict[str, Any]] = {
     "pitch only": {"formant_warp": False, "equalise": False},
     "pitch + warp": {"equalise": False},
-    "12 dB EQ, plain warp": {"max_eq_db": 12.0, "warp_detrend": False},
-    "18 dB EQ": {"max_eq_db": 18.0},
-    "default": {},  # detrended warp, ±24 dB equaliser
+    "full": {},
 }
-WER_VARIANTS = ("12 dB EQ, plain warp", "18 dB EQ", "default")
 
 
 def spec(model_id: str, task: str, source: str, **options: Any) -> WorkerSpec:
@@ -105,16 +101,24 @@ def main() -> None:
         converters[name] = WorldVoiceConversion(spec("world-vc", "voice-conversion", "pyworld", **options))
         converters[name].load()
 
+    scratch = Path(tempfile.mkdtemp(prefix="bench-vc-"))
+
+    def as_file(data: bytes) -> Path:  # backends read uploads from paths, as in a worker
+        path = scratch / f"{len(list(scratch.iterdir()))}.wav"
+        path.write_bytes(data)
+        return path
+
     def embed(data: bytes) -> np.ndarray:
-        encoded = encoder.infer({}, {"file": data})["embedding"]
-        return np.frombuffer(base64.b64decode(encoded), dtype="<f4")
+        encoded: bytes = encoder.run({}, {"file": as_file(data)})["embedding"]
+        return np.frombuffer(encoded, dtype="<f4")
 
     def wer(data: bytes) -> float:
-        text = asr.infer({"task": "transcribe"}, {"file": data})["text"]
+        text = asr.run({"model": "whisper-tiny.en"}, {"file": as_file(data)})["text"]
         errors, words = word_errors(NARRATION, text)
         return errors / words
 
-    narration = base64.b64decode(tts.infer({"input": NARRATION, "response_format": "wav", "seed": 1}, {})["audio"])
+    request = {"model": "hibari", "input": NARRATION, "response_format": "wav", "seed": 1}
+    narration: bytes = tts.run(request, {})["audio"]
     narration_embedding = embed(narration)
     base_wer = wer(narration)
     rows = []
@@ -126,30 +130,29 @@ def main() -> None:
         row: dict[str, Any] = {"reference": ref_name, "before": before}
         for variant, converter in converters.items():
             started = time.perf_counter()
-            result = converter.infer({"response_format": "wav"}, {"file": narration, "reference": ref})
+            result = converter.run({"response_format": "wav"}, {"file": as_file(narration), "reference": as_file(ref)})
             elapsed = time.perf_counter() - started
-            converted = base64.b64decode(result["audio"])
+            converted: bytes = result["audio"]
             row[variant] = float(embed(converted) @ ref_embedding)
-            if variant in WER_VARIANTS:
-                row[f"{variant} wer"] = wer(converted)
-            if variant == "default":
+            if variant == "full":
+                row["wer"] = wer(converted)
+                row["seconds"] = elapsed
                 row["rtf"] = elapsed / result["duration"]
                 row["warp"] = result["details"]["formant_warp"]
         rows.append(row)
-    names = list(VARIANTS)
-    print("| reference | before | " + " | ".join(names) + " | WER (default) | warp (default) |")
-    print("|---" * (len(names) + 4) + "|")
+    header = "| reference | similarity before | pitch only | pitch + warp | full | WER after (before {:.1%}) | warp |"
+    print(header.format(base_wer))
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        cells = " | ".join(f"{row[name]:.3f}" for name in names)
-        print(f"| {row['reference']} | {row['before']:.3f} | {cells} | {row['default wer']:.1%} | {row['warp']} |")
-    print(
-        f"| mean | {np.mean([r['before'] for r in rows]):.3f} | "
-        + " | ".join(f"{np.mean([r[name] for r in rows]):.3f}" for name in names)
-        + " | | |"
-    )
-    for name in WER_VARIANTS:
-        print(f"WER after {name}: {np.mean([r[f'{name} wer'] for r in rows]):.1%} (before conversion {base_wer:.1%})")
-    print(f"conversion speed (default): {np.mean([r['rtf'] for r in rows]):.2f} × real time (one thread)")
+        print(
+            f"| {row['reference']} | {row['before']:.3f} | {row['pitch only']:.3f} | {row['pitch + warp']:.3f} | "
+            f"{row['full']:.3f} | {row['wer']:.1%} | {row['warp']} |"
+        )
+    mean_before = np.mean([r["before"] for r in rows])
+    mean_full = np.mean([r["full"] for r in rows])
+    print(f"\nmean similarity: {mean_before:.3f} → {mean_full:.3f}; narration WER {base_wer:.1%} before conversion")
+    print(f"conversion speed: {np.mean([r['rtf'] for r in rows]):.2f} × real time (one thread)")
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

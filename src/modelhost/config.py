@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest accepted request body; bigger uploads get 413."""
 
+    max_concurrent_uploads: int = Field(8, ge=1)
+    """Multipart uploads processed at once; more are answered 429 (``too_many_uploads``) before their body is read.
+    Uploads are spooled to ``<data_dir>/tmp/uploads`` and handed to workers as paths, never held whole in memory."""
+
+    max_audio_seconds: float = Field(4 * 3600, gt=0)
+    """Longest audio accepted for transcription, voice activity, speaker embedding and diarization; longer is
+    413 (``audio_too_long``), before decoding when the container states its duration."""
+
     log_level: str = "INFO"
     """Log level for the serve process and its workers."""
 

@@ -93,14 +93,16 @@ class QueueFull(ModelhostError):
 
 
 class ModelUnavailable(ModelhostError):
-    """The model's worker could not be started (yet): 503 with Retry-After."""
+    """The model's worker could not be started (yet): 503, with Retry-After when retrying may help
+    (``retry_after=None`` for a permanent failure such as a missing package or path)."""
 
     status_code = 503
     error_type = "service_unavailable"
     code = "model_unavailable"
 
-    def __init__(self, message: str, *, retry_after: int = 5, code: str | None = None) -> None:
-        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})
+    def __init__(self, message: str, *, retry_after: int | None = 5, code: str | None = None) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        super().__init__(message, code=code, headers=headers)
 
 
 class WorkerCrashed(ModelhostError):

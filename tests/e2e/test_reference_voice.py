@@ -90,7 +90,7 @@ def test_openvoice_converter_registered_from_a_checkpoint_runs_in_a_worker(
 
     import torch
 
-    from modelhost.backends.voice_openvoice import build_converter
+    from modelhost.backends.speech.voice_openvoice import build_converter
     from tests.support.openvoice import TINY_OPENVOICE
 
     folder = tmp_path / "converter"

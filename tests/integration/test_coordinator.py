@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from modelhost.api.composition import Services, build_services
 from modelhost.catalog.schemas import ModelCreate
 from modelhost.config import Settings
-from modelhost.errors import InvalidRequest
+from modelhost.errors import InvalidRequest, WorkerFailed
 from modelhost.metrics import Metrics
 from tests.support.server import REPO_ROOT
 
@@ -72,17 +74,79 @@ def test_closing_the_stream_stops_generation_in_the_worker(services: Services, t
     assert int(produced) < 50  # stopped within a few chunks, far from the 1000 asked for
 
 
-def test_binary_files_travel_as_multipart(services: Services) -> None:
+def test_uploads_reach_the_worker_as_spooled_files_and_are_deleted(services: Services) -> None:
+    """A file object (what a route has) is copied to a private file the worker opens; a binary value in the result
+    comes back as bytes. The spooled copy is gone after the call."""
     blob = bytes(range(256)) * 4096  # 1 MiB with every byte value
 
     async def main() -> dict[str, Any]:
         model = services.catalog.get_or_raise("counter")
         return await services.coordinator.infer(
-            model, {"hello": "world"}, files={"file": ("x.bin", blob, "application/octet-stream")}
+            model, {"hello": "world", "echo_bytes": 700_000}, files={"file": io.BytesIO(blob)}
         )
 
     result = run(services, main)
-    assert result == {"sizes": {"file": len(blob)}, "payload": {"hello": "world"}}
+    assert result["sizes"] == {"file": len(blob)}
+    assert result["sha256"] == {"file": hashlib.sha256(blob).hexdigest()}
+    assert result["echo"] == {"file": blob[:700_000]}  # bytes, not base64
+    spooled = Path(result["paths"]["file"])
+    assert spooled.parent == services.coordinator.upload_dir
+    assert not spooled.exists()
+    assert oct(spooled.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_path_is_handed_over_as_is(services: Services, tmp_path: Path) -> None:
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"x" * 1000)
+
+    async def main() -> dict[str, Any]:
+        model = services.catalog.get_or_raise("counter")
+        return await services.coordinator.infer(model, {}, files={"file": source})
+
+    result = run(services, main)
+    assert result["paths"] == {"file": str(source)}
+    assert source.exists()  # the caller's file is the caller's
+
+
+def test_binary_stream_chunks_have_no_line_limit(services: Services, tmp_path: Path) -> None:
+    """Chunks of 3 MiB (aiohttp's NDJSON line limit was 512 KiB) arrive whole, as bytes."""
+
+    async def main() -> list[Any]:
+        model = services.catalog.get_or_raise("counter")
+        payload = {"marker": str(tmp_path / "m"), "count": 3, "chunk_bytes": 3 * 2**20, "interval": 0}
+        return [c async for c in services.coordinator.infer_stream(model, payload)]
+
+    chunks = run(services, main)
+    assert [len(c) for c in chunks] == [3 * 2**20] * 3
+    assert [c[:1] for c in chunks] == [b"\x00", b"\x01", b"\x02"]
+
+
+def test_a_failure_after_the_first_chunk_raises_and_leaks_nothing(services: Services, tmp_path: Path) -> None:
+    async def main() -> tuple[list[Any], Exception]:
+        model = services.catalog.get_or_raise("counter")
+        payload = {"marker": str(tmp_path / "m"), "count": 5, "fail_after": 2, "interval": 0}
+        got: list[Any] = []
+        try:
+            async for chunk in services.coordinator.infer_stream(model, payload):
+                got.append(chunk)
+        except Exception as exc:  # noqa: BLE001 - checked below
+            return got, exc
+        raise AssertionError("the stream ended as if complete")
+
+    got, error = run(services, main)
+    assert got == [{"i": 0}, {"i": 1}]
+    assert isinstance(error, WorkerFailed)
+    assert "RuntimeError" in error.message
+    assert "0x" not in error.message  # the exception's text (with an object repr) stays in the worker log
+
+
+def test_a_lone_surrogate_is_a_400(services: Services) -> None:
+    async def main() -> None:
+        model = services.catalog.get_or_raise("counter")
+        await services.coordinator.infer(model, {"text": "\ud800"})
+
+    with pytest.raises(InvalidRequest, match="not valid Unicode"):
+        run(services, main)
 
 
 def test_non_streaming_backend_refuses_stream(services: Services) -> None:
@@ -97,3 +161,13 @@ def test_non_streaming_backend_refuses_stream(services: Services) -> None:
 
     with pytest.raises(InvalidRequest, match="does not stream"):
         run(services, main)
+
+
+def test_bytes_are_spooled_too(services: Services) -> None:
+    async def main() -> dict[str, Any]:
+        model = services.catalog.get_or_raise("counter")
+        return await services.coordinator.infer(model, {}, files={"file": b"abc" * 1000})
+
+    result = run(services, main)
+    assert result["sizes"] == {"file": 3000}
+    assert not Path(result["paths"]["file"]).exists()

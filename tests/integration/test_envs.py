@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import struct
 import subprocess
@@ -40,7 +39,7 @@ def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def vectors(result: dict[str, Any]) -> list[float]:
-    raw = base64.b64decode(result["embeddings"])
+    raw: bytes = result["embeddings"]  # float32 bytes, sent by the worker as a binary frame
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 

@@ -4,7 +4,6 @@ runs world-vc in a real worker."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import wave
@@ -16,7 +15,28 @@ from modelhost.backends.base import Backend
 from modelhost.errors import BadInput
 from modelhost.worker.protocol import WorkerSpec
 from tests.support.audio import convert, flite_wav
-from tests.support.openvoice import TINY_OPENVOICE
+
+TINY_OPENVOICE = {
+    "_version_": "v2",
+    "data": {"sampling_rate": 16000, "filter_length": 128, "hop_length": 32, "win_length": 128, "n_speakers": 0},
+    "model": {
+        "zero_g": True,
+        "inter_channels": 8,
+        "hidden_channels": 8,
+        "filter_channels": 16,
+        "n_heads": 2,
+        "n_layers": 2,
+        "kernel_size": 3,
+        "p_dropout": 0.1,
+        "resblock": "1",
+        "resblock_kernel_sizes": [3],
+        "resblock_dilation_sizes": [[1, 3, 5]],
+        "upsample_rates": [4, 8],
+        "upsample_initial_channel": 16,
+        "upsample_kernel_sizes": [8, 16],
+        "gin_channels": 16,
+    },
+}
 
 
 def wav_info(data: bytes) -> tuple[int, float]:
@@ -25,11 +45,11 @@ def wav_info(data: bytes) -> tuple[int, float]:
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+def speech(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("vc")
     source = flite_wav("The weather today is cold and windy near the river.", "slt", folder / "src.wav")
     reference = flite_wav("Please call the office before noon on Monday.", "rms", folder / "ref.wav")
-    return convert(source, folder / "src24.wav", "-ar", "24000").read_bytes(), reference.read_bytes()
+    return convert(source, folder / "src24.wav", "-ar", "24000"), reference
 
 
 def backend(cls: type[Backend], source: str, **options: object) -> Backend:
@@ -38,15 +58,15 @@ def backend(cls: type[Backend], source: str, **options: object) -> Backend:
     return instance
 
 
-def test_world_conversion_moves_pitch_and_keeps_length(speech: tuple[bytes, bytes]) -> None:
-    from modelhost.backends.voice_world import WorldVoiceConversion
+def test_world_conversion_moves_pitch_and_keeps_length(speech: tuple[Path, Path]) -> None:
+    from modelhost.backends.speech.voice_world import WorldVoiceConversion
 
     source, reference = speech
     world = backend(WorldVoiceConversion, "pyworld")
     result = world.run({"response_format": "wav"}, {"file": source, "reference": reference})
-    rate, seconds = wav_info(base64.b64decode(result["audio"]))
+    rate, seconds = wav_info(result["audio"])
     assert rate == 24_000
-    assert seconds == pytest.approx(wav_info(source)[1], abs=0.01)  # timing kept: subtitles stay valid
+    assert seconds == pytest.approx(wav_info(source.read_bytes())[1], abs=0.01)  # timing kept: subtitles stay valid
     details = result["details"]
     assert details["source_f0_hz"] > 150 > details["reference_f0_hz"]  # slt is a female voice, rms a male one
     assert details["formant_warp"] < 1.0  # a longer vocal tract: formants move down
@@ -57,10 +77,10 @@ def test_world_conversion_moves_pitch_and_keeps_length(speech: tuple[bytes, byte
     assert missing.value.param == "reference"
 
 
-def test_openvoice_converter_loads_a_checkpoint_and_converts(tmp_path: Path, speech: tuple[bytes, bytes]) -> None:
+def test_openvoice_converter_loads_a_checkpoint_and_converts(tmp_path: Path, speech: tuple[Path, Path]) -> None:
     import torch
 
-    from modelhost.backends.voice_openvoice import OpenVoiceConversion, build_converter
+    from modelhost.backends.speech.voice_openvoice import OpenVoiceConversion, build_converter
 
     folder = tmp_path / "converter"
     folder.mkdir()
@@ -76,9 +96,9 @@ def test_openvoice_converter_loads_a_checkpoint_and_converts(tmp_path: Path, spe
     source, reference = speech
     converter = backend(OpenVoiceConversion, str(folder))
     result = converter.run({"response_format": "wav"}, {"file": source, "reference": reference})
-    rate, seconds = wav_info(base64.b64decode(result["audio"]))
+    rate, seconds = wav_info(result["audio"])
     assert rate == 16_000
-    assert seconds == pytest.approx(wav_info(source)[1], abs=0.05)  # frames × hop
+    assert seconds == pytest.approx(wav_info(source.read_bytes())[1], abs=0.05)  # frames × hop
     assert result["details"]["colour_distance"] > 0
 
     torch.save({"model": {k: v for k, v in network.state_dict().items() if not k.startswith("dec.")}}, folder / "x.pth")

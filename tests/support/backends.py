@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelhost.backends.base import Backend, Files
+from modelhost.backends.speech.tts_base import SpeechBackend
 from modelhost.backends.text.embeddings_base import EmbeddingBackend
 from modelhost.errors import BadInput
 
@@ -44,7 +45,10 @@ class SleepyEmbeddings(EmbeddingBackend):
 
 
 class CountingStream(Backend[dict[str, Any]]):
-    """Streams ``{"i": n}`` every ``interval`` seconds up to ``count``; writes how far it got to ``marker``."""
+    """Streams ``{"i": n}`` every ``interval`` seconds up to ``count``; writes how far it got to ``marker``.
+    With ``chunk_bytes`` it streams ``count`` binary chunks of that size instead; ``fail_after`` raises after that
+    many chunks. ``infer`` reports the files it got (size, sha256, path) and sends back ``echo_bytes`` bytes of
+    each as a binary value."""
 
     supports_streaming = True
 
@@ -52,18 +56,52 @@ class CountingStream(Backend[dict[str, Any]]):
         pass
 
     def infer(self, payload: dict[str, Any], files: Files) -> dict[str, Any]:
-        return {"sizes": {name: len(data) for name, data in files.items()}, "payload": payload}
+        if payload.get("fail_status"):
+            raise BadInput("failing on purpose", status=int(payload["fail_status"]), code="busy_on_purpose")
+        echo = int(payload.get("echo_bytes", 0))
+        return {
+            "sizes": {name: path.stat().st_size for name, path in files.items()},
+            "sha256": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()},
+            "paths": {name: str(path) for name, path in files.items()},
+            "echo": {name: path.read_bytes()[:echo] for name, path in files.items()} if echo else None,
+            "payload": payload,
+        }
 
     def infer_stream(
         self, payload: dict[str, Any], files: Files, cancelled: threading.Event
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | bytes]:
+        if payload.get("fail_status"):
+            raise BadInput("failing on purpose", status=int(payload["fail_status"]), code="busy_on_purpose")
         marker = Path(str(payload["marker"]))
         produced = 0
+        chunk_bytes = int(payload.get("chunk_bytes", 0))
         for i in range(int(payload.get("count", 10))):
             if cancelled.is_set():
                 break
+            if payload.get("fail_after") is not None and i >= int(payload["fail_after"]):
+                raise RuntimeError(f"failing on purpose after {i} chunks: {object()!r}")
             produced = i + 1
             marker.write_text(str(produced))
-            yield {"i": i}
+            yield bytes([i % 256]) * chunk_bytes if chunk_bytes else {"i": i}
             time.sleep(float(payload.get("interval", 0.05)))
         marker.write_text(f"{produced} {'cancelled' if cancelled.is_set() else 'finished'}")
+
+
+class BrokenSpeech(SpeechBackend):
+    """Speaks one second of a tone, then fails: a failure after the HTTP answer has started."""
+
+    def load(self) -> None:
+        self.sample_rate = 16_000
+        self.voices = ["tone"]
+        self.default_voice = "tone"
+
+    def synthesize(self, text: str, voice: str, speed: float, seed: int | None) -> Iterator[np.ndarray]:
+        yield (0.2 * np.sin(np.arange(self.sample_rate) * 2 * np.pi * 440 / self.sample_rate)).astype(np.float32)
+        raise RuntimeError("the voice broke down on purpose")
+
+
+class NeedsMissingLibrary(Backend[dict[str, Any]]):
+    """A backend whose library is not installed in the worker's environment."""
+
+    def load(self) -> None:
+        import modelhost_absent_library  # type: ignore[import-not-found]  # noqa: F401  # missing on purpose

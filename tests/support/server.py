@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from modelhost.coordinator.spawn import stop_popen
+from modelhost.coordinator.supervisor import stop_popen
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,6 +32,7 @@ from modelhost.api.routes import (
 )
 from modelhost.api.routes import jobs as jobs_routes
 from modelhost.api.routes import settings as settings_routes
+from modelhost.api.upload_limit import UploadLimitMiddleware
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
 from modelhost.web import mount_dashboard
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     mount_dashboard(app)
     # Outermost first: metrics see every answer, auth runs before the body is read.
+    app.add_middleware(UploadLimitMiddleware, limit=settings.max_concurrent_uploads)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(AccessMiddleware, policy=AccessPolicy.from_settings(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,17 +1,19 @@
 """Uploaded files (audio, images, PDFs) on their way to a worker: the one place that handles them.
 
-Routes declare the file as ``file: UploadField`` and hand it over with ``upload_files``; the bytes go to the worker
-untouched (``coordinator.infer(files=...)``) and are decoded there. A zero-byte upload is refused here, on every
-route, with 400 ``empty_file``; a missing one is 400 ``missing_file`` (the validation handler).
+Routes declare the file as ``file: UploadField`` and hand it over with ``upload_files``: the upload's spooled file
+object (Starlette spools large parts to disk) goes to the coordinator untouched (``coordinator.infer(files=...)``),
+which copies it to a private temporary file and hands the worker its path; it is never read whole into memory in
+the serve process, and decoding happens in the worker. A zero-byte upload is refused here, on every route, with
+400 ``empty_file``; a missing one is 400 ``missing_file`` (the validation handler).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import os
+from typing import IO, Annotated, Any
 
 from fastapi import File, Form, UploadFile
 
-from modelhost.coordinator.coordinator import Files
 from modelhost.errors import InvalidRequest
 
 #: The ``file`` part of a multipart form (the field name OpenAI's API uses).
@@ -24,9 +26,19 @@ def multipart_form() -> Any:
     return Form(media_type="multipart/form-data")
 
 
-async def upload_files(upload: UploadFile, *, field: str = "file") -> Files:
-    """The upload as the coordinator's ``files`` argument; 400 ``empty_file`` when it holds no byte."""
-    data = await upload.read()
-    if not data:
+async def upload_files(upload: UploadFile, *, field: str = "file") -> dict[str, IO[bytes]]:
+    """The upload as the coordinator's ``files`` argument (its spooled file object, not its bytes); 400
+    ``empty_file`` when it holds no byte."""
+    if is_empty(upload.file):
         raise InvalidRequest(f"the uploaded {field!r} is empty", param=field, code="empty_file")
-    return {field: (upload.filename or "upload", data, upload.content_type or "application/octet-stream")}
+    upload.file.seek(0)
+    return {field: upload.file}
+
+
+def is_empty(file: IO[bytes]) -> bool:
+    """Whether an upload's file holds no bytes (without reading it)."""
+    position = file.tell()
+    try:
+        return file.seek(0, os.SEEK_END) == 0
+    finally:
+        file.seek(position)

@@ -9,6 +9,12 @@ loaded model. ``infer`` returns the task's result model (or a plain dict); the b
 Backends run in a worker process, on one inference thread. They raise ``BadInput`` (4xx) for requests they cannot
 serve and ``BackendFault`` (5xx) when the server lacks something (a package, a file); anything else propagates
 (answered 500 and logged with a traceback).
+
+``files`` maps a form field (``"file"``) to a ``Path``: the request's uploads as files on local disk that the
+coordinator spooled and deletes after the request (read them, never keep the paths). A result may hold ``bytes``
+(an audio chunk, a voiceprint, an embedding matrix): they travel as raw binary frames, never base64; the result
+models of ``modelhost.schemas`` type such fields ``bytes`` and describe the JSON part. ``infer_stream`` yields
+results or raw ``bytes`` (audio chunks).
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ __all__ = [
 ]
 
 RequestT = TypeVar("RequestT")
-#: Uploaded files by form field name (``file``), as bytes.
-Files = Mapping[str, bytes]
+#: Uploaded files by form field name (``file``): paths of files the coordinator spooled for this request.
+Files = Mapping[str, Path]
 #: What ``infer`` returns: the task's result model, or a JSON-ready dict (custom backends).
 Result = BaseModel | dict[str, Any]
 
@@ -74,7 +80,7 @@ class Backend(Generic[RequestT]):
     def infer_batch(self, requests: list[RequestT]) -> Sequence[Result]:
         return [self.infer(request, {}) for request in requests]
 
-    def infer_stream(self, request: RequestT, files: Files, cancelled: threading.Event) -> Iterator[Result]:
+    def infer_stream(self, request: RequestT, files: Files, cancelled: threading.Event) -> Iterator[Result | bytes]:
         """Yield partial results; stop soon after ``cancelled`` is set (the client went away)."""
         raise BadInput(f"model {self.spec.model_id} does not stream", param="stream", code="streaming_unsupported")
         yield {}  # pragma: no cover - makes this a generator
@@ -101,23 +107,28 @@ class Backend(Generic[RequestT]):
     def run_batch(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [dump(result) for result in self.infer_batch([self.parse(payload) for payload in payloads])]
 
-    def run_stream(self, payload: dict[str, Any], files: Files, cancelled: threading.Event) -> Iterator[dict[str, Any]]:
+    def run_stream(
+        self, payload: dict[str, Any], files: Files, cancelled: threading.Event
+    ) -> Iterator[dict[str, Any] | bytes]:
         for item in self.infer_stream(self.parse(payload), files, cancelled):
-            yield dump(item)
+            yield item if isinstance(item, bytes) else dump(item)
 
 
-def require_file(files: Files, name: str = "file") -> bytes:
-    """The uploaded file ``name``: ``BadInput`` ``missing_file`` / ``empty_file`` when it is absent or empty."""
-    data = files.get(name)
-    if data is None:
+def require_file(files: Files, name: str = "file") -> Path:
+    """The path of the uploaded file ``name``: ``BadInput`` ``missing_file`` / ``empty_file`` when it is absent or
+    empty."""
+    path = files.get(name)
+    if path is None or not path.is_file():
         raise BadInput(f"no {name!r} upload in the request", param=name, code="missing_file")
-    if not data:
+    if path.stat().st_size == 0:
         raise BadInput(f"the uploaded {name!r} is empty", param=name, code="empty_file")
-    return data
+    return path
 
 
 def dump(result: Result) -> dict[str, Any]:
-    return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+    """A result ready for the worker's frames: ``bytes`` stay bytes (sent as binary frames), the rest is what
+    orjson writes (``model_dump`` in python mode keeps bytes, which ``mode="json"`` would turn into text)."""
+    return result.model_dump(mode="python") if isinstance(result, BaseModel) else result
 
 
 def resolve_source(source: str) -> str:

@@ -101,7 +101,7 @@ BUILTIN_BACKENDS: dict[str, BackendInfo] = {
         ),
         BackendInfo(
             "world",
-            "modelhost.backends.voice_world:WorldVoiceConversion",
+            "modelhost.backends.speech.voice_world:WorldVoiceConversion",
             ("voice-conversion",),
             "speech",
             "offline voice matching with the WORLD vocoder (pyworld): reference F0 statistics, formant warp and "
@@ -109,7 +109,7 @@ BUILTIN_BACKENDS: dict[str, BackendInfo] = {
         ),
         BackendInfo(
             "openvoice-v2",
-            "modelhost.backends.voice_openvoice:OpenVoiceConversion",
+            "modelhost.backends.speech.voice_openvoice:OpenVoiceConversion",
             ("voice-conversion",),
             "speech",
             "OpenVoice V2 tone-colour converter (torch); source: its checkpoints_v2/converter folder "

@@ -1,24 +1,29 @@
-"""The coordinator: spawns workers on first use, admits GPU work, routes requests, reaps exits.
+"""The coordinator: routes requests to workers, admits GPU work, and answers every failure the same way.
 
-Routes and pipelines call ``await coordinator.infer(model, payload)``; they never see sockets or processes.
+Routes and pipelines call ``await coordinator.infer(model, payload, files=...)`` or iterate
+``coordinator.infer_stream(model, payload, files=...)``; they never see sockets or processes. Process supervision
+(spawn, readiness, exit watch, stop, log) lives in ``modelhost.coordinator.supervisor``.
+
+Files: a mapping of field name to a ``Path`` (a file the caller keeps until the call returns), a binary file object
+(e.g. an upload's spooled file) or ``bytes``; the last two are written to a private temporary file for the duration
+of the call.
+The worker receives paths and opens them itself, so an upload is never held whole in the serve process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import re
-import secrets
+import os
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
@@ -27,9 +32,10 @@ from modelhost.catalog.models import ModelEntry
 from modelhost.catalog.registry import backend_reference
 from modelhost.config import Settings
 from modelhost.coordinator.admission import GpuAdmission
-from modelhost.coordinator.client import WorkerClient
-from modelhost.coordinator.handles import READY, STARTING, TERMINATED, WorkerHandle
-from modelhost.coordinator.spawn import describe_exit, spawn_worker, stop_process
+from modelhost.coordinator.client import WorkerClient, WorkerProtocolError, check_encodable
+from modelhost.coordinator.handles import READY, WorkerHandle
+from modelhost.coordinator.sources import check_source
+from modelhost.coordinator.supervisor import Supervisor, describe_exit
 from modelhost.errors import (
     Conflict,
     InferenceTimeout,
@@ -41,12 +47,17 @@ from modelhost.errors import (
 )
 from modelhost.metrics import Metrics
 from modelhost.runtime_settings import RuntimeSettingsStore
-from modelhost.worker.protocol import ERROR, EXIT_IDLE, WorkerSpec
-from modelhost.worker.protocol import READY as WORKER_READY
+from modelhost.worker.protocol import EXIT_IDLE, WorkerSpec
 
 log = logging.getLogger(__name__)
 
-Files = dict[str, tuple[str, bytes, str]]
+#: What ``infer``/``infer_stream`` accept as files: a path the caller owns, or a binary file object or bytes to spool.
+FileRef = Path | IO[bytes] | bytes
+Files = Mapping[str, FileRef]
+#: A streamed partial result: a JSON object (text generation) or bytes (an audio chunk).
+Chunk = dict[str, Any] | bytes
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, WorkerProtocolError, TimeoutError)
 
 
 class _WorkerWentIdle(Exception):
@@ -60,12 +71,12 @@ class Coordinator:
         self.envs = envs
         self.metrics = metrics
         self.admission = GpuAdmission(metrics)
+        self.supervisor = Supervisor(metrics, settings.logs_dir, lambda: sum(h.alive for h in self._handles.values()))
         self._handles: dict[str, WorkerHandle] = {}
-        self._seq = itertools.count(1)
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owns_run_dir = settings.run_dir is None
         self.run_dir = Path(settings.run_dir) if settings.run_dir else Path()
+        self.upload_dir = settings.data_dir / "tmp" / "uploads"
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -74,44 +85,49 @@ class Coordinator:
             self.run_dir = Path(tempfile.mkdtemp(prefix="modelhost-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o700)
+        shutil.rmtree(self.upload_dir, ignore_errors=True)  # leftovers of a server that was killed
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.upload_dir, self.upload_dir.parent):
+            folder.chmod(0o700)
         log.info("coordinator started, worker sockets in %s", self.run_dir)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(self._stop_handle(h, "shutdown") for h in list(self._handles.values())))
-        for task in list(self._tasks):
-            task.cancel()
+        await asyncio.gather(*(self.supervisor.stop(h, "shutdown") for h in list(self._handles.values())))
+        self.supervisor.cancel_tasks()
         if self._owns_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         log.info("coordinator stopped")
 
     # -- requests --------------------------------------------------------------------------------------------
     async def infer(self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None) -> dict[str, Any]:
+        """One result. Binary values in it (an embedding matrix, a voiceprint) are ``bytes``."""
+        check_encodable(payload)
         handle = self._handle(model)
-        runtime = self.runtime.current
-        if handle.pending >= runtime.max_queue_per_model:
-            raise QueueFull(
-                f"model {model.id!r} already has {handle.pending} requests queued or running "
-                f"(max_queue_per_model={runtime.max_queue_per_model}); retry later",
-                headers={"Retry-After": "1"},
-            )
-        handle.pending += 1
-        self.metrics.queue_depth.labels(model.id).set(handle.pending)
-        started = time.monotonic()
-        try:
+        async with self._queued(handle), self._spooled(files) as paths:
             for attempt in (1, 2):
-                async with self.admission.admit(model, runtime.gpu_policy):
+                async with self.admission.admit(model, self.runtime.current.gpu_policy):
                     client = await self._ensure_ready(handle)
                     try:
-                        return await self._call(handle, client, payload, files)
+                        async with self._in_flight(handle) as timeout:
+                            try:
+                                async with asyncio.timeout(timeout):
+                                    status, body = await client.infer(
+                                        payload,
+                                        request_id=uuid.uuid4().hex,
+                                        idle_timeout=handle.idle_timeout,
+                                        files=paths,
+                                    )
+                            except _TRANSPORT_ERRORS as exc:
+                                raise await self._transport_failure(handle, exc, timeout) from None
                     except _WorkerWentIdle:
-                        if attempt == 2:
-                            raise WorkerCrashed(f"worker for model {model.id!r} exited twice in a row") from None
-                        log.info("worker for %s went idle under a request; retrying on a fresh worker", model.id)
+                        self._retry_or_raise(model, attempt)
+                        continue
+                    handle.requests += 1
+                    if status != 200:
+                        raise worker_error(status, body.get("error"))
+                    result: dict[str, Any] = body["result"]
+                    return result
             raise AssertionError("unreachable")
-        finally:
-            handle.pending -= 1
-            self.metrics.queue_depth.labels(model.id).set(handle.pending)
-            self.metrics.inference_seconds.labels(model.id).observe(time.monotonic() - started)
 
     async def warm_up(self, model: ModelEntry, wait: bool = True) -> dict[str, Any]:
         """Start the model's worker without a request (under the same admission as a load); its status after, or
@@ -133,126 +149,155 @@ class Coordinator:
             except Exception:
                 log.exception("warm-up of %s failed", model.id)
 
-        self._track(load_logged())
+        self.supervisor.track(load_logged())
         await asyncio.sleep(0)  # let the spawn begin, so the status says so
         return handle.status()
 
     async def infer_stream(
         self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Yield partial results. Closing the generator early (client gone) closes the worker connection,
-        which makes the worker stop generating. The GPU lock (if any) is held for the whole stream."""
+    ) -> AsyncIterator[Chunk]:
+        """Yield partial results: dicts, or bytes for binary chunks. Ends normally only when the worker said the
+        answer is complete; any failure raises a ``ModelhostError``, before or after the first chunk. Closing the
+        generator early (client gone) closes the worker connection, which stops generation. The GPU lock (if
+        any) is held for the whole stream; ``worker_request_timeout_seconds`` applies to each chunk."""
+        check_encodable(payload)
         handle = self._handle(model)
-        runtime = self.runtime.current
-        if handle.pending >= runtime.max_queue_per_model:
+        async with self._queued(handle), self._spooled(files) as paths:
+            for attempt in (1, 2):
+                async with self.admission.admit(model, self.runtime.current.gpu_policy):
+                    client = await self._ensure_ready(handle)
+                    yielded = False
+                    try:
+                        async with self._in_flight(handle) as timeout:
+                            stream = client.infer_stream(
+                                payload, request_id=uuid.uuid4().hex, idle_timeout=handle.idle_timeout, files=paths
+                            )
+                            try:
+                                while True:
+                                    try:
+                                        async with asyncio.timeout(timeout):  # per chunk: a stream may run long
+                                            status, item = await anext(stream)
+                                    except StopAsyncIteration:
+                                        handle.requests += 1
+                                        return
+                                    except _TRANSPORT_ERRORS as exc:
+                                        raise await self._transport_failure(handle, exc, timeout) from None
+                                    if status != 200:
+                                        handle.requests += 1
+                                        error = item.get("error") if isinstance(item, dict) else None
+                                        raise worker_error(status, error)
+                                    yielded = True
+                                    yield item
+                            finally:
+                                await stream.aclose()
+                    except _WorkerWentIdle:
+                        if yielded:  # cannot replay what the caller already has
+                            raise WorkerCrashed(f"the worker for model {model.id!r} exited during the stream") from None
+                        self._retry_or_raise(model, attempt)
+                        continue
+            raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def _queued(self, handle: WorkerHandle) -> AsyncIterator[None]:
+        """Queue admission and metrics, shared by both request paths."""
+        model_id = handle.model.id
+        limit = self.runtime.current.max_queue_per_model
+        if handle.pending >= limit:
             raise QueueFull(
-                f"model {model.id!r} has too many requests queued; retry later", headers={"Retry-After": "1"}
+                f"model {model_id!r} already has {handle.pending} requests queued or running "
+                f"(max_queue_per_model={limit}); retry later",
+                headers={"Retry-After": "1"},
             )
         handle.pending += 1
+        self.metrics.queue_depth.labels(model_id).set(handle.pending)
+        started = time.monotonic()
         try:
-            async with self.admission.admit(model, runtime.gpu_policy):
-                client = await self._ensure_ready(handle)
-                handle.idle_timeout = self._idle_timeout(model)
-                handle.in_flight += 1
-                handle.last_used = time.monotonic()
-                timeout = runtime.worker_request_timeout_seconds
-                stream = client.infer_stream(
-                    payload, request_id=uuid.uuid4().hex, idle_timeout=handle.idle_timeout, files=files
-                )
-                try:
-                    while True:
-                        try:
-                            async with asyncio.timeout(timeout):  # per chunk: a stream may run long
-                                status, line = await anext(stream)
-                        except StopAsyncIteration:
-                            raise WorkerCrashed(f"worker for model {model.id!r} ended the stream early") from None
-                        if status != 200 or "error" in line:
-                            error = line.get("error") or {}
-                            raise from_worker_error(int(line.get("status", status)), error)
-                        if line.get("done"):
-                            handle.requests += 1
-                            return
-                        yield line["chunk"]
-                except TimeoutError:
-                    await self._stop_handle(handle, "timeout", grace=0)
-                    raise InferenceTimeout(
-                        f"model {model.id!r} produced nothing for {timeout:g} s; its worker was stopped"
-                    ) from None
-                except (aiohttp.ClientError, OSError):
-                    code = await self._exit_code_after_failure(handle)
-                    raise WorkerCrashed(
-                        f"worker for model {model.id!r} failed during the stream ({describe_exit(code)})"
-                    ) from None
-                finally:
-                    await stream.aclose()
-                    handle.in_flight -= 1
-                    handle.last_used = time.monotonic()
+            yield
         finally:
             handle.pending -= 1
+            self.metrics.queue_depth.labels(model_id).set(handle.pending)
+            self.metrics.inference_seconds.labels(model_id).observe(time.monotonic() - started)
+
+    @contextlib.asynccontextmanager
+    async def _in_flight(self, handle: WorkerHandle) -> AsyncIterator[float]:
+        """Mark a request as sent to the worker; yields the request timeout."""
+        handle.idle_timeout = self._idle_timeout(handle.model)
+        handle.in_flight += 1
+        handle.last_used = time.monotonic()
+        try:
+            yield self.runtime.current.worker_request_timeout_seconds
+        finally:
+            handle.in_flight -= 1
+            handle.last_used = time.monotonic()
+
+    @contextlib.asynccontextmanager
+    async def _spooled(self, files: Files | None) -> AsyncIterator[dict[str, Path]]:
+        """Paths for ``files``: a ``Path`` as given; a file object or bytes written (in a thread) to a private
+        temporary file under ``<data_dir>/tmp/uploads`` (0700), deleted when the call ends."""
+        paths: dict[str, Path] = {}
+        created: list[Path] = []
+        try:
+            for name, ref in (files or {}).items():
+                if isinstance(ref, Path):
+                    paths[name] = ref.resolve()
+                    continue
+                fd, raw = tempfile.mkstemp(prefix="upload-", dir=self.upload_dir)
+                target = Path(raw)
+                created.append(target)
+                await asyncio.to_thread(_copy_into, ref, fd)
+                paths[name] = target
+            yield paths
+        finally:
+            for target in created:
+                with contextlib.suppress(OSError):
+                    target.unlink()
+
+    async def _transport_failure(self, handle: WorkerHandle, exc: BaseException, timeout: float) -> Exception:
+        """The one translation of a failed worker call (no answer in time, connection broken, answer cut off)
+        into what the caller sees, for both request paths."""
+        model_id = handle.model.id
+        if isinstance(exc, TimeoutError):
+            await self.supervisor.stop(handle, "timeout", grace=0)
+            return InferenceTimeout(
+                f"model {model_id!r} did not answer within {timeout:g} s (worker_request_timeout_seconds); "
+                "its worker was stopped"
+            )
+        code = await self.supervisor.exit_code_after_failure(handle)
+        if handle.stop_reason == "timeout":
+            return InferenceTimeout(f"model {model_id!r}: its worker was stopped after the request timeout")
+        if code == EXIT_IDLE and handle.stop_reason is None:
+            return _WorkerWentIdle()
+        if handle.stop_reason in ("stopped", "shutdown"):
+            return ModelUnavailable(
+                f"the worker for model {model_id!r} was stopped during the request "
+                "(stop requested, model changed or removed, or server shutting down)",
+                code="worker_stopped",
+                retry_after=1,
+            )
+        log.warning(
+            "worker for %s failed during a request (%s: %s; %s); log %s",
+            model_id,
+            type(exc).__name__,
+            exc,
+            describe_exit(code),
+            handle.log_path,
+        )
+        return WorkerCrashed(
+            f"the worker for model {model_id!r} failed during the request ({describe_exit(code)}); "
+            "the next request starts a fresh worker"
+        )
+
+    @staticmethod
+    def _retry_or_raise(model: ModelEntry, attempt: int) -> None:
+        if attempt == 2:
+            raise WorkerCrashed(f"the worker for model {model.id!r} exited twice in a row")
+        log.info("worker for %s went idle under a request; retrying on a fresh worker", model.id)
 
     def _idle_timeout(self, model: ModelEntry) -> float:
         """The model's override, else the runtime setting: read per request so a change reaches running workers."""
         if model.idle_timeout_seconds is not None:
             return model.idle_timeout_seconds
         return self.runtime.current.worker_idle_timeout_seconds
-
-    async def _call(
-        self, handle: WorkerHandle, client: WorkerClient, payload: dict[str, Any], files: Files | None
-    ) -> dict[str, Any]:
-        runtime = self.runtime.current
-        timeout = runtime.worker_request_timeout_seconds
-        handle.idle_timeout = self._idle_timeout(handle.model)
-        handle.in_flight += 1
-        handle.last_used = time.monotonic()
-        try:
-            async with asyncio.timeout(timeout):
-                status, body = await client.infer(
-                    payload, request_id=uuid.uuid4().hex, idle_timeout=handle.idle_timeout, files=files
-                )
-        except TimeoutError:
-            await self._stop_handle(handle, "timeout", grace=0)
-            raise InferenceTimeout(
-                f"model {handle.model.id!r} did not answer within {timeout:g} s "
-                "(worker_request_timeout_seconds); its worker was stopped"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            code = await self._exit_code_after_failure(handle)
-            if handle.stop_reason == "timeout":
-                raise InferenceTimeout(
-                    f"model {handle.model.id!r}: its worker was stopped after the request timeout"
-                ) from None
-            if code == EXIT_IDLE and handle.stop_reason is None:
-                raise _WorkerWentIdle from exc
-            if handle.stop_reason in ("stopped", "shutdown"):
-                raise ModelUnavailable(
-                    f"the worker for model {handle.model.id!r} was stopped during the request "
-                    "(stop requested, model changed or removed, or server shutting down)",
-                    code="worker_stopped",
-                    retry_after=1,
-                ) from None
-            raise WorkerCrashed(
-                f"worker for model {handle.model.id!r} failed during the request ({describe_exit(code)}); "
-                f"the next request starts a fresh worker. Log: {handle.log_path}"
-            ) from None
-        finally:
-            handle.in_flight -= 1
-            handle.last_used = time.monotonic()
-        handle.requests += 1
-        if status == 200:
-            result: dict[str, Any] = body["result"]
-            return result
-        error = body.get("error") or {}
-        if status == 503:
-            raise ModelUnavailable(str(error.get("message", "model unavailable")), code=error.get("code"))
-        raise from_worker_error(status, error)
-
-    async def _exit_code_after_failure(self, handle: WorkerHandle) -> int | None:
-        """After a broken connection: wait briefly for the process to exit; kill it if it lingers broken."""
-        try:
-            await asyncio.wait_for(asyncio.shield(handle.exited.wait()), 2.0)
-        except TimeoutError:
-            await self._stop_handle(handle, "crash", grace=0)
-        return handle.exit_code
 
     # -- workers ---------------------------------------------------------------------------------------------
     def _handle(self, model: ModelEntry) -> WorkerHandle:
@@ -272,135 +317,48 @@ class Coordinator:
             if handle.alive and handle.state == READY and handle.client is not None:
                 return handle.client
             if handle.alive:
-                await self._stop_handle(handle, "stopped", grace=1)
-            return await self._spawn(handle)
+                await self.supervisor.stop(handle, "stopped", grace=1)
+            check_source(handle.model.id, handle.model.source)
+            runtime = self.runtime.current
+            handle.idle_timeout = self._idle_timeout(handle.model)
+            spec = self._spec(handle.model, handle.idle_timeout)
+            interpreter = self._interpreter(handle.model)
+            await self.supervisor.spawn(handle, spec, interpreter, runtime.worker_startup_timeout_seconds)
+            assert handle.client is not None
+            return handle.client
 
-    async def _spawn(self, handle: WorkerHandle) -> WorkerClient:
-        model = handle.model
+    def _spec(self, model: ModelEntry, idle_timeout: float) -> WorkerSpec:
         runtime = self.runtime.current
-        interpreter = self._interpreter(model)
-        socket_path = str(self.run_dir / f"w{next(self._seq)}.sock")
-        handle.idle_timeout = self._idle_timeout(model)
-        spec = WorkerSpec(
+        return WorkerSpec(
             model_id=model.id,
             task=model.task,
             backend=backend_reference(model.backend),
             source=model.source,
-            socket_path=socket_path,
+            socket_path=self.supervisor.socket_path(self.run_dir),
             device=model.device,
             threads=model.threads or 1,
-            idle_timeout=handle.idle_timeout,
+            idle_timeout=idle_timeout,
             max_batch_size=runtime.worker_max_batch_size,
             batch_wait_ms=runtime.worker_batch_wait_ms,
-            parent_pid=_pid(),
+            parent_pid=os.getpid(),
             log_level=self.settings.log_level,
             data_dir=str(self.settings.data_dir),
             options=model.options,
+            max_audio_seconds=self.settings.max_audio_seconds,
         )
-        token = secrets.token_urlsafe(32)
-        log_path = self.settings.logs_dir / f"worker-{_safe(model.id)}.log"
-        started = time.monotonic()
-        process = await spawn_worker(spec, token, interpreter, log_path)
-        handle.process, handle.socket_path, handle.log_path = process, socket_path, str(log_path)
-        handle.state, handle.exit_code, handle.stop_reason = STARTING, None, None
-        handle.started_at = started
-        handle.spawns += 1
-        handle.exited = asyncio.Event()
-        handle.client = WorkerClient(socket_path, token)
-        self.metrics.worker_spawns.labels(model.id).inc()
-        self._track(self._watch_exit(handle, process))
-        log.info("spawned worker pid=%s for %s (%s, python %s)", process.pid, model.id, spec.backend, interpreter)
-        await self._wait_ready(handle, handle.client, started + runtime.worker_startup_timeout_seconds)
-        handle.state, handle.ready_at = READY, time.monotonic()
-        handle.last_used = handle.ready_at
-        load_s = handle.ready_at - started
-        self.metrics.worker_load_seconds.labels(model.id).observe(load_s)
-        log.info("worker pid=%s for %s ready in %.2f s", process.pid, model.id, load_s)
-        return handle.client
-
-    async def _wait_ready(self, handle: WorkerHandle, client: WorkerClient, deadline: float) -> None:
-        socket_path = Path(handle.socket_path or "")
-        delay = 0.01
-        while True:
-            if handle.exited.is_set() or (handle.process and handle.process.returncode is not None):
-                await asyncio.wait_for(handle.exited.wait(), 5)
-                raise ModelUnavailable(
-                    f"worker for model {handle.model.id!r} exited during start-up "
-                    f"({describe_exit(handle.exit_code)}): {self._log_tail(handle)}",
-                    code="model_load_failed",
-                    retry_after=30,
-                )
-            if time.monotonic() > deadline:
-                await self._stop_handle(handle, "startup", grace=0)
-                raise ModelUnavailable(
-                    f"model {handle.model.id!r} did not load within "
-                    f"{self.runtime.current.worker_startup_timeout_seconds:g} s (worker_startup_timeout_seconds)",
-                    code="model_load_timeout",
-                )
-            if socket_path.exists():
-                try:
-                    health = await client.health(timeout=2.0)
-                except (aiohttp.ClientError, OSError, TimeoutError):
-                    health = {}
-                if health.get("state") == WORKER_READY:
-                    return
-                if health.get("state") == ERROR:
-                    await self._stop_handle(handle, "startup", grace=0)
-                    raise ModelUnavailable(
-                        f"model {handle.model.id!r} failed to load: {health.get('error')}",
-                        code="model_load_failed",
-                        retry_after=30,
-                    )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
-
-    async def _watch_exit(self, handle: WorkerHandle, process: asyncio.subprocess.Process) -> None:
-        code = await process.wait()  # reaps the child: no zombies
-        if handle.process is not process:
-            return
-        handle.exit_code = code
-        handle.state = TERMINATED
-        handle.exited.set()
-        reason = handle.stop_reason or ("idle" if code == EXIT_IDLE else "crash")
-        self.metrics.worker_evictions.labels(handle.model.id, reason).inc()
-        self.metrics.workers.set(sum(1 for h in self._handles.values() if h.alive))
-        level = logging.INFO if reason in ("idle", "stopped", "shutdown") else logging.WARNING
-        log.log(
-            level,
-            "worker pid=%s for %s gone: %s (%s)",
-            process.pid,
-            handle.model.id,
-            reason,
-            describe_exit(code),
-        )
-        client, handle.client = handle.client, None
-        if client is not None:
-            await client.close()
-        if handle.socket_path:
-            with contextlib.suppress(OSError):
-                Path(handle.socket_path).unlink()
-
-    async def _stop_handle(self, handle: WorkerHandle, reason: str, grace: float = 5.0) -> None:
-        process = handle.process
-        if process is None or process.returncode is not None:
-            return
-        handle.stop_reason = reason
-        await stop_process(process, grace)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(handle.exited.wait(), 5)
 
     async def stop_worker(self, model_id: str) -> bool:
         """Stop a model's worker (its memory is freed); it respawns on next use. False if none was running."""
         handle = self._handles.get(model_id)
         if handle is None or not handle.alive:
             return False
-        await self._stop_handle(handle, "stopped")
+        await self.supervisor.stop(handle, "stopped")
         return True
 
     def model_changed(self, model_id: str) -> None:
         """Catalog callback (any thread): a changed or removed model's worker must not keep serving."""
         if self._loop is not None and model_id in self._handles:
-            self._loop.call_soon_threadsafe(lambda: self._track(self.stop_worker(model_id)))
+            self._loop.call_soon_threadsafe(lambda: self.supervisor.track(self.stop_worker(model_id)))
 
     async def worker_info(self, model_id: str) -> dict[str, Any] | None:
         handle = self._handles.get(model_id)
@@ -424,24 +382,6 @@ class Coordinator:
             )
         return str(self.envs.interpreter(model.python_env))
 
-    def _track(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    def _log_tail(handle: WorkerHandle, limit: int = 1500) -> str:
-        if not handle.log_path:
-            return ""
-        try:
-            with open(handle.log_path, "rb") as f:
-                f.seek(0, 2)
-                f.seek(max(0, f.tell() - limit))
-                lines = f.read().decode(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(lines[-6:])
-
     # -- introspection ---------------------------------------------------------------------------------------
     def workers(self) -> list[dict[str, Any]]:
         return [h.status() for h in sorted(self._handles.values(), key=lambda h: h.model.id) if h.alive]
@@ -457,18 +397,31 @@ class Coordinator:
         }
 
 
+def worker_error(status: int, error: Any) -> ModelhostError:
+    """A worker's error envelope as the typed error the API answers: a 503 stays a 503 (with Retry-After only
+    when the worker was merely not ready), 4xx keep their status, anything else is a 500."""
+    error = error if isinstance(error, dict) else {}
+    if status == 503:
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        transient = code in (None, "model_unavailable")
+        return ModelUnavailable(
+            str(error.get("message") or "model unavailable"), code=code, retry_after=5 if transient else None
+        )
+    return from_worker_error(status, error)
+
+
 def worker_key(model: ModelEntry) -> str:
     return f"{model.task}:{model.id}" + (f":{model.python_env}" if model.python_env else "")
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+def _copy_into(source: IO[bytes] | bytes, fd: int) -> None:
+    with os.fdopen(fd, "wb") as target:
+        if isinstance(source, bytes):
+            target.write(source)
+            return
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            source.seek(0)
+        shutil.copyfileobj(source, target, 1024 * 1024)
 
 
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
-__all__ = ["Coordinator", "ModelhostError", "worker_key"]
+__all__ = ["Chunk", "Coordinator", "FileRef", "Files", "ModelhostError", "worker_error", "worker_key"]

@@ -1,21 +1,27 @@
 """Every call from a pipeline (or the speaker routes) to the coordinator, in one place.
 
 When the coordinator's or a task schema's signature changes, only this module changes. Each function takes anything
-with ``catalog`` and ``coordinator`` attributes (``JobDeps``, the app's ``Services``) and audio bytes any ffmpeg
-decodes (pipelines send 16 kHz mono WAV).
+with ``catalog`` and ``coordinator`` attributes (``JobDeps``, the app's ``Services``) and audio any ffmpeg decodes
+(pipelines send 16 kHz mono WAV) as a ``Path``, a binary file object or ``bytes``: the coordinator spools it to a
+private file and hands the worker its path. Every payload is the task schema's ``model_dump()`` (``model``
+included); binary results (voiceprints, audio) arrive as ``bytes`` (binary frames), never base64.
 """
 
 from __future__ import annotations
 
-import base64
-import sys
-from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from modelhost.media.vectors import float32_values
+from modelhost.schemas.diarization import DiarizationRequest, DiarizationResult
+from modelhost.schemas.speaker_embedding import SpeakerEmbeddingRequest, SpeakerEmbeddingResult
+from modelhost.schemas.speech_recognition import TranscriptionRequest
+from modelhost.schemas.text_to_speech import SpeechRequest
+from modelhost.schemas.voice_conversion import VoiceConversionRequest, VoiceConversionResult
+
 if TYPE_CHECKING:
     from modelhost.catalog.models import Catalog
-    from modelhost.coordinator.coordinator import Coordinator
+    from modelhost.coordinator.coordinator import Coordinator, FileRef
 
 ASR_TASK = "speech-recognition"
 DIARIZATION_TASK = "speaker-diarization"
@@ -33,61 +39,47 @@ class InferenceDeps(Protocol):
     def coordinator(self) -> Coordinator: ...
 
 
-def _file(audio: bytes, filename: str, content_type: str) -> dict[str, tuple[str, bytes, str]]:
-    return {"file": (filename, audio, content_type)}
-
-
-def floats(encoded: str | None) -> list[float] | None:
-    """Base64 little-endian float32 (as workers send vectors) → floats, without numpy."""
-    if encoded is None:
-        return None
-    values = array("f")
-    values.frombytes(base64.b64decode(encoded))
-    if sys.byteorder != "little":
-        values.byteswap()
-    return values.tolist()
+def floats(data: bytes | None) -> list[float] | None:
+    """A voiceprint as workers send it (little-endian float32 bytes, or None) → floats, without numpy."""
+    return None if data is None else float32_values(data)
 
 
 async def transcribe(
-    deps: InferenceDeps,
-    audio: bytes,
-    *,
-    model: str = DEFAULT_ASR_MODEL,
-    language: str | None = None,
-    filename: str = "audio.wav",
-    content_type: str = "audio/wav",
+    deps: InferenceDeps, audio: FileRef, *, model: str = DEFAULT_ASR_MODEL, language: str | None = None
 ) -> dict[str, Any]:
     """ASR with word timestamps → ``{"text", "language", "duration", "segments", "words": [{word, start, end}]}``."""
     entry = deps.catalog.get_for_task_or_raise(ASR_TASK, model)
-    payload = {  # a TranscriptionRequest (modelhost.schemas.speech_recognition)
-        "model": entry.id,
-        "task": "transcribe",
-        "language": language,
-        "temperature": 0.0,
-        "timestamp_granularities": ["word", "segment"],
-        "vad_filter": False,
-    }
-    return await deps.coordinator.infer(entry, payload, files=_file(audio, filename, content_type))
+    request = TranscriptionRequest(
+        model=entry.id,
+        language=language,
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    return await deps.coordinator.infer(entry, request.model_dump(), files={"file": audio})
 
 
 async def diarize(
     deps: InferenceDeps,
-    audio: bytes,
+    audio: FileRef,
     *,
     model: str = DEFAULT_DIARIZATION_MODEL,
     num_speakers: int | None = None,
     min_speakers: int | None = None,
     max_speakers: int | None = None,
-    filename: str = "audio.wav",
-    content_type: str = "audio/wav",
 ) -> dict[str, Any]:
     """Who spoke when → ``{"duration", "num_speakers", "segments": [{start, end, speaker}], "speakers":
     [{speaker, duration, embedding: [floats] | None}]}`` (embeddings decoded)."""
     entry = deps.catalog.get_for_task_or_raise(DIARIZATION_TASK, model)
-    counts = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
-    payload: dict[str, Any] = {"model": entry.id, **{k: v for k, v in counts.items() if v is not None}}
-    result = await deps.coordinator.infer(entry, payload, files=_file(audio, filename, content_type))
-    result["speakers"] = [{**s, "embedding": floats(s.get("embedding"))} for s in result.get("speakers", [])]
+    request = DiarizationRequest(
+        model=entry.id,
+        num_speakers=num_speakers,
+        min_speakers=min_speakers,
+        max_speakers=max_speakers,
+        include_embeddings=True,
+    )
+    raw = await deps.coordinator.infer(entry, request.model_dump(), files={"file": audio})
+    result = DiarizationResult.model_validate(raw).model_dump()
+    result["speakers"] = [{**s, "embedding": floats(s.get("embedding"))} for s in result["speakers"]]
     return result
 
 
@@ -99,22 +91,17 @@ class Voiceprint:
     speech_duration: float
 
 
-async def embed_speaker(
-    deps: InferenceDeps,
-    audio: bytes,
-    *,
-    model: str = DEFAULT_SPEAKER_MODEL,
-    filename: str = "audio.wav",
-    content_type: str = "application/octet-stream",
-) -> Voiceprint:
+async def embed_speaker(deps: InferenceDeps, audio: FileRef, *, model: str = DEFAULT_SPEAKER_MODEL) -> Voiceprint:
     """An L2-normalised voiceprint of the speech in ``audio`` (``vector`` None when there is none)."""
     entry = deps.catalog.get_for_task_or_raise(SPEAKER_EMBEDDING_TASK, model)
-    result = await deps.coordinator.infer(entry, {"model": entry.id}, files=_file(audio, filename, content_type))
+    request = SpeakerEmbeddingRequest(model=entry.id)
+    raw = await deps.coordinator.infer(entry, request.model_dump(), files={"file": audio})
+    result = SpeakerEmbeddingResult.model_validate(raw)
     return Voiceprint(
         model=entry.id,
-        vector=floats(result.get("embedding")),
-        duration=float(result.get("duration") or 0.0),
-        speech_duration=float(result.get("speech_duration") or 0.0),
+        vector=floats(result.embedding),
+        duration=float(result.duration or 0.0),
+        speech_duration=float(result.speech_duration or 0.0),
     )
 
 
@@ -129,20 +116,21 @@ async def synthesize_speech(
 ) -> bytes:
     """Text → a WAV file's bytes (the model's own sample rate, 16-bit mono)."""
     entry = deps.catalog.get_for_task_or_raise(TTS_TASK, model)
-    payload = {"model": entry.id, "input": text, "voice": voice, "response_format": "wav", "speed": speed}
-    result = await deps.coordinator.infer(entry, payload)
-    return base64.b64decode(result["audio"])
+    request = SpeechRequest(model=entry.id, input=text, voice=voice, response_format="wav", speed=speed)
+    result = await deps.coordinator.infer(entry, request.model_dump())
+    audio: bytes = result["audio"]  # a binary frame
+    return audio
 
 
 async def convert_voice(
     deps: InferenceDeps,
-    audio: bytes,
+    audio: FileRef,
     reference: tuple[str, bytes, str],
     *,
     model: str = DEFAULT_VOICE_CONVERSION_MODEL,
 ) -> bytes:
     """Speech (WAV) re-voiced toward ``reference`` (filename, bytes, content type) → a WAV file's bytes."""
     entry = deps.catalog.get_for_task_or_raise(VOICE_CONVERSION_TASK, model)
-    files = {"file": ("speech.wav", audio, "audio/wav"), "reference": reference}
-    result = await deps.coordinator.infer(entry, {"model": entry.id, "response_format": "wav"}, files=files)
-    return base64.b64decode(result["audio"])
+    request = VoiceConversionRequest(model=entry.id, response_format="wav")
+    raw = await deps.coordinator.infer(entry, request.model_dump(), files={"file": audio, "reference": reference[1]})
+    return VoiceConversionResult.model_validate(raw).audio

@@ -252,7 +252,7 @@ async def identify(ctx: StepContext) -> dict[str, Any]:
             pcm = b"".join(
                 [await _read_pcm(ctx, int(s * SAMPLE_RATE), int(e * SAMPLE_RATE)) for s, e in sorted(picked)]
             )
-            voiceprint = await inference.embed_speaker(ctx.deps, wav_bytes(pcm), model=model, content_type="audio/wav")
+            voiceprint = await inference.embed_speaker(ctx.deps, wav_bytes(pcm), model=model)
             if voiceprint.vector is None:
                 return {"matches": []}
             matches = await asyncio.to_thread(ctx.deps.speakers.search, voiceprint.model, voiceprint.vector, CANDIDATES)

@@ -1,12 +1,22 @@
-"""Decode any audio ffmpeg understands into 16 kHz mono float32 samples. Used by backends in workers only."""
+"""Decode any audio ffmpeg understands into 16 kHz mono float32 samples. Used by backends in workers only.
+
+Audio is always decoded from a FILE, never from a pipe: containers such as mp4/m4a written without "faststart"
+keep their index (the moov atom) at the end, which ffmpeg can only reach by seeking. Input that is not empty but
+decodes to no samples is a 415 (``no_audio``), never an empty result. Long audio can be read in windows
+(``audio_windows``) so that memory stays flat; ``max_seconds`` refuses audio longer than a limit with a 413,
+before decoding when the container states its duration.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from modelhost.errors import BackendFault, BadInput
 
@@ -14,33 +24,156 @@ if TYPE_CHECKING:
     import numpy as np
 
 SAMPLE_RATE = 16_000
+#: Window length used by backends that process long audio piece by piece (whisper, VAD).
+WINDOW_SECONDS = 600.0
 
 
-def decode_audio(data: bytes, sample_rate: int = SAMPLE_RATE, timeout: float = 120.0) -> np.ndarray:
-    """Return mono float32 samples at ``sample_rate``; empty input gives an empty array.
-
-    Raises ``BadInput`` (415) when ffmpeg cannot decode the bytes as audio.
-    """
-    import numpy as np
-
-    if not data:
-        return np.zeros(0, dtype=np.float32)
+def _ffmpeg() -> str:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise BackendFault("ffmpeg is not installed on the worker host", code="ffmpeg_missing")
-    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-vn"]
-    command += ["-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
-    proc = subprocess.run(command, input=data, capture_output=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = detail[-1] if detail else f"ffmpeg exited with {proc.returncode}"
-        raise BadInput(
-            f"the uploaded file could not be decoded as audio: {reason}",
-            param="file",
-            status=415,
-            code="invalid_audio",
-        )
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    return ffmpeg
+
+
+@contextlib.contextmanager
+def _as_file(source: Path | bytes) -> Iterator[Path]:
+    """A path to read ``source`` from: the path itself, or a private temporary file holding the bytes."""
+    if isinstance(source, Path):
+        yield source
+        return
+    with tempfile.NamedTemporaryFile(prefix="modelhost-audio-") as handle:
+        handle.write(source)
+        handle.flush()
+        yield Path(handle.name)
+
+
+def probe_duration(path: Path, timeout: float = 30.0) -> float | None:
+    """The duration the container declares (ffprobe), or None when it declares none or ffprobe is missing."""
+    ffprobe = shutil.which("ffprobe")
+    if ffprobe is None:
+        return None
+    command = [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)]
+    try:
+        proc = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        value = json.loads(proc.stdout or b"{}").get("format", {}).get("duration")
+        return float(value) if value not in (None, "N/A") else None
+    except (ValueError, TypeError, subprocess.TimeoutExpired):
+        return None
+
+
+def _too_long(seconds: float, max_seconds: float) -> BadInput:
+    return BadInput(
+        f"the audio is {seconds:.0f} s long; this server accepts at most {max_seconds:g} s (max_audio_seconds)",
+        param="file",
+        status=413,
+        code="audio_too_long",
+    )
+
+
+def _undecodable(stderr: bytes, returncode: int) -> BadInput:
+    detail = stderr.decode("utf-8", "replace").strip().splitlines()
+    reason = detail[-1] if detail else f"ffmpeg exited with {returncode}"
+    return BadInput(
+        f"the uploaded file could not be decoded as audio: {reason}", param="file", status=415, code="invalid_audio"
+    )
+
+
+def _no_audio(stderr: bytes) -> BadInput:
+    detail = stderr.decode("utf-8", "replace").strip().splitlines()
+    reason = f" (ffmpeg: {detail[-1]})" if detail else ""
+    return BadInput(
+        "the uploaded file is not empty but holds no decodable audio: no audio stream, or a truncated or "
+        f"unsupported container{reason}",
+        param="file",
+        status=415,
+        code="no_audio",
+    )
+
+
+def audio_windows(
+    source: Path | bytes,
+    *,
+    window_seconds: float = WINDOW_SECONDS,
+    max_seconds: float | None = None,
+    sample_rate: int = SAMPLE_RATE,
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(offset_seconds, samples)`` windows of mono float32 audio, decoded by one ffmpeg process reading a
+    file; at most one window is held in memory. Empty input yields nothing; input that is not empty but decodes
+    to no samples raises ``BadInput`` 415 ``no_audio``; undecodable input 415 ``invalid_audio``; audio longer
+    than ``max_seconds`` 413 ``audio_too_long`` (before decoding when the container says so)."""
+    with _as_file(source) as path:
+        if path.stat().st_size == 0:
+            return
+        if max_seconds is not None:
+            declared = probe_duration(path)
+            if declared is not None and declared > max_seconds:
+                raise _too_long(declared, max_seconds)
+        command = [_ffmpeg(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path), "-vn"]
+        command += ["-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
+        window_bytes = max(1, int(window_seconds * sample_rate)) * 4
+        limit = None if max_seconds is None else int(max_seconds * sample_rate) * 4
+        with tempfile.TemporaryFile(prefix="modelhost-ffmpeg-") as errors:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+            try:
+                total = yield from _read_windows(proc.stdout, window_bytes, limit, max_seconds, sample_rate)
+                returncode = proc.wait()
+                errors.seek(0)
+                if returncode != 0:
+                    raise _undecodable(errors.read(), returncode)
+                if total == 0:  # e.g. mp4 whose index ffmpeg could not reach: it logs and exits 0
+                    raise _no_audio(errors.read())
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+
+
+def _read_windows(
+    stream: IO[bytes] | None,
+    window_bytes: int,
+    limit: int | None,
+    max_seconds: float | None,
+    sample_rate: int,
+) -> Generator[tuple[float, np.ndarray], None, int]:
+    import numpy as np
+
+    assert stream is not None
+    total = 0
+    while True:
+        block = _read_exactly(stream, window_bytes)
+        usable = len(block) - len(block) % 4
+        if usable:
+            if limit is not None and total + usable > limit:
+                raise _too_long((total + usable) / 4 / sample_rate, max_seconds or 0.0)
+            yield total / 4 / sample_rate, np.frombuffer(block[:usable], dtype=np.float32).copy()
+            total += usable
+        if len(block) < window_bytes:
+            return total
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        part = stream.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def decode_audio(source: Path | bytes, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
+    """Return the whole file as mono float32 samples at ``sample_rate`` (see ``audio_windows`` for the errors);
+    an empty file gives an empty array."""
+    import numpy as np
+
+    windows = [samples for _, samples in audio_windows(source, max_seconds=max_seconds, sample_rate=sample_rate)]
+    if not windows:
+        return np.zeros(0, dtype=np.float32)
+    return windows[0] if len(windows) == 1 else np.concatenate(windows)
 
 
 ENCODINGS: dict[str, list[str]] = {

@@ -48,7 +48,9 @@ class Turn(TaskModel):
 class Speaker(TaskModel):
     speaker: str
     duration: float
-    embedding: str | None = Field(None, description="base64 of little-endian float32, L2-normalised")
+    embedding: bytes | None = Field(
+        None, description="little-endian float32, L2-normalised (a binary frame from the worker, never base64)"
+    )
 
 
 class DiarizationResult(TaskModel):

@@ -39,7 +39,7 @@ class EmbeddingRequest(TaskModel):
 class EmbeddingResult(TaskModel):
     """What a worker answers: raw little-endian float32 rows, so the serve process never formats numbers."""
 
-    embeddings: str = Field(description="base64 of count × dim little-endian float32")
+    embeddings: bytes = Field(description="count × dim little-endian float32 (a binary frame from the worker)")
     count: int
     dim: int
     prompt_tokens: int = 0

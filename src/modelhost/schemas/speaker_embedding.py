@@ -16,7 +16,9 @@ class SpeakerEmbeddingRequest(FormModel):
 
 
 class SpeakerEmbeddingResult(TaskModel):
-    embedding: str | None = Field(description="base64 of little-endian float32, L2-normalised; null without speech")
+    embedding: bytes | None = Field(
+        description="little-endian float32, L2-normalised (a binary frame from the worker); null without speech"
+    )
     dimensions: int
     duration: float
     speech_duration: float | None = None

@@ -30,5 +30,5 @@ class SpeechRequest(TaskModel):
         return value
 
 
-class SpeechChunk(TaskModel):
-    audio: str = Field(description="base64 of a piece of the encoded audio")
+# A speech stream has no result model: each partial result is a piece of the encoded audio, sent by the worker as
+# a raw binary frame (``bytes``), never JSON or base64.

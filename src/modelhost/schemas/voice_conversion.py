@@ -1,7 +1,7 @@
-"""Voice conversion (task ``voice-conversion``): speech re-voiced like a reference recording.
+"""Voice conversion (task ``voice-conversion``; used by ``POST /v1/audio/speech`` with ``reference_voice``).
 
-Used by ``/v1/audio/speech`` with ``reference_voice`` and by the presentation-video job; the files are ``file`` (the
-speech to convert) and ``reference`` (the target voice), any audio ffmpeg decodes.
+The two recordings travel as files (``file``: the speech to convert, ``reference``: the target voice), never in the
+payload; the result's ``audio`` is raw bytes, sent by the worker as a binary frame (never base64).
 """
 
 from __future__ import annotations
@@ -12,18 +12,15 @@ from pydantic import Field
 
 from modelhost.schemas.base import TaskModel
 
-DEFAULT_CONVERSION_MODEL = "world-vc"
-ConversionFormat = Literal["wav", "pcm", "mp3", "flac", "opus", "aac"]
-
 
 class VoiceConversionRequest(TaskModel):
-    model: str = Field(DEFAULT_CONVERSION_MODEL, description="a voice-conversion model id")
-    response_format: ConversionFormat = Field("wav", description="the encoding of the converted audio")
+    model: str | None = Field(None, description="a voice-conversion model id (GET /v1/models)")
+    response_format: Literal["wav", "pcm", "mp3", "flac", "opus", "aac"] = "wav"
 
 
 class VoiceConversionResult(TaskModel):
-    audio: str = Field(description="base64 of the converted audio")
-    format: ConversionFormat
+    audio: bytes = Field(description="the converted speech, encoded as ``format`` (a binary frame from the worker)")
+    format: str
     sample_rate: int
     duration: float
-    details: dict[str, Any] = Field(default_factory=dict, description="what the backend measured and changed")
+    details: dict[str, Any] = Field(default_factory=dict)

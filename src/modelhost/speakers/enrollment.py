@@ -37,23 +37,14 @@ async def embed(ctx: StepContext) -> list[str]:
         async def call() -> dict[str, Any]:
             audio = await ctx.read_input(name)
             try:
-                voiceprint = await inference.embed_speaker(
-                    ctx.deps,
-                    audio,
-                    model=ctx.params["model"],
-                    filename=info["filename"],
-                    content_type=info["content_type"],
-                )
+                print_ = await inference.embed_speaker(ctx.deps, audio, model=ctx.params["model"])
             except ModelhostError as exc:
                 if exc.status_code >= 500:
                     raise
                 exc.message = f"sample {info['filename']!r}: {exc.message}"
                 exc.args = (exc.message,)
                 raise
-            return {
-                "vector": pack(voiceprint.vector) if voiceprint.vector else None,
-                "speech": voiceprint.speech_duration,
-            }
+            return {"vector": pack(print_.vector) if print_.vector else None, "speech": print_.speech_duration}
 
         measured = await ctx.once(name, call)
         if measured["vector"] is None or measured["speech"] < minimum:

@@ -1,11 +1,13 @@
 """The coordinator ↔ worker protocol. Shared by both sides, so it imports nothing but the stdlib.
 
-* ``GET /healthz`` → ``{"state": STARTING|READY|BUSY|ERROR, "model", "error"?}``
-* ``POST /infer``  → body ``{"payload": {...}, "request_id", "idle_timeout"?}`` as JSON, or multipart with a
-  ``json`` part holding that object and one part per binary file (never base64 inside JSON);
-  answer ``{"result", "request_id", "processing_time_ms", "model"}`` or an error envelope.
-  With ``"stream": true`` in the body the answer is NDJSON: one ``{"chunk": {...}}`` line per partial result, then
-  ``{"done": true, "processing_time_ms"}`` or ``{"error": {...}, "status"}``. Closing the connection cancels.
+* ``GET /healthz`` → ``{"state": STARTING|READY|BUSY|ERROR, "model", "error"?, "error_code"?}``
+* ``POST /infer``  → JSON body ``{"payload": {...}, "request_id", "idle_timeout"?, "stream"?, "files"?}`` where
+  ``files`` maps a name to an absolute path the worker opens (the coordinator spooled the upload there; same host,
+  same user): binary inputs never travel inside JSON. A request refused before it starts is answered with its
+  HTTP status and an error envelope. Otherwise the answer is a stream of length-prefixed frames
+  (``modelhost.worker.frames``): non-streamed, one JSON frame ``{"result", "request_id", "processing_time_ms",
+  "model"}`` (binary values as ``{"$bytes": i}``, followed by their BYTES frames) then DONE; streamed, one JSON or
+  BYTES frame per partial result, then DONE or ERROR. Closing the connection cancels.
 * ``POST /shutdown`` → exits after answering.
 * ``GET /info``   → load time, RSS, requests served, batch statistics, interpreter and versions.
 
@@ -18,8 +20,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from modelhost.errors import BackendError
 
 TOKEN_HEADER = "X-Modelhost-Worker-Token"
 SPEC_ENV = "MODELHOST_WORKER_SPEC"
@@ -45,6 +50,34 @@ def read_rss_bytes(pid: int | str = "self") -> int | None:
         return None
 
 
+_REPR = re.compile(r"\s*<[^<>]*? (?:object )?at 0x[0-9a-fA-F]+>")
+
+
+def scrub(message: str, limit: int = 500) -> str:
+    """A message fit for an API answer: no Python object reprs (``<_io.BytesIO object at 0x…>``), bounded length."""
+    text = _REPR.sub("", message).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_error(exc: BaseException) -> tuple[str, str]:
+    """``(message, code)`` for an exception raised while loading a backend. A missing package, path or file is
+    permanent (the coordinator answers 503 without Retry-After); anything else may be transient."""
+    if isinstance(exc, BackendError):
+        return scrub(exc.message), exc.code
+    if isinstance(exc, ImportError):
+        name = getattr(exc, "name", None)
+        text = str(exc)
+        if "install" not in text and name:
+            text = (
+                f"the Python package {name!r} is not installed in this model's environment; install the modelhost "
+                f"extra of this backend (docs/models.md) or `pip install {name.split('.')[0]}` there"
+            )
+        return scrub(text), "dependency_missing"
+    if isinstance(exc, FileNotFoundError):
+        return scrub(f"a model file is missing: {exc.filename or exc}"), "model_files_missing"
+    return scrub(f"{type(exc).__name__}: {exc}"), "model_load_failed"
+
+
 @dataclass
 class WorkerSpec:
     """Everything a worker needs, handed over by the coordinator (never read from the user's environment)."""
@@ -63,6 +96,7 @@ class WorkerSpec:
     log_level: str = "INFO"
     data_dir: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    max_audio_seconds: float | None = None  # longest audio a backend decodes (413 beyond)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -14,11 +14,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from modelhost.errors import BackendError, BadInput, error_envelope
+from modelhost.worker import frames
 from modelhost.worker.batching import Batcher
 from modelhost.worker.protocol import (
     BUSY,
@@ -30,7 +32,9 @@ from modelhost.worker.protocol import (
     STARTING,
     TOKEN_HEADER,
     WorkerSpec,
+    load_error,
     read_rss_bytes,
+    scrub,
 )
 
 try:  # orjson is faster, but a worker environment may not have it
@@ -54,6 +58,7 @@ class WorkerServer:
         self.token = token
         self.state = STARTING
         self.error: str | None = None
+        self.error_code: str | None = None
         self.idle_timeout = spec.idle_timeout
         self.in_flight = 0
         self.served = 0
@@ -100,7 +105,7 @@ class WorkerServer:
             self.backend = cls(self.spec)
             await loop.run_in_executor(self.executor, self.backend.load)
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error, self.error_code = load_error(exc)
             self.state = ERROR
             log.exception("loading %s failed", self.spec.model_id)
             # Stay up briefly so the coordinator can read the error from /healthz, then go.
@@ -161,7 +166,8 @@ class WorkerServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         state = BUSY if self.state == READY and self.in_flight else self.state
-        return _json({"state": state, "model": self.spec.model_id, "error": self.error, "pid": os.getpid()})
+        body = {"state": state, "model": self.spec.model_id, "error": self.error, "error_code": self.error_code}
+        return _json({**body, "pid": os.getpid()})
 
     async def _info(self, _request: web.Request) -> web.Response:
         backend_info = self.backend.info() if self.backend is not None and self.state == READY else {}
@@ -200,7 +206,10 @@ class WorkerServer:
             message = f"model {self.spec.model_id} is {self.state.lower()}" + (f": {self.error}" if self.error else "")
             return _json(error_envelope(message, "service_unavailable", code="model_unavailable"), 503)
         try:
-            body, files = await _read_body(request)
+            body = _loads(await request.read())
+            if not isinstance(body, dict):
+                raise BadInput("request body must be a JSON object", code="invalid_payload")
+            files = _file_paths(body.get("files"))
         except BackendError as exc:
             return _json(_backend_error(exc), exc.status)
         if "idle_timeout" in body and isinstance(body["idle_timeout"], int | float):
@@ -229,25 +238,27 @@ class WorkerServer:
             return _json(_backend_error(exc), exc.status)
         except Exception as exc:
             log.exception("inference failed for request %s", request_id)
-            return _json(error_envelope(f"{type(exc).__name__}: {exc}", "worker_error", code="inference_failed"), 500)
+            return _json(
+                error_envelope(_failure_message(self.spec.model_id, exc), "worker_error", code="inference_failed"), 500
+            )
         finally:
             self.in_flight -= 1
             self.served += 1
             self.last_activity = time.monotonic()
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return _json(
-            {
-                "result": result,
-                "request_id": request_id,
-                "processing_time_ms": round(elapsed_ms, 3),
-                "model": self.spec.model_id,
-            }
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        envelope, blobs = frames.split_binary(
+            {"result": result, "request_id": request_id, "processing_time_ms": elapsed_ms, "model": self.spec.model_id}
         )
+        parts = [frames.encode(frames.JSON, _dumps(envelope).encode())]
+        parts += [frames.encode(frames.BYTES, blob) for blob in blobs]
+        parts.append(frames.encode(frames.DONE, _dumps({"processing_time_ms": elapsed_ms}).encode()))
+        return web.Response(body=b"".join(parts), content_type=frames.MEDIA_TYPE)
 
     async def _infer_stream(
-        self, request: web.Request, payload: dict[str, Any], files: dict[str, bytes]
+        self, request: web.Request, payload: dict[str, Any], files: dict[str, Path]
     ) -> web.StreamResponse:
-        """Run ``backend.infer_stream`` on the inference thread and forward each item as an NDJSON line."""
+        """Run ``backend.infer_stream`` on the inference thread and forward each item as a frame: a dict as a
+        ``JSON`` frame, bytes as a ``BYTES`` frame; then ``DONE``, or ``ERROR`` if the backend raised."""
         if not getattr(self.backend, "supports_streaming", False):
             message = f"model {self.spec.model_id} does not stream"
             return _json(
@@ -263,7 +274,7 @@ class WorkerServer:
                     loop.call_soon_threadsafe(queue.put_nowait, ("chunk", item))
                     if cancelled.is_set():
                         break
-            except BaseException as exc:  # forwarded to the client as an error line
+            except BaseException as exc:  # forwarded to the client as an error frame
                 loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
             else:
                 loop.call_soon_threadsafe(queue.put_nowait, ("done", None))
@@ -271,26 +282,27 @@ class WorkerServer:
         self.in_flight += 1
         self.last_activity = time.monotonic()
         started = time.perf_counter()
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        response = web.StreamResponse(headers={"Content-Type": frames.MEDIA_TYPE})
         future = loop.run_in_executor(self.executor, produce)
         try:
             await response.prepare(request)
             while True:
                 kind, item = await queue.get()
                 if kind == "chunk":
-                    await response.write((_dumps({"chunk": item}) + "\n").encode())
+                    await response.write(_chunk_frame(item))
                     continue
                 if kind == "error":
                     if isinstance(item, BackendError):
-                        line = {**_backend_error(item), "status": item.status}
+                        error, status = _backend_error(item), item.status
                     else:
                         log.error("streaming inference failed", exc_info=item)
-                        message = f"{type(item).__name__}: {item}"
-                        line = {**error_envelope(message, "worker_error", code="inference_failed"), "status": 500}
-                    await response.write((_dumps(line) + "\n").encode())
+                        message = _failure_message(self.spec.model_id, item)
+                        error, status = error_envelope(message, "worker_error", code="inference_failed"), 500
+                    await response.write(frames.encode(frames.ERROR, _dumps({**error, "status": status}).encode()))
                 else:
                     elapsed = round((time.perf_counter() - started) * 1000, 3)
-                    await response.write((_dumps({"done": True, "processing_time_ms": elapsed}) + "\n").encode())
+                    done = _dumps({"processing_time_ms": elapsed}).encode()
+                    await response.write(frames.encode(frames.DONE, done))
                 break
             await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
@@ -306,24 +318,34 @@ class WorkerServer:
         return response
 
 
-async def _read_body(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
-    files: dict[str, bytes] = {}
-    if request.content_type.startswith("multipart/"):
-        body: Any = None
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader) or part.name is None:
-                continue
-            data = await part.read()
-            if part.name == "json":
-                body = _loads(data)
-            else:
-                files[part.name] = bytes(data)
-    else:
-        body = _loads(await request.read())
-    if not isinstance(body, dict):
-        raise BadInput("request body must be a JSON object", code="invalid_payload")
-    return body, files
+def _chunk_frame(item: Any) -> bytes:
+    if isinstance(item, bytes | bytearray | memoryview):
+        return frames.encode(frames.BYTES, bytes(item))
+    value, blobs = frames.split_binary(item)
+    if blobs:
+        raise TypeError("a streamed partial result is either bytes or a JSON object without bytes inside")
+    return frames.encode(frames.JSON, _dumps(value).encode())
+
+
+def _failure_message(model_id: str, exc: BaseException) -> str:
+    """What the client reads about an unexpected backend error: the exception type, never its text (which may hold
+    reprs, paths or data); the traceback is in the worker log."""
+    return f"inference failed in the worker for model {model_id} ({type(exc).__name__}); the server log has details"
+
+
+def _file_paths(value: Any) -> dict[str, Path]:
+    """``{"name": "/absolute/path"}`` from the request: files the coordinator spooled for this request."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInput("'files' must be an object of paths", param="files", code="invalid_payload")
+    files: dict[str, Path] = {}
+    for name, raw in value.items():
+        path = Path(str(raw))
+        if not path.is_absolute() or not path.is_file():
+            raise BadInput(f"file {name!r} is not readable by the worker", param="files", code="missing_file")
+        files[str(name)] = path
+    return files
 
 
 def _loads(data: bytes | bytearray) -> Any:
@@ -334,7 +356,7 @@ def _loads(data: bytes | bytearray) -> Any:
 
 
 def _backend_error(exc: BackendError) -> dict[str, Any]:
-    return error_envelope(exc.message, exc.error_type, param=exc.param, code=exc.code)
+    return error_envelope(scrub(exc.message), exc.error_type, param=exc.param, code=exc.code)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:

@@ -2,16 +2,16 @@
 ``/v1/audio/vad``, ``/embeddings`` (speaker voiceprints) and ``/diarization``.
 
 Each route validates its request with the task's schema (``modelhost.schemas``) — multipart fields as a form model,
-the file as ``UploadField`` — and sends the schema's ``model_dump()`` to the worker with the upload. Decoding and
-encoding happen there (ffmpeg). Audio produced by a worker arrives base64-encoded in its JSON chunks and is decoded
-here with the standard library.
+the file as ``UploadField`` — and sends the schema's ``model_dump()`` to the worker with the upload, which is
+spooled to disk and handed to the worker as a path; decoding and encoding happen there (ffmpeg). Audio and
+voiceprints produced by a worker arrive as raw bytes (binary frames), never base64. Speech is streamed to the
+client as it is made; a failure after the answer has started aborts the response (no final chunk), so the client
+sees a broken transfer rather than a short file that looks complete.
 """
 
 from __future__ import annotations
 
-import base64
-import sys
-from array import array
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,8 +27,10 @@ from modelhost.api.errors import INFERENCE_ERRORS, UPLOAD_ERRORS, error_response
 from modelhost.api.routes.voices import reference_voice_or_raise, speech_in_reference_voice
 from modelhost.api.uploads import UploadField, multipart_form, upload_files
 from modelhost.catalog.aliases import resolve_model_or_raise
+from modelhost.errors import ModelhostError
 from modelhost.media.audio import MEDIA_TYPES
 from modelhost.media.subtitles import to_srt, to_vtt
+from modelhost.media.vectors import float32_values
 from modelhost.schemas.diarization import DiarizationRequest, DiarizationResult
 from modelhost.schemas.speaker_embedding import SpeakerEmbeddingRequest, SpeakerEmbeddingResult
 from modelhost.schemas.speech_recognition import TranscriptionRequest, TranscriptionResult
@@ -56,15 +58,12 @@ class DiarizationForm(DiarizationRequest):
     file: UploadField
 
 
-def _floats(encoded: str | None) -> list[float] | None:
-    """Base64 little-endian float32 (as workers send vectors) → a list of floats, without numpy."""
-    if encoded is None:
-        return None
-    values = array("f")
-    values.frombytes(base64.b64decode(encoded))
-    if sys.byteorder != "little":
-        values.byteswap()
-    return values.tolist()
+log = logging.getLogger(__name__)
+
+
+def _floats(data: bytes | None) -> list[float] | None:
+    """A voiceprint as the worker sends it (little-endian float32 bytes, or None) → floats."""
+    return None if data is None else float32_values(data)
 
 
 def _json(body: Any) -> Response:
@@ -153,19 +152,35 @@ async def create_speech(
     try:
         first = await anext(chunks)
     except StopAsyncIteration:
-        first = {"audio": ""}
+        first = b""
+    return StreamingResponse(stream_or_abort(first, chunks, model.id), media_type=MEDIA_TYPES[request.response_format])
 
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            yield base64.b64decode(first["audio"])
-            async for chunk in chunks:
-                yield base64.b64decode(chunk["audio"])
-        finally:
-            close = getattr(chunks, "aclose", None)  # an async generator: closing it releases the worker
-            if close is not None:
-                await close()
 
-    return StreamingResponse(body(), media_type=MEDIA_TYPES[request.response_format])
+class ResponseAborted(Exception):
+    """Raised into the ASGI server after the status line was sent: it drops the connection without the final
+    chunk, so the client sees an incomplete transfer instead of a truncated answer that looks complete."""
+
+
+async def stream_or_abort(first: Any, chunks: AsyncIterator[Any], model_id: str) -> AsyncIterator[bytes]:
+    """The audio bytes of a worker stream. An error after the answer has started cannot change the status any
+    more: it is logged and the response is aborted (``ResponseAborted``), never ended cleanly."""
+    try:
+        if first:
+            yield bytes(first)
+        async for chunk in chunks:
+            if not isinstance(chunk, bytes):
+                raise TypeError(f"expected audio bytes from the worker, got {type(chunk).__name__}")
+            yield chunk
+    except ModelhostError as exc:
+        log.error("speech stream of %s failed after the answer started (%s: %s); aborting", model_id, exc.code, exc)
+        raise ResponseAborted(exc.message) from None
+    except Exception:
+        log.exception("speech stream of %s failed after the answer started; aborting", model_id)
+        raise ResponseAborted("internal error") from None
+    finally:
+        close = getattr(chunks, "aclose", None)  # an async generator: closing it releases the worker
+        if close is not None:
+            await close()
 
 
 @router.post(

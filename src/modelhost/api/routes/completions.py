@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, Response
@@ -46,7 +46,8 @@ async def _stream(
     include_usage: bool,
     prefix: list[dict[str, Any]],
 ) -> StreamingResponse:
-    chunks = coordinator.infer_stream(model, payload)
+    # text generation streams JSON chunks (never bytes)
+    chunks = cast("AsyncIterator[dict[str, Any]]", coordinator.infer_stream(model, payload))
     try:  # the first chunk comes before the answer starts, so bad input is still a 4xx
         first: dict[str, Any] | None = await anext(chunks)
     except StopAsyncIteration:

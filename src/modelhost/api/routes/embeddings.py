@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sys
-from array import array
 from typing import Any
 
 import orjson
@@ -14,11 +12,10 @@ from modelhost.api.deps import CatalogDep, CoordinatorDep, RuntimeDep
 from modelhost.api.errors import INFERENCE_ERRORS, error_responses
 from modelhost.catalog.aliases import resolve_model_or_raise
 from modelhost.errors import InvalidRequest
+from modelhost.media.vectors import float32_rows
 from modelhost.schemas.embeddings import EmbeddingRequest, EmbeddingResult
 
 router = APIRouter(tags=["embeddings"])
-
-_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _check_limits(request: EmbeddingRequest, max_inputs: int, max_chars: int) -> None:
@@ -51,7 +48,7 @@ async def create_embeddings(
     _check_limits(request, settings.embeddings_max_inputs, settings.embeddings_max_input_chars)
     model = resolve_model_or_raise(catalog, "embeddings", request.model)
     result = EmbeddingResult.model_validate(await coordinator.infer(model, request.model_dump()))
-    raw = base64.b64decode(result.embeddings)
+    raw = result.embeddings  # little-endian float32 rows, sent by the worker as a binary frame
     dim, count = result.dim, result.count
     row_bytes = dim * 4
     data: list[dict[str, Any]] = []
@@ -60,12 +57,8 @@ async def create_embeddings(
             chunk = raw[i * row_bytes : (i + 1) * row_bytes]
             data.append({"object": "embedding", "index": i, "embedding": base64.b64encode(chunk).decode("ascii")})
     else:
-        floats = array("f")
-        floats.frombytes(raw)
-        if not _LITTLE_ENDIAN:
-            floats.byteswap()
-        for i in range(count):
-            data.append({"object": "embedding", "index": i, "embedding": floats[i * dim : (i + 1) * dim].tolist()})
+        for i, row in enumerate(float32_rows(raw, count, dim)):
+            data.append({"object": "embedding", "index": i, "embedding": row})
     tokens = result.prompt_tokens
     body = {
         "object": "list",

@@ -15,6 +15,7 @@ from modelhost.api.deps import CatalogDep, JobsDep, RuntimeDep, ServicesDep, Spe
 from modelhost.api.errors import error_responses
 from modelhost.api.routes.jobs import job_accepted
 from modelhost.api.routes.meetings import upload_input
+from modelhost.api.uploads import upload_files
 from modelhost.errors import Conflict, InvalidRequest
 from modelhost.jobs import inference
 from modelhost.jobs.service import JobInput
@@ -108,12 +109,8 @@ async def identify_speaker(
     model: Annotated[str, Form(description="speaker-embedding model")] = inference.DEFAULT_SPEAKER_MODEL,
     limit: Annotated[int, Form(ge=1, le=100)] = 5,
 ) -> IdentifyResult:
-    audio = await file.read()
-    if not audio:
-        raise InvalidRequest("the 'file' file is empty", param="file", code="empty_file")
-    voiceprint = await inference.embed_speaker(
-        services, audio, model=model, filename=file.filename or "audio", content_type=file.content_type or ""
-    )
+    audio = (await upload_files(file))["file"]  # the spooled upload, never read whole here; 400 when empty
+    voiceprint = await inference.embed_speaker(services, audio, model=model)
     threshold = runtime.current.speaker_identify_threshold
     matches: list[SpeakerMatch] = []
     if voiceprint.vector is not None:

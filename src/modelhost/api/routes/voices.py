@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-import base64
+import os
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Response
@@ -25,6 +25,7 @@ from modelhost.coordinator.coordinator import Coordinator
 from modelhost.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from modelhost.media.audio import MEDIA_TYPES
 from modelhost.media.voices import MAX_SAMPLE_BYTES, ReferenceVoice, VoiceStore
+from modelhost.schemas.voice_conversion import VoiceConversionRequest, VoiceConversionResult
 
 router = APIRouter(tags=["audio"])
 
@@ -50,7 +51,7 @@ def reference_voice_or_raise(settings: Settings, name: str, param: str = "refere
     "/v1/audio/voices",
     status_code=201,
     summary="Register a reference voice (a short recording) under a name (native)",
-    responses=error_responses(400, 409, 413, 415, 503),
+    responses=error_responses(400, 409, 413),
 )
 async def create_voice(
     name: Annotated[str, Form(description="the voice's name: 1-64 letters, digits, '_', '-', '.'")],
@@ -63,9 +64,12 @@ async def create_voice(
             "name must be 1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit",
             param="name",
         )
-    filename, data, content_type = (await upload_files(file))["file"]
-    if len(data) > MAX_SAMPLE_BYTES:
+    spooled = (await upload_files(file))["file"]  # 400 empty_file when it holds no byte
+    if spooled.seek(0, os.SEEK_END) > MAX_SAMPLE_BYTES:  # measured without reading it
         raise PayloadTooLarge(f"a reference recording may be at most {MAX_SAMPLE_BYTES} bytes", param="file")
+    spooled.seek(0)
+    data = await file.read()
+    filename, content_type = file.filename or "upload", file.content_type or "application/octet-stream"
     try:
         voice = voice_store(services.settings).add(name, data, filename, content_type)
     except FileExistsError:
@@ -105,7 +109,11 @@ async def speech_in_reference_voice(
     model = resolve_model_or_raise(catalog, "text-to-speech", tts_model)
     converter = catalog.get_for_task_or_raise("voice-conversion", conversion_model or DEFAULT_CONVERSION_MODEL)
     fmt = str(payload.get("response_format") or "mp3")
-    spoken = await coordinator.infer(model, {**payload, "response_format": "wav"})
-    files = {"file": ("speech.wav", base64.b64decode(spoken["audio"]), "audio/wav"), "reference": reference}
-    converted = await coordinator.infer(converter, {"model": converter.id, "response_format": fmt}, files=files)
-    return Response(base64.b64decode(converted["audio"]), media_type=MEDIA_TYPES[fmt])
+    spoken = await coordinator.infer(model, {**payload, "model": model.id, "response_format": "wav"})
+    # Audio arrives as bytes (a binary frame); the coordinator spools bytes to a file for the converter.
+    files = {"file": spoken["audio"], "reference": reference[1]}
+    request = VoiceConversionRequest(model=converter.id, response_format=fmt)
+    converted = VoiceConversionResult.model_validate(
+        await coordinator.infer(converter, request.model_dump(), files=files)
+    )
+    return Response(converted.audio, media_type=MEDIA_TYPES[fmt])

@@ -12,7 +12,7 @@ Request: ``modelhost.schemas.diarization.DiarizationRequest``. Options (defaults
 ``min_speakers``, ``max_speakers``, ``threshold`` (0.3), ``window`` (2.0), ``step`` (0.5), ``vad_threshold`` (0.5),
 ``min_silence_ms`` (300). Files: ``file``.
 Result: ``segments`` of ``{start, end, speaker}`` (labels ``SPEAKER_00``… in order of first appearance),
-``speakers`` of ``{speaker, duration, embedding}`` (the L2-normalised mean voiceprint, base64 of 256 little-endian
+``speakers`` of ``{speaker, duration, embedding}`` (the L2-normalised mean voiceprint, bytes of 256 little-endian
 float32 — what a pipeline matches against enrolled speakers), ``num_speakers`` and ``duration``.
 """
 
@@ -28,7 +28,7 @@ from modelhost.backends.speech.speaker_resemblyzer import (
     VoiceEncoder,
     normalize_volume,
     speech_spans,
-    to_base64,
+    to_float32_bytes,
 )
 from modelhost.errors import BackendFault
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
@@ -126,7 +126,7 @@ class BuiltinDiarizer(Backend[DiarizationRequest]):
 
         num, low, high = speaker_counts(request, self.options)
         settings = self.settings(request)
-        audio = decode_audio(require_file(files))
+        audio = decode_audio(require_file(files), max_seconds=self.spec.max_audio_seconds)
         duration = len(audio) / SAMPLE_RATE
         result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
         if len(audio) == 0:
@@ -201,7 +201,7 @@ class BuiltinDiarizer(Backend[DiarizationRequest]):
             centroid = (embeddings[members] * np.maximum(weights[members], 1e-3)[:, None]).sum(axis=0)
             centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
             talk = sum(end - start for start, end, lab in turns if lab == label)
-            speakers.append({"speaker": name, "duration": round(talk, 3), "embedding": to_base64(centroid)})
+            speakers.append({"speaker": name, "duration": round(talk, 3), "embedding": to_float32_bytes(centroid)})
         result["speakers"] = speakers
         result["num_speakers"] = len(speakers)
         return result

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
 from modelhost.backends.speech.diarization_builtin import speaker_counts
-from modelhost.backends.speech.speaker_resemblyzer import to_base64
+from modelhost.backends.speech.speaker_resemblyzer import to_float32_bytes
 from modelhost.media.audio import SAMPLE_RATE, decode_audio
 from modelhost.schemas.diarization import DiarizationRequest
 
@@ -53,7 +53,7 @@ class PyannoteDiarizer(Backend[DiarizationRequest]):
         import torch
 
         num, low, high = speaker_counts(request, self.options)
-        audio = decode_audio(require_file(files))
+        audio = decode_audio(require_file(files), max_seconds=self.spec.max_audio_seconds)
         duration = len(audio) / SAMPLE_RATE
         result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
         if len(audio) == 0 or float(np.abs(audio).max()) < 1e-4:
@@ -85,7 +85,7 @@ class PyannoteDiarizer(Backend[DiarizationRequest]):
             if embeddings is not None and labels.index(label) < len(embeddings):
                 vector = np.asarray(embeddings[labels.index(label)], dtype=np.float32)
                 norm = float(np.linalg.norm(vector))
-                entry["embedding"] = to_base64(vector / norm) if norm > 0 else None
+                entry["embedding"] = to_float32_bytes(vector / norm) if norm > 0 else None
             speakers.append(entry)
         result.update(segments=segments, speakers=speakers, num_speakers=len(speakers))
         return result

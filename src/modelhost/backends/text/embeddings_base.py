@@ -1,12 +1,11 @@
 """Shared logic of text-embedding backends: cross-request batching, ``dimensions``, output packing.
 
-Request: ``modelhost.schemas.embeddings.EmbeddingRequest``. Result: ``EmbeddingResult`` — base64 of little-endian
-float32 rows, so the API process never parses or formats numbers it only forwards.
+Request: ``modelhost.schemas.embeddings.EmbeddingRequest``. Result: ``EmbeddingResult`` — bytes of little-endian
+float32 rows (a binary frame, never base64), so the API process never parses or formats numbers it only forwards.
 """
 
 from __future__ import annotations
 
-import base64
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelhost.backends.base import Backend, Files
@@ -54,7 +53,7 @@ class EmbeddingBackend(Backend[EmbeddingRequest]):
             data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
             results.append(
                 EmbeddingResult(
-                    embeddings=base64.b64encode(data).decode("ascii"),
+                    embeddings=data,
                     count=len(texts),
                     dim=int(rows.shape[1]),
                     prompt_tokens=int(used),

@@ -70,7 +70,7 @@ class TransformersCaptioner(Backend[CaptionRequest]):
     def infer(self, request: CaptionRequest, files: Files) -> CaptionResult:
         torch = self.torch
         max_tokens, prompt = request.max_tokens, request.prompt or None
-        image = first_page(require_file(files), self.max_pixels)
+        image = first_page(require_file(files).read_bytes(), self.max_pixels)
         pixel_values = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
         kwargs: dict[str, Any] = {
             "pixel_values": pixel_values.to(self.model.device, self.model.dtype),

@@ -40,7 +40,7 @@ class OcrBackend(Backend[OcrRequest]):
         raise NotImplementedError
 
     def infer(self, request: OcrRequest, files: Files) -> OcrResult:
-        data = require_file(files)
+        data = require_file(files).read_bytes()
         pages: list[OcrPage] = []
         texts: list[str] = []
         for image in load_pages(

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.backends.voice_conversion import VoiceConversionBackend
+from modelhost.backends.speech.voice_conversion_base import VoiceConversionBackend
 from modelhost.errors import BadInput
 
 if TYPE_CHECKING:
@@ -261,7 +261,8 @@ def spectrogram(samples: torch.Tensor, data: dict[str, Any]) -> torch.Tensor:
 
 
 class OpenVoiceConversion(VoiceConversionBackend):
-    requires: ClassVar[tuple[str, ...]] = ("numpy", "torch")
+    requires = ("torch", "numpy")
+    extra = "speech"
 
     def load(self) -> None:
         import torch

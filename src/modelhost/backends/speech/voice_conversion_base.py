@@ -1,35 +1,35 @@
 """What every voice-conversion backend shares: ``convert(audio, reference) → audio`` behind the worker contract.
 
 Task ``voice-conversion``. Files: ``file`` (the speech to convert) and ``reference`` (a short recording of the
-target voice), any audio ffmpeg decodes. Payload: ``response_format`` (wav | pcm | mp3 | flac | opus | aac,
-default wav). Result: ``audio`` (base64), ``format``, ``sample_rate``, ``duration`` and the backend's ``details``.
+target voice), any audio ffmpeg decodes, as paths. Request: ``VoiceConversionRequest``
+(``modelhost.schemas.voice_conversion``; ``response_format``: wav | pcm | mp3 | flac | opus | aac, default wav).
+Result: ``VoiceConversionResult`` — ``audio`` (bytes, a binary frame), ``format``, ``sample_rate``, ``duration``
+and the backend's ``details``.
 
 A subclass sets ``sample_rate`` in ``load()`` and implements ``convert`` on float32 mono samples at that rate.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections import OrderedDict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelhost.backends.base import Backend, Files
+from modelhost.backends.base import Backend, Files, require_file
 from modelhost.errors import BadInput
-from modelhost.media.audio import ENCODINGS, decode_audio, encode_pcm16, to_pcm16
-from modelhost.schemas.voice_conversion import VoiceConversionRequest
+from modelhost.media.audio import decode_audio, encode_pcm16, to_pcm16
+from modelhost.schemas.voice_conversion import VoiceConversionRequest, VoiceConversionResult
 
 if TYPE_CHECKING:
     import numpy as np
 
-FORMATS = ("wav", "pcm", *ENCODINGS)
 MIN_REFERENCE_SECONDS = 1.0
 MAX_CACHED_REFERENCES = 8
 
 
 class VoiceConversionBackend(Backend[VoiceConversionRequest]):
-    request_type: ClassVar[Any] = VoiceConversionRequest
-    requires: ClassVar[tuple[str, ...]] = ("numpy",)
+    request_type = VoiceConversionRequest
     extra: ClassVar[str] = "speech"
     sample_rate: int = 24_000
 
@@ -41,13 +41,13 @@ class VoiceConversionBackend(Backend[VoiceConversionRequest]):
         """Whatever ``convert`` needs from the reference recording; cached per distinct reference."""
         return reference
 
-    def _reference(self, data: bytes) -> Any:
+    def _reference(self, path: Path) -> Any:
         cache: OrderedDict[str, Any] = self.__dict__.setdefault("_reference_cache", OrderedDict())
-        key = hashlib.sha256(data).hexdigest()
+        key = hashlib.sha256(path.read_bytes()).hexdigest()
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        samples = decode_audio(data, self.sample_rate)
+        samples = decode_audio(path, self.sample_rate, max_seconds=self.spec.max_audio_seconds)
         if len(samples) < MIN_REFERENCE_SECONDS * self.sample_rate:
             raise BadInput(
                 f"the reference recording must hold at least {MIN_REFERENCE_SECONDS:g} s of speech",
@@ -60,25 +60,22 @@ class VoiceConversionBackend(Backend[VoiceConversionRequest]):
             cache.popitem(last=False)
         return analysed
 
-    def infer(self, request: VoiceConversionRequest, files: Files) -> dict[str, Any]:
-        if not files.get("file"):
-            raise BadInput("the speech to convert is missing (file part 'file')", param="file")
-        if not files.get("reference"):
-            raise BadInput("the reference recording is missing (file part 'reference')", param="reference")
+    def infer(self, request: VoiceConversionRequest, files: Files) -> VoiceConversionResult:
+        speech = require_file(files, "file")
+        reference = self._reference(require_file(files, "reference"))
         fmt = request.response_format
-        reference = self._reference(files["reference"])
-        source = decode_audio(files["file"], self.sample_rate)
+        source = decode_audio(speech, self.sample_rate, max_seconds=self.spec.max_audio_seconds)
         if len(source) == 0:
             raise BadInput("the speech to convert is empty", param="file", code="empty_audio")
         converted, details = self.convert(source, reference)
         pcm = to_pcm16(converted)
-        return {
-            "audio": base64.b64encode(encode_pcm16(pcm, self.sample_rate, fmt)).decode("ascii"),
-            "format": fmt,
-            "sample_rate": self.sample_rate,
-            "duration": len(pcm) / 2 / self.sample_rate,
-            "details": details,
-        }
+        return VoiceConversionResult(
+            audio=encode_pcm16(pcm, self.sample_rate, fmt),
+            format=fmt,
+            sample_rate=self.sample_rate,
+            duration=len(pcm) / 2 / self.sample_rate,
+            details=details,
+        )
 
     def info(self) -> dict[str, Any]:
         return {"sample_rate": self.sample_rate}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.voice_conversion import VoiceConversionBackend
+from modelhost.backends.speech.voice_conversion_base import VoiceConversionBackend
 from modelhost.errors import BadInput
 
 if TYPE_CHECKING:
@@ -69,6 +69,9 @@ def import_pyworld() -> Any:
 
 
 class WorldVoiceConversion(VoiceConversionBackend):
+    requires = ("pyworld", "numpy")
+    extra = "speech"
+
     def load(self) -> None:
         try:
             self._world = import_pyworld()
