@@ -52,6 +52,6 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     coordinator = Coordinator(settings, runtime, envs, metrics)
     catalog.on_change.append(coordinator.model_changed)
     speakers = SpeakerDirectory(sessions, VoiceprintIndex(settings))
-    blobs = build_blob_store(settings.data_dir)
+    blobs = build_blob_store(settings.data_dir, settings.storage)
     jobs = build_job_service(JobDeps(settings, runtime, catalog, coordinator, blobs, sessions, speakers))
     return Services(settings, engine, sessions, catalog, runtime, envs, coordinator, metrics, speakers, jobs)
