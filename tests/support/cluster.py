@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -97,3 +98,86 @@ def fresh_postgres() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+class NodeProcess:
+    """A real ``modelhost node`` process in its own session (``kill()`` takes its worker processes with it, as a
+    machine that dies would)."""
+
+    def __init__(self, name: str, data_dir: Path, env: dict[str, str], args: list[str]) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.env = env
+        self.args = args
+        self.log_path = data_dir / f"node-{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, broker_url: str, timeout: float = 90) -> NodeProcess:
+        import redis
+
+        from tests.support.server import REPO_ROOT
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+        env.update(
+            {
+                "MODELHOST_DATA_DIR": str(self.data_dir),
+                "PYTHONPATH": str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+                **self.env,
+            }
+        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "modelhost", "node", "--name", self.name, *self.args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        client = redis.Redis.from_url(broker_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"node {self.name} exited with {self.process.returncode}:\n{self.log()}")
+                if client.exists(f"modelhost:node:{self.name}"):
+                    return self
+                time.sleep(0.2)
+        finally:
+            client.close()
+        self.kill()
+        raise RuntimeError(f"node {self.name} did not register within {timeout} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL to the node and everything it started."""
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            with contextlib_suppress():
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        with contextlib_suppress():
+            os.killpg(self.process.pid, signal.SIGKILL)  # any worker left behind
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+def contextlib_suppress() -> Any:
+    import contextlib
+
+    return contextlib.suppress(ProcessLookupError, PermissionError)
