@@ -43,6 +43,10 @@ def build_celery(settings: Settings) -> Celery:
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout_seconds,
+            # kombu scans for such tasks every interval × throttle seconds (10 × 10 by default): scan every few
+            # seconds instead, so a killed node's task comes back soon after its visibility timeout.
+            "unacked_restore_interval": max(1.0, min(10.0, settings.broker_visibility_timeout_seconds / 3)),
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": 5,
         },
         "result_backend_transport_options": {"socket_connect_timeout": 5},

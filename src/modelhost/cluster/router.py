@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPLY_PREFIX = "modelhost:reply:"
+#: One BLPOP waits at most this long (below redis-py's socket timeout), then the next one starts.
+BLPOP_SLICE_SECONDS = 2.0
 #: Replies nobody waits for any more expire after this long.
 REPLY_TTL_SECONDS = 600
 
@@ -166,10 +169,17 @@ class ClusterRouter:
     async def _next(self, reply: str, timeout: float, model: ModelEntry) -> dict[str, Any]:
         import redis
 
-        try:
-            got = await self.redis.blpop([reply], timeout=timeout)
-        except redis.RedisError as exc:
-            raise BrokerUnavailable(f"lost the broker (Redis) while waiting for model {model.id!r}: {exc}") from None
+        deadline = time.monotonic() + timeout
+        got = None
+        while got is None and time.monotonic() < deadline:
+            # Short waits: redis-py gives up reading a socket after its socket_timeout (5 s by default).
+            wait = max(0.01, min(BLPOP_SLICE_SECONDS, deadline - time.monotonic()))
+            try:
+                got = await self.redis.blpop([reply], timeout=wait)
+            except redis.RedisError as exc:
+                raise BrokerUnavailable(
+                    f"lost the broker (Redis) while waiting for model {model.id!r}: {exc}"
+                ) from None
         if got is None:
             from modelhost.errors import InferenceTimeout
 

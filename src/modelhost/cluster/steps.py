@@ -131,6 +131,7 @@ class StepRunner:
         )
         ctx._enter(index)
         step = pipeline.steps[index]
+        log.info("job %s (%s) step %s starting", job_id, kind, step.name)
         try:
             await asyncio.to_thread(self.store.set_stage, job_id, step.name, pipeline.progress_at(index, 0.0))
             result = await self._local._run_step(ctx, step.name, step.fn)
