@@ -6,7 +6,7 @@ match", as one machine does). The commands are the ones deploy/ runs.
 
 Checks: a meeting job completes with the same result as on one machine (local executor, SQLite, local blobs);
 ``kill -9`` of the node running a step (and its workers) → the step is redelivered and the job completes with the
-same result; synchronous embeddings and an error through a node.
+same result; synchronous embeddings, errors and a streamed chat completion through a node.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ TURNS = [
     ("rms", "Then we should ask for three quotes before we decide."),
 ]
 WHISPER = "whisper-tiny.en"
-NODE_A = ["--queues", "jobs", "--preload", WHISPER, "--concurrency", "4"]
+GEMMA = "gemma-3-270m"
+# Node a also consumes gemma's queue without preloading it (its worker starts on first use).
+NODE_A = ["--queues", f"jobs,model.{GEMMA}", "--preload", WHISPER, "--concurrency", "4"]
 NODE_B = ["--queues", "jobs", "--preload", "diarizer,resemblyzer,all-minilm-l6-v2-onnx", "--concurrency", "4"]
 VISIBILITY_SECONDS = 8
 
@@ -169,6 +171,30 @@ def test_embeddings_through_a_node(cluster: Cluster) -> None:
         # a node's own error comes back with its status
         bad = client.post("/v1/embeddings", json={"model": "all-minilm-l6-v2-onnx", "input": ""})
         assert bad.status_code == 400, bad.text
+
+
+def test_streamed_chat_through_a_node_equals_the_whole_answer(cluster: Cluster) -> None:
+    import json
+
+    body: dict[str, Any] = {
+        "model": GEMMA,
+        "messages": [{"role": "user", "content": "Name a large animal that lives in the sea."}],
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    with cluster.front.client(timeout=180) as client:
+        whole = client.post("/v1/chat/completions", json=body)
+        assert whole.status_code == 200, whole.text
+        content = whole.json()["choices"][0]["message"]["content"]
+        assert content.strip()
+        parts: list[str] = []
+        with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    parts.append(json.loads(line[6:])["choices"][0]["delta"].get("content") or "")
+    assert len([p for p in parts if p]) > 3  # really streamed, chunk by chunk
+    assert "".join(parts) == content
 
 
 def test_meeting_job_matches_one_machine(
