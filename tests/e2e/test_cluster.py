@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.cluster import (
     NodeProcess,
+    PrivateRedis,
     aws_env,
     fresh_postgres,
     moto_s3,
@@ -52,6 +53,7 @@ class Cluster:
     env: dict[str, str]
     broker_url: str
     root: Path
+    private_redis: PrivateRedis | None
 
     def node(self, name: str, args: list[str]) -> NodeProcess:
         node = NodeProcess(name, self.root / f"node-{name}", self.env, args).start(self.broker_url)
@@ -69,8 +71,11 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     import boto3
 
-    broker_url = redis_url_or_skip()
     root = tmp_path_factory.mktemp("cluster")
+    # A redis-server of our own when it is installed (the Redis-restart test restarts it); else the machine's Redis,
+    # in a dedicated database number.
+    private_redis = PrivateRedis.start_or_none(root / "redis")
+    broker_url = private_redis.url if private_redis else redis_url_or_skip()
     with fresh_postgres() as database_url, moto_s3(root) as endpoint:
         bucket = f"modelhost-{uuid.uuid4().hex[:8]}"
         boto3.client("s3", endpoint_url=endpoint, **_boto_credentials()).create_bucket(Bucket=bucket)
@@ -84,7 +89,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "MODELHOST_NODE_HEARTBEAT_SECONDS": "1",
         }
         front = ServerProcess(root / "front", env, args=("--no-local-workers",)).start()
-        running = Cluster(front, {}, env, broker_url, root)
+        running = Cluster(front, {}, env, broker_url, root, private_redis)
         try:
             running.node("a", NODE_A)
             running.node("b", NODE_B)
@@ -93,6 +98,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             for node in running.nodes.values():
                 node.stop()
             front.stop()
+            if private_redis is not None:
+                private_redis.stop()
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -207,6 +214,24 @@ def test_meeting_job_matches_one_machine(
     assert transcript(cluster.front, job["id"]) == reference_transcript
     # the artifacts live in the (emulated) S3 bucket, not on the front's disk
     assert not (cluster.front.data_dir / "blobs").exists()
+
+
+def test_redis_restarted_mid_job_the_job_completes(
+    cluster: Cluster, recording: Path, one_machine: tuple[dict[str, Any], str]
+) -> None:
+    if cluster.private_redis is None:
+        pytest.skip("redis-server is not installed: the machine's shared Redis is not restarted by tests")
+    reference, _ = one_machine
+    job_id = submit(cluster.front, recording)
+    marker = f"job {job_id} (meeting-transcription) step transcribe starting"
+    deadline = time.monotonic() + 120
+    while not any(marker in node.log() for node in cluster.nodes.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cluster.private_redis.restart(down_seconds=2)  # append-only file: queued and unacknowledged tasks survive
+    job = wait_done(cluster.front, job_id)
+    assert job["status"] == "completed", job
+    assert job["result"] == reference["result"]
+    assert all(node.process is not None and node.process.poll() is None for node in cluster.nodes.values())
 
 
 def test_kill_9_of_the_node_running_a_step_redelivers_it(

@@ -181,3 +181,66 @@ def contextlib_suppress() -> Any:
     import contextlib
 
     return contextlib.suppress(ProcessLookupError, PermissionError)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (free port, append-only file in ``folder``) that a test may restart without
+    touching the machine's shared Redis; None from ``start_or_none`` when redis-server is not installed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start_or_none(cls, folder: Path) -> PrivateRedis | None:
+        import shutil
+
+        if shutil.which("redis-server") is None:
+            return None
+        return cls(folder).start()
+
+    def start(self) -> PrivateRedis:
+        import redis
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port", str(self.port),
+                    "--bind", "127.0.0.1",
+                    "--dir", str(self.folder),
+                    "--appendonly", "yes",
+                    "--save", "",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 20
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.RedisError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise RuntimeError("private redis-server did not start") from None
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # redis-server flushes its append-only file on SIGTERM
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def restart(self, down_seconds: float = 2.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()

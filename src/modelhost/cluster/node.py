@@ -197,13 +197,20 @@ class Node:
 
 
 def register_tasks(app: Celery, node: Node) -> None:
+    import kombu.exceptions
     import redis
     import sqlalchemy.exc
 
     from modelhost.cluster.router import BrokerUnavailable
     from modelhost.storage.s3 import StorageUnavailable
 
-    infrastructure = (sqlalchemy.exc.OperationalError, redis.RedisError, StorageUnavailable, BrokerUnavailable)
+    infrastructure = (
+        sqlalchemy.exc.OperationalError,
+        redis.RedisError,
+        kombu.exceptions.OperationalError,
+        StorageUnavailable,
+        BrokerUnavailable,
+    )
 
     @app.task(  # type: ignore[untyped-decorator]  # celery is untyped
         name=STEP_TASK,
@@ -232,8 +239,34 @@ def register_tasks(app: Celery, node: Node) -> None:
         node.call(node.infer_stream(model_id, payload, files, reply))
 
 
+def _survive_broker_restarts() -> None:
+    """Keep the node alive when Redis goes away and comes back (kombu 5.7 / celery 5.7 otherwise stop the worker
+    with an "unrecoverable" ``AttributeError``, measured in the Redis-restart test):
+
+    * closing the lost channel tries to hand the tasks it holds back through the connection just dropped: skip that;
+      they stay in Redis's unacknowledged set and the periodic sweep hands them out after the visibility timeout;
+    * acknowledging a task that finished after the reconnection goes through the old, closed channel: log it and
+      leave the task unacknowledged; its redelivery is harmless (a recorded step is skipped, a reply nobody waits
+      for expires).
+    """
+    from kombu.transport import redis as kombu_redis
+
+    qos: Any = kombu_redis.QoS
+    qos.restore_at_shutdown = False
+    original_ack = qos.ack
+
+    def ack(self: Any, delivery_tag: Any) -> None:
+        try:
+            original_ack(self, delivery_tag)
+        except AttributeError:
+            log.warning("task %s finished over a dropped broker connection; Redis will redeliver it", delivery_tag)
+
+    qos.ack = ack
+
+
 def run_node(settings: Settings, queues: list[str], preload: list[str], name: str | None, concurrency: int) -> None:
     """Start the node and run its Celery worker until it is stopped (SIGTERM/SIGINT: warm shutdown)."""
+    _survive_broker_restarts()
     node = Node(settings, queues, preload, name, concurrency)
     node.start()
     app = build_celery(settings)

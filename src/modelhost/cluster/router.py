@@ -30,6 +30,7 @@ from modelhost.errors import (
     WorkerCrashed,
     from_worker_error,
 )
+from modelhost.jobs.pipeline import TransientError
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -47,9 +48,9 @@ BLPOP_SLICE_SECONDS = 2.0
 REPLY_TTL_SECONDS = 600
 
 
-class BrokerUnavailable(ModelhostError):
-    status_code = 503
-    error_type = "service_unavailable"
+class BrokerUnavailable(TransientError):
+    """Redis (the broker) cannot be reached: 503 for a request; a job step retries with backoff."""
+
     code = "broker_unavailable"
 
     def __init__(self, message: str) -> None:
