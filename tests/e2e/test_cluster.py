@@ -40,8 +40,8 @@ TURNS = [
 ]
 WHISPER = "whisper-tiny.en"
 GEMMA = "gemma-3-270m"
-# Node a also consumes gemma's queue without preloading it (its worker starts on first use).
-NODE_A = ["--queues", f"jobs,model.{GEMMA}", "--preload", WHISPER, "--concurrency", "4"]
+# Node a also consumes the queues of gemma and hibari (TTS) without preloading them (workers start on first use).
+NODE_A = ["--queues", f"jobs,model.{GEMMA},model.hibari", "--preload", WHISPER, "--concurrency", "4"]
 NODE_B = ["--queues", "jobs", "--preload", "diarizer,resemblyzer,all-minilm-l6-v2-onnx", "--concurrency", "4"]
 VISIBILITY_SECONDS = 8
 
@@ -142,20 +142,56 @@ def transcript(server: ServerProcess, job_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def one_machine(tmp_path_factory: pytest.TempPathFactory, recording: Path) -> tuple[dict[str, Any], str]:
-    """The same job on one machine: `modelhost serve` with no broker (local executor, SQLite, local blobs)."""
+def deck(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.decks import build_deck
+
+    return build_deck(tmp_path_factory.mktemp("deck") / "deck.pptx")
+
+
+def submit_deck(server: ServerProcess, deck: Path) -> str:
+    with server.client() as client:
+        resp = client.post(
+            "/v1/jobs/presentation-video",
+            files={"file": (deck.name, deck.read_bytes(), PPTX)},
+            data={"silence_seconds": "0.8", "width": "640"},
+        )
+    assert resp.status_code == 202, resp.text
+    job_id: str = resp.json()["id"]
+    return job_id
+
+
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+
+
+@pytest.fixture(scope="module")
+def single_machine(tmp_path_factory: pytest.TempPathFactory, recording: Path, deck: Path) -> dict[str, Any]:
+    """The same jobs on one machine: `modelhost serve` with no broker (local executor, SQLite, local blobs)."""
     server = ServerProcess(tmp_path_factory.mktemp("single")).start()
     try:
-        job = wait_done(server, submit(server, recording))
-        assert job["status"] == "completed", job
-        return job, transcript(server, job["id"])
+        meeting = wait_done(server, submit(server, recording))
+        assert meeting["status"] == "completed", meeting
+        presentation = wait_done(server, submit_deck(server, deck))
+        assert presentation["status"] == "completed", presentation
+        with server.client() as client:
+            notes = client.get(f"/v1/jobs/{presentation['id']}/artifacts/notes.json").content
+        return {
+            "meeting": (meeting, transcript(server, meeting["id"])),
+            "presentation": (presentation, notes),
+        }
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def one_machine(single_machine: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    result: tuple[dict[str, Any], str] = single_machine["meeting"]
+    return result
 
 
 def test_health_and_cluster_status_list_the_nodes(cluster: Cluster) -> None:
     health = cluster.front.health()
     assert health["workers"] == []  # the front runs no model
+    assert health["ml_modules_loaded"] == []
     nodes = {n["name"]: n for n in health["nodes"]}
     assert set(nodes) >= {"a", "b"}
     assert f"model.{WHISPER}" in nodes["a"]["queues"]
@@ -214,6 +250,19 @@ def test_meeting_job_matches_one_machine(
     assert transcript(cluster.front, job["id"]) == reference_transcript
     # the artifacts live in the (emulated) S3 bucket, not on the front's disk
     assert not (cluster.front.data_dir / "blobs").exists()
+
+
+def test_presentation_job_matches_one_machine(cluster: Cluster, deck: Path, single_machine: dict[str, Any]) -> None:
+    reference, reference_notes = single_machine["presentation"]
+    job = wait_done(cluster.front, submit_deck(cluster.front, deck))
+    assert job["status"] == "completed", job
+    assert job["result"] == reference["result"]
+    assert {a["name"] for a in job["artifacts"]} == {a["name"] for a in reference["artifacts"]}
+    with cluster.front.client() as client:
+        assert client.get(f"/v1/jobs/{job['id']}/artifacts/notes.json").content == reference_notes
+        video = client.get(f"/v1/jobs/{job['id']}/artifacts/video.mp4")
+    assert video.status_code == 200
+    assert video.content[4:8] == b"ftyp"
 
 
 def test_redis_restarted_mid_job_the_job_completes(
