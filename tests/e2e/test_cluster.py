@@ -198,6 +198,23 @@ def test_health_and_cluster_status_list_the_nodes(cluster: Cluster) -> None:
     assert WHISPER in {w["model"] for w in nodes["a"]["workers"]}  # preloaded
     assert {"diarizer", "resemblyzer"} <= set(nodes["b"]["models"])
     assert "jobs" in nodes["b"]["queue_depth"]
+    # the CLI reads the same records straight from Redis
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELHOST_")}
+    env["MODELHOST_BROKER_URL"] = cluster.broker_url
+    out = subprocess.run(
+        [sys.executable, "-m", "modelhost", "--json", "cluster", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert {n["name"] for n in json.loads(out)} >= {"a", "b"}
 
 
 def test_embeddings_through_a_node(cluster: Cluster) -> None:
