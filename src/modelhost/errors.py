@@ -1,7 +1,9 @@
 """Typed errors of the serve process. Each carries its HTTP status and the fields of the error envelope.
 
 Routes, the coordinator and the catalog raise these; ``modelhost.api.errors`` turns every one of them (and
-every validation or unexpected error) into ``{"error": {"message", "type", "param", "code"}}``.
+every validation or unexpected error) into ``{"error": {"message", "type", "param", "code"}}``, built by
+``error_envelope`` — the one builder of that shape, used by the serve process and by workers alike (this module
+imports nothing but the standard library, so a worker can import it).
 """
 
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 
+def error_envelope(message: str, error_type: str, *, param: str | None = None, code: str) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}``: every error answer of the server and its workers."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
 class ModelhostError(Exception):
     status_code = 500
     error_type = "server_error"
-    code: str | None = None
+    code: str = "internal_error"
 
     def __init__(
         self,
@@ -30,23 +37,13 @@ class ModelhostError(Exception):
         self.headers = headers or {}
 
     def envelope(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        return error_envelope(self.message, self.error_type, param=self.param, code=self.code)
 
 
 class InvalidRequest(ModelhostError):
     status_code = 400
     error_type = "invalid_request_error"
-
-
-class ValidationFailed(InvalidRequest):
-    status_code = 422
+    code = "invalid_request"
 
 
 class Unauthorized(ModelhostError):
@@ -66,6 +63,7 @@ class PermissionDenied(ModelhostError):
 class NotFound(ModelhostError):
     status_code = 404
     error_type = "not_found_error"
+    code = "not_found"
 
 
 class ModelNotFound(NotFound):
@@ -75,6 +73,7 @@ class ModelNotFound(NotFound):
 class Conflict(ModelhostError):
     status_code = 409
     error_type = "conflict_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -116,6 +115,15 @@ class InferenceTimeout(ModelhostError):
     code = "inference_timeout"
 
 
+class BackendUnavailable(ModelhostError):
+    """The backend lacks something to serve the request (a package, a file, a tool): 503 without Retry-After,
+    since retrying does not help until an operator installs it."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "backend_fault"
+
+
 class WorkerFailed(ModelhostError):
     """The backend raised an unexpected error while serving a valid request."""
 
@@ -139,7 +147,42 @@ def from_worker_error(status: int, error: dict[str, Any]) -> ModelhostError:
         404: NotFound,
         413: PayloadTooLarge,
         415: UnsupportedMediaType,
-        422: ValidationFailed,
+        422: InvalidRequest,
+        503: BackendUnavailable,
     }
     cls = classes.get(status, WorkerFailed)
     return cls(message, param=param if isinstance(param, str) else None, code=code if isinstance(code, str) else None)
+
+
+# -- raised by backends in a worker (``modelhost.backends.base`` re-exports them); carried by the worker protocol ----
+# * ``BadInput`` — the request cannot be served as sent (4xx, by default 400): an unknown voice, a prompt longer than
+#   the context, an image that does not decode.
+# * ``BackendFault`` — the server cannot serve it (5xx, by default 503): a model package or file missing, a system
+#   tool not installed. Not the caller's fault; the message says what to install or fix.
+# Anything else a backend raises is a bug: answered 500 ``inference_failed`` and logged with its traceback.
+
+
+class BackendError(Exception):
+    status: int = 400
+    error_type: str = "invalid_request_error"
+    default_code: str = "invalid_input"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+        if status is not None:
+            self.status = status
+
+
+class BadInput(BackendError):
+    """The request cannot be served as sent: a 4xx (``status``, 400 by default)."""
+
+
+class BackendFault(BackendError):
+    """The server cannot serve the request (missing package, file or tool): a 5xx (``status``, 503 by default)."""
+
+    status = 503
+    error_type = "service_unavailable"
+    default_code = "backend_fault"

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelhost.errors import ValidationFailed
+from modelhost.errors import InvalidRequest
 from modelhost.storage.orm import SettingRow
 
 
@@ -65,10 +65,10 @@ class RuntimeSettings(BaseModel):
         2.0, ge=0, le=600, description="wait before the first retry of a failed step; doubled for each further one"
     )
     meeting_chunk_seconds: float = Field(
-        300, ge=30, le=7200, description="longest audio sent to one ASR or diarization call of a meeting job"
+        300, ge=10, le=7200, description="longest audio sent to one ASR or diarization call of a meeting job"
     )
     speaker_identify_threshold: float = Field(
-        0.75, ge=-1, le=1, description="lowest cosine score at which a voice is taken to be an enrolled speaker"
+        0.84, ge=-1, le=1, description="lowest cosine score at which a voice is taken to be an enrolled speaker"
     )
     speaker_min_speech_seconds: float = Field(
         1.0, ge=0, le=60, description="least speech an enrollment sample must hold"
@@ -113,7 +113,7 @@ class RuntimeSettingsStore:
                 updated = RuntimeSettings(**{**self.current.model_dump(), **changes})
             except ValidationError as exc:
                 message, param = validation_message(exc)
-                raise ValidationFailed(message, param=param, code="invalid_setting") from None
+                raise InvalidRequest(message, param=param, code="invalid_setting") from None
             with self._sessions.begin() as session:
                 for key in changes:
                     value = getattr(updated, key)

@@ -184,16 +184,20 @@ def test_bad_parameters_are_400_and_non_audio_is_415(
         assert response.json()["error"]["code"] == "invalid_audio"
 
 
-def test_silence_and_empty_files_give_empty_results(server: ServerProcess, silence: Path, tmp_path: Path) -> None:
+def test_silence_gives_empty_results_and_empty_files_are_400(
+    server: ServerProcess, silence: Path, tmp_path: Path
+) -> None:
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     quiet = post(server, "/v1/audio/embeddings", silence).json()
     assert quiet["embedding"] is None
     assert quiet["duration"] == pytest.approx(3.0, abs=0.05)
-    assert post(server, "/v1/audio/embeddings", empty).json()["embedding"] is None
+    for path in ("/v1/audio/embeddings", "/v1/audio/diarization"):
+        refused = post(server, path, empty)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == "empty_file"
     nobody = post(server, "/v1/audio/diarization", silence).json()
     assert nobody["segments"] == []
     assert nobody["num_speakers"] == 0
     assert nobody["duration"] == pytest.approx(3.0, abs=0.05)
-    assert post(server, "/v1/audio/diarization", empty, num_speakers="2").json()["num_speakers"] == 0
     assert post(server, "/v1/audio/diarization", silence, response_format="rttm").text == ""

@@ -38,7 +38,7 @@ def test_three_sentences_with_gaps_give_three_segments(server: ServerProcess, tm
         assert segment["end"] - segment["start"] > 0.6 * (end - start)
 
 
-def test_silence_and_empty_give_no_segments_and_garbage_is_415(server: ServerProcess, tmp_path: Path) -> None:
+def test_silence_gives_no_segments_empty_is_400_and_garbage_is_415(server: ServerProcess, tmp_path: Path) -> None:
     silence = tmp_path / "silence.wav"
     subprocess.run(
         ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "2", str(silence)],
@@ -49,7 +49,9 @@ def test_silence_and_empty_give_no_segments_and_garbage_is_415(server: ServerPro
     assert quiet.json()["segments"] == []
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    assert vad(server, empty).json() == {"model": "silero-vad", "duration": 0.0, "segments": []}
+    refused = vad(server, empty)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "empty_file"
     garbage = tmp_path / "garbage.mp3"
     garbage.write_bytes(b"\x00\x01not audio" * 50)
     bad = vad(server, garbage)

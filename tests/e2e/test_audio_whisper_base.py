@@ -51,6 +51,16 @@ def test_translates_spanish_and_french_into_english(client: OpenAI, tmp_path: Pa
     assert "coffee" in french.text.lower()
 
 
+def test_whisper_1_is_an_alias_served_by_the_same_worker(client: OpenAI, tmp_path: Path, server: ServerProcess) -> None:
+    assert {"whisper-1", MODEL} <= {m.id for m in client.models.list()}
+    with flite_wav(SENTENCES[0], "slt", tmp_path / "slt.wav").open("rb") as f:
+        text = client.audio.transcriptions.create(model="whisper-1", file=f).text
+    assert word_errors(SENTENCES[0], text)[0] <= 2, text
+    workers = [w["model"] for w in server.health()["workers"]]
+    assert workers.count(MODEL) == 1
+    assert "whisper-1" not in workers
+
+
 def test_english_accuracy(client: OpenAI, tmp_path: Path) -> None:
     errors = words = 0
     for voice, sentence in zip(("slt", "rms", "awb", "kal16"), SENTENCES, strict=True):

@@ -76,14 +76,14 @@ def test_dimensions(server: ServerProcess) -> None:
         ({"model": MODELS[0], "input": []}, 400, "input"),
         ({"model": MODELS[0], "input": ""}, 400, "input"),
         ({"model": MODELS[0], "input": ["ok", ""]}, 400, "input"),
-        ({"model": MODELS[0], "input": 42}, 422, "input"),
-        ({"model": MODELS[0], "input": [1, "a"]}, 422, "input"),
-        ({"model": MODELS[0], "input": {"text": "a"}}, 422, "input"),
+        ({"model": MODELS[0], "input": 42}, 400, "input"),
+        ({"model": MODELS[0], "input": [1, "a"]}, 400, "input"),
+        ({"model": MODELS[0], "input": {"text": "a"}}, 400, "input"),
         ({"model": MODELS[0], "input": [[1, 2, 3]]}, 400, "input"),
-        ({"model": MODELS[0]}, 422, "input"),
-        ({"input": "hello"}, 422, "model"),
-        ({"model": MODELS[0], "input": "a", "encoding_format": "hex"}, 422, "encoding_format"),
-        ({"model": MODELS[0], "input": "a", "dimensions": 0}, 422, "dimensions"),
+        ({"model": MODELS[0]}, 400, "input"),
+        ({"input": "hello"}, 400, "model"),
+        ({"model": MODELS[0], "input": "a", "encoding_format": "hex"}, 400, "encoding_format"),
+        ({"model": MODELS[0], "input": "a", "dimensions": 0}, 400, "dimensions"),
         ({"model": "no-such-model", "input": "a"}, 404, "model"),
         ({"model": MODELS[0], "input": ["a"] * 2049}, 400, "input"),
         ({"model": MODELS[0], "input": "word " * 30_000}, 400, "input"),
@@ -102,7 +102,7 @@ def test_bad_input_is_a_4xx_envelope(server: ServerProcess, body: dict[str, obje
 def test_malformed_json_and_wrong_content(server: ServerProcess) -> None:
     with server.client() as http:
         broken = http.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
-        assert broken.status_code == 422
+        assert broken.status_code == 400
         assert broken.json()["error"]["message"] == "request body is not valid JSON"
         text = http.post("/v1/embeddings", content=b"hello", headers={"content-type": "text/plain"})
         assert 400 <= text.status_code < 500
@@ -118,6 +118,13 @@ def test_unknown_model_names_known_ones(openai_client: OpenAI) -> None:
     assert "all-minilm-l6-v2" in info.value.message
     with pytest.raises(BadRequestError):
         openai_client.embeddings.create(model=MODELS[0], input=[])
+    # a validation error (a wrong type, a value out of range) is a 400 too, as OpenAI answers: BadRequestError
+    with pytest.raises(BadRequestError) as wrong:
+        openai_client.embeddings.create(model=MODELS[0], input="hi", dimensions=0)
+    assert wrong.value.status_code == 400
+    body = wrong.value.body
+    assert isinstance(body, dict)
+    assert body.get("param", body.get("error", {}).get("param")) == "dimensions"
 
 
 def test_serve_process_never_loads_model_libraries(openai_client: OpenAI, server: ServerProcess) -> None:

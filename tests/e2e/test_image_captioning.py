@@ -74,15 +74,40 @@ def test_caption_is_deterministic_and_prompt_prefixes_it(server: ServerProcess, 
         assert prompted["usage"]["prompt_tokens"] > 0
 
 
+def test_a_pdf_is_captioned_by_its_first_page_as_ocr_reads_it(server: ServerProcess, captioner: str) -> None:
+    page = Image.open(io.BytesIO(image_bytes())).convert("RGB")
+    pdf = io.BytesIO()
+    page.save(pdf, "PDF", save_all=True, append_images=[page])
+    with server.client() as http:
+        response = http.post(
+            "/v1/images/captions",
+            data={"model": captioner},
+            files={"file": ("two-pages.pdf", pdf.getvalue(), "application/pdf")},
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["caption"]
+
+
 def test_bad_images_are_4xx(server: ServerProcess, captioner: str) -> None:
-    huge = Image.new("1", (9000, 9000))  # 81 Mpx, a few KB as PNG: a decompression bomb for the 40 Mpx limit
+    huge = Image.new("1", (9000, 9000))  # 81 Mpx, a few KB as PNG: a decompression bomb for the 64 Mpx limit
     buf = io.BytesIO()
     huge.save(buf, "PNG")
     cases = [
-        ({"file": ("x.png", b"this is not an image", "image/png")}, {"model": captioner}, 400, "invalid_image"),
+        (
+            {"file": ("x.png", b"this is not an image", "image/png")},
+            {"model": captioner},
+            415,
+            "unsupported_media_type",
+        ),
         ({"file": ("x.png", image_bytes()[:40], "image/png")}, {"model": captioner}, 400, "invalid_image"),
-        ({"file": ("x.png", buf.getvalue(), "image/png")}, {"model": captioner}, 400, "image_too_large"),
-        ({"file": ("x.png", b"", "image/png")}, {"model": captioner}, 400, "invalid_image"),
+        ({"file": ("x.png", buf.getvalue(), "image/png")}, {"model": captioner}, 413, "image_too_large"),
+        (
+            {"file": ("x.pdf", b"%PDF-1.4\nthis is no pdf\n", "application/pdf")},
+            {"model": captioner},
+            400,
+            "invalid_pdf",
+        ),
+        ({"file": ("x.png", b"", "image/png")}, {"model": captioner}, 400, "empty_file"),
         ({"file": ("x.png", image_bytes(), "image/png")}, {"model": "nope"}, 404, None),
         ({"file": ("x.png", image_bytes(), "image/png")}, {"model": "gemma-3-270m"}, 404, None),
         ({"file": ("x.png", image_bytes(), "image/png")}, {"model": captioner, "max_tokens": "0"}, 400, None),

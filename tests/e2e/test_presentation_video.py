@@ -227,7 +227,14 @@ def test_reference_voice_sample(server: ServerProcess, decks: dict[str, Path], t
 def restartable(tmp_path: Path) -> Iterator[tuple[ServerProcess, Path]]:
     temp = tmp_path / "tmp"
     temp.mkdir()
-    proc = ServerProcess(tmp_path / "data", env={"TMPDIR": str(temp), "MODELHOST_PRESENTATION_MAX_SLIDES": "5"})
+    proc = ServerProcess(
+        tmp_path / "data",
+        env={
+            "TMPDIR": str(temp),
+            "MODELHOST_PRESENTATION_MAX_SLIDES": "5",
+            "MODELHOST_PRESENTATION_MAX_BYTES": "500000",
+        },
+    )
     proc.start()
     yield proc, temp
     proc.stop()
@@ -241,6 +248,11 @@ def test_kill_9_while_synthesizing_resumes_and_cancel_leaves_nothing(
         too_many = submit(http, build_deck(tmp_path / "six.pptx", (*LONG_DECK, LONG_DECK[0])))
         assert too_many.status_code == 413
         assert too_many.json()["error"]["code"] == "too_many_slides"
+        huge = tmp_path / "huge.pptx"
+        huge.write_bytes(b"PK\x03\x04" + b"\x00" * 600_000)
+        too_big = submit(http, huge)
+        assert too_big.status_code == 413
+        assert too_big.json()["error"]["param"] == "file"
         job_id = submit(http, decks["long"], width=320).json()["id"]
         assert server.wait_for(
             lambda: http.get(f"/v1/jobs/{job_id}").json()["stage"] == "synthesizing_audio", timeout=120, interval=0.02

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelhost.api.services import Services, build_services
+from modelhost.api.composition import Services, build_services
 from modelhost.catalog.schemas import ModelCreate
 from modelhost.config import Settings
 from modelhost.errors import InvalidRequest

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from modelhost.api.services import build_services
+from modelhost.api.composition import build_services
 from modelhost.catalog.models import ModelCreate
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
@@ -72,9 +72,13 @@ def test_worker_runs_in_a_second_environment_with_other_versions(tmp_path: Path)
         coordinator = services.coordinator
         await coordinator.start()
         try:
-            old = await coordinator.infer(services.catalog.get_or_raise("minilm-old-env"), {"input": texts})
+            old = await coordinator.infer(
+                services.catalog.get_or_raise("minilm-old-env"), {"model": "minilm-old-env", "input": texts}
+            )
             info = await coordinator.worker_info("minilm-old-env")
-            new = await coordinator.infer(services.catalog.get_or_raise("minilm-main-env"), {"input": texts})
+            new = await coordinator.infer(
+                services.catalog.get_or_raise("minilm-main-env"), {"model": "minilm-main-env", "input": texts}
+            )
             return old, new, info
         finally:
             await coordinator.stop()

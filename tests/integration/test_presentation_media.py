@@ -205,3 +205,16 @@ def test_pipeline_steps_resume_where_they_stopped(tmp_path: Path, private_tmp: P
     assert sorted(spoken) == ["See you next time.", "Thank you for listening."]
     assert again["duration"] == pytest.approx(summary["duration"], abs=0.01)
     assert list(private_tmp.iterdir()) == []
+
+
+def test_notes_that_produce_no_speech_become_silence() -> None:
+    from modelhost.media.presentation import VideoOptions, narrate_slide
+    from modelhost.media.slides import Slide
+
+    async def mute(_text: str) -> bytes:
+        return wav_bytes(b"")  # what a TTS model may answer for notes like "…"
+
+    data, timing = asyncio.run(narrate_slide(Slide(1, "t", "…", False), mute, VideoOptions(silence_seconds=0.7)))
+    assert timing["duration"] == pytest.approx(0.7)
+    assert timing["chunks"] == []
+    assert len(read_wav(data)[0]) == 2 * round(0.7 * 24_000)

@@ -13,30 +13,10 @@ from pathlib import Path
 import pytest
 
 from modelhost.backends.base import Backend
-from modelhost.worker.protocol import InvalidInput, WorkerSpec
+from modelhost.errors import BadInput
+from modelhost.worker.protocol import WorkerSpec
 from tests.support.audio import convert, flite_wav
-
-TINY_OPENVOICE = {
-    "_version_": "v2",
-    "data": {"sampling_rate": 16000, "filter_length": 128, "hop_length": 32, "win_length": 128, "n_speakers": 0},
-    "model": {
-        "zero_g": True,
-        "inter_channels": 8,
-        "hidden_channels": 8,
-        "filter_channels": 16,
-        "n_heads": 2,
-        "n_layers": 2,
-        "kernel_size": 3,
-        "p_dropout": 0.1,
-        "resblock": "1",
-        "resblock_kernel_sizes": [3],
-        "resblock_dilation_sizes": [[1, 3, 5]],
-        "upsample_rates": [4, 8],
-        "upsample_initial_channel": 16,
-        "upsample_kernel_sizes": [8, 16],
-        "gin_channels": 16,
-    },
-}
+from tests.support.openvoice import TINY_OPENVOICE
 
 
 def wav_info(data: bytes) -> tuple[int, float]:
@@ -72,7 +52,7 @@ def test_world_conversion_moves_pitch_and_keeps_length(speech: tuple[bytes, byte
     assert details["formant_warp"] < 1.0  # a longer vocal tract: formants move down
     again = world.infer({"response_format": "wav"}, {"file": source, "reference": reference})
     assert again["audio"] == result["audio"]  # deterministic (and the reference analysis is cached)
-    with pytest.raises(InvalidInput) as missing:
+    with pytest.raises(BadInput) as missing:
         world.infer({}, {"file": source})
     assert missing.value.param == "reference"
 
@@ -102,6 +82,6 @@ def test_openvoice_converter_loads_a_checkpoint_and_converts(tmp_path: Path, spe
     assert result["details"]["colour_distance"] > 0
 
     torch.save({"model": {k: v for k, v in network.state_dict().items() if not k.startswith("dec.")}}, folder / "x.pth")
-    with pytest.raises(InvalidInput) as broken:
+    with pytest.raises(BadInput) as broken:
         backend(OpenVoiceConversion, str(folder), checkpoint=str(folder / "x.pth"))
     assert broken.value.code == "model_load_failed"

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from modelhost.backends.base import Backend
-from modelhost.backends.embeddings import EmbeddingBackend
-from modelhost.worker.protocol import InvalidInput
+from modelhost.backends.base import Backend, Files
+from modelhost.backends.text.embeddings_base import EmbeddingBackend
+from modelhost.errors import BadInput
 
 
 class SleepyEmbeddings(EmbeddingBackend):
@@ -36,14 +36,14 @@ class SleepyEmbeddings(EmbeddingBackend):
             if text.startswith("sleep:"):
                 time.sleep(float(text.split(":", 1)[1]))
             if text == "raise:invalid":
-                raise InvalidInput("this input is refused by the backend", param="input")
+                raise BadInput("this input is refused by the backend", param="input")
         rows = [np.frombuffer(hashlib.sha256(t.encode()).digest()[:32], dtype=np.uint8)[:8] for t in texts]
         vectors = np.asarray(rows, dtype=np.float32) + 1.0
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors, [len(t.split()) for t in texts]
 
 
-class CountingStream(Backend):
+class CountingStream(Backend[dict[str, Any]]):
     """Streams ``{"i": n}`` every ``interval`` seconds up to ``count``; writes how far it got to ``marker``."""
 
     supports_streaming = True
@@ -51,11 +51,11 @@ class CountingStream(Backend):
     def load(self) -> None:
         pass
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: Files) -> dict[str, Any]:
         return {"sizes": {name: len(data) for name, data in files.items()}, "payload": payload}
 
     def infer_stream(
-        self, payload: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event
+        self, payload: dict[str, Any], files: Files, cancelled: threading.Event
     ) -> Iterator[dict[str, Any]]:
         marker = Path(str(payload["marker"]))
         produced = 0

@@ -82,7 +82,7 @@ def test_model_crud_over_http(client: TestClient) -> None:
 )
 def test_model_validation_errors(client: TestClient, body: dict[str, object], param: str) -> None:
     response = client.post("/v1/models", json=body)
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert assert_envelope(response.json())["param"] == param
 
 
@@ -95,7 +95,7 @@ def test_settings_get_patch_and_errors(client: TestClient) -> None:
     assert changed.json()["settings"]["worker_idle_timeout_seconds"] == 30
     for bad in ({"gpu_policy": "yolo"}, {"worker_startup_timeout_seconds": 0}, {"nope": 1}, [], {}):
         response = client.patch("/v1/settings", json=bad)
-        assert response.status_code == 422, bad
+        assert response.status_code == 400, bad
         assert_envelope(response.json())
     assert client.get("/v1/settings").json()["settings"]["worker_idle_timeout_seconds"] == 30
 

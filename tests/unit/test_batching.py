@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from modelhost.errors import BadInput
 from modelhost.worker.batching import Batcher
-from modelhost.worker.protocol import InvalidInput
 
 
 def doubling(calls: list[int], delay: float = 0.05) -> Any:
@@ -18,7 +18,7 @@ def doubling(calls: list[int], delay: float = 0.05) -> Any:
         calls.append(len(payloads))
         time.sleep(delay)
         if any(p["x"] < 0 for p in payloads):
-            raise InvalidInput("negative")
+            raise BadInput("negative")
         return [{"y": p["x"] * 2} for p in payloads]
 
     return infer_batch
@@ -67,7 +67,7 @@ def test_a_bad_request_does_not_fail_its_batch_neighbours() -> None:
     first, bad, last = run(main())
     assert first == {"y": 2}
     assert last == {"y": 4}
-    assert isinstance(bad, InvalidInput)
+    assert isinstance(bad, BadInput)
     assert calls == [3, 1, 1, 1]
 
 

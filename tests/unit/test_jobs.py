@@ -281,3 +281,45 @@ def test_range_header_parsing() -> None:
         parse_range("bytes=10-", 10)
     with pytest.raises(RangeNotSatisfiable):
         parse_range("bytes=5-2", 10)
+
+
+def test_jobs_wait_for_a_free_slot_and_a_pending_job_can_be_cancelled(harness: Harness) -> None:
+    async def scenario() -> None:
+        harness.runtime.update({"jobs_max_concurrency": 1})
+        service = harness.service()
+        await service.start()
+        first = await service.create("test", {}, inputs={"file": JobInput("a.txt", b"abc")})
+        second = await service.create("test", {}, inputs={"file": JobInput("b.txt", b"abc")})
+        while "part-2" not in harness.calls:
+            await asyncio.sleep(0.01)
+        assert service.get(first.id).status == "running"
+        assert service.get(second.id).status == "pending"  # one slot, taken
+        assert (await service.cancel(second.id)).status == "cancelled"
+        assert harness.ended == ["cancelled"]  # end hooks ran although no step did
+        harness.gate.set()
+        await wait_status(service, first.id, ("completed",))
+        assert service.page(status="cancelled").total == 1
+        assert [j.id for j in service.page(kind="test", limit=1).data] == [second.id]  # newest first
+        await service.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_quiet_job_sends_keepalives(harness: Harness) -> None:
+    async def scenario() -> None:
+        service = harness.service()
+        await service.start()
+        job = await service.create("test", {}, inputs={"file": JobInput("a.txt", b"abc")})
+        while "part-2" not in harness.calls:
+            await asyncio.sleep(0.01)
+        kinds = []
+        async for kind, _event in service.store.watch(job.id, poll_seconds=0.02, keepalive_seconds=0.1):
+            kinds.append(kind)
+            if kinds.count("keepalive") == 2:
+                harness.gate.set()
+        assert kinds[0] == "status"
+        assert kinds.count("keepalive") >= 2
+        assert kinds[-1] == "status"  # completed
+        await service.stop()
+
+    asyncio.run(scenario())

@@ -67,3 +67,13 @@ def test_chunks_are_cut_in_the_quietest_frame() -> None:
     wav = wav_bytes(b"\x00\x00" * 16000)
     assert wav[:4] == b"RIFF"
     assert len(wav) == 44 + 32000
+
+
+def test_chunk_speakers_merge_down_to_the_given_count_most_similar_first() -> None:
+    from modelhost.jobs.transcript import merge_closest
+
+    voices = [([1.0, 0.0, 0.0], 5.0), ([0.0, 1.0, 0.0], 4.0), ([0.95, 0.1, 0.0], 1.0), ([0.0, 0.0, 1.0], 2.0)]
+    assert merge_closest(voices, 3) == [0, 1, 0, 3]  # the short split of voice 0 rejoins it
+    assert merge_closest(voices, 4) == [0, 1, 2, 3]
+    assert len(set(merge_closest(voices, 1))) == 1
+    assert merge_closest([([], 1.0), ([1.0], 1.0), ([1.0], 2.0)], 2) == [0, 1, 1]  # embeddings first

@@ -14,7 +14,7 @@ from modelhost.catalog.builtin import BUILTIN_MODELS
 from modelhost.catalog.schemas import ModelCreate, ModelUpdate
 from modelhost.catalog.secrets import REDACTED, is_secret_name, redact_options, redact_url
 from modelhost.catalog.store import Catalog
-from modelhost.errors import Conflict, InvalidRequest, ModelNotFound, ValidationFailed
+from modelhost.errors import Conflict, InvalidRequest, ModelNotFound
 from modelhost.runtime_settings import RuntimeSettingsStore
 from modelhost.storage.db import build_engine, build_sessionmaker, migrate
 from modelhost.storage.files import sqlite_files
@@ -113,7 +113,7 @@ def test_runtime_settings_persist_and_validate(engine: Engine) -> None:
         ({"no_such_setting": 1}, "unknown setting"),
         ({"worker_request_timeout_seconds": "soon"}, "worker_request_timeout_seconds"),
     ):
-        with pytest.raises(ValidationFailed, match=needle):
+        with pytest.raises(InvalidRequest, match=needle):
             store.update(bad)
     assert RuntimeSettingsStore(sessions).load() == reloaded  # a refused change changes nothing
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelhost.backends.textgen import Detokenizer, GenerationRequest, StopMatcher, TextGenerator
-from modelhost.worker.protocol import InvalidInput, WorkerSpec
+from modelhost.backends.text.textgen_base import Detokenizer, Generation, StopMatcher, TextGenerator
+from modelhost.errors import BadInput
+from modelhost.worker.protocol import WorkerSpec
 
 END = 0
 
@@ -34,11 +35,11 @@ class FakeModel(TextGenerator):
     def load(self) -> None:
         pass
 
-    def encode(self, request: GenerationRequest) -> list[int]:
+    def encode(self, request: Generation) -> list[int]:
         return [1] * len((request.prompt or "").split())
 
     def tokens(
-        self, prompt_ids: list[int], request: GenerationRequest, max_new: int, cancelled: threading.Event
+        self, prompt_ids: list[int], request: Generation, max_new: int, cancelled: threading.Event
     ) -> Iterator[int]:
         yield from list(self.vocab)
         while True:
@@ -52,14 +53,18 @@ class FakeModel(TextGenerator):
 
 
 def run(model: FakeModel, **payload: object) -> tuple[list[str], dict[str, object]]:
-    chunks = list(model.infer_stream({"prompt": "a b c", **payload}, {}, threading.Event()))
+    chunks = list(model.run_stream({"model": "fake", "prompt": "a b c", **payload}, {}, threading.Event()))
     return [str(c["text"]) for c in chunks[:-1]], chunks[-1]
 
 
 def test_stream_concatenates_to_infer_and_counts_tokens() -> None:
     model = FakeModel(["Hel", "lo", " wor", "ld"])
     texts, last = run(model)
-    assert "".join(texts) + str(last["text"]) == model.infer({"prompt": "a b c"}, {})["text"] == "Hello world"
+    assert (
+        "".join(texts) + str(last["text"])
+        == model.run({"model": "fake", "prompt": "a b c"}, {})["text"]
+        == "Hello world"
+    )
     assert last["finish_reason"] == "stop"
     assert (last["prompt_tokens"], last["completion_tokens"]) == (3, 4)
 
@@ -86,15 +91,15 @@ def test_max_tokens_and_context() -> None:
     assert (last["finish_reason"], last["completion_tokens"]) == ("length", 3)
     _, last = run(model)  # capped by the room left in the context: 8 - 3 prompt tokens
     assert (last["finish_reason"], last["completion_tokens"]) == ("length", 5)
-    with pytest.raises(InvalidInput) as info:
-        list(model.infer_stream({"prompt": " ".join("p" * 9)}, {}, threading.Event()))
+    with pytest.raises(BadInput) as info:
+        list(model.run_stream({"model": "fake", "prompt": " ".join("p" * 9)}, {}, threading.Event()))
     assert info.value.code == "context_length_exceeded"
 
 
 def test_cancel_stops_between_tokens_and_is_counted() -> None:
     model = FakeModel(["x"] * 50)
     cancelled = threading.Event()
-    stream = model.infer_stream({"prompt": "a", "ignore_eos": True}, {}, cancelled)
+    stream = model.run_stream({"model": "fake", "prompt": "a", "ignore_eos": True}, {}, cancelled)
     next(stream)
     next(stream)
     cancelled.set()
@@ -108,16 +113,20 @@ def test_cancel_stops_between_tokens_and_is_counted() -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        {},
-        {"messages": []},
-        {"messages": [{"role": "robot", "content": "x"}]},
-        {"prompt": "x", "max_tokens": 0},
-        {"prompt": "x", "stop": [""]},
+        {"model": "fake"},
+        {"model": "fake", "messages": []},
+        {"model": "fake", "messages": [{"role": "robot", "content": "x"}]},
+        {"model": "fake", "prompt": "x", "max_tokens": 0},
+        {"model": "fake", "prompt": "x", "stop": [""]},
+        {"model": "fake", "prompt": "x", "logit_bias": {"1": 5}},
     ],
 )
-def test_invalid_payloads(payload: dict[str, object]) -> None:
-    with pytest.raises(InvalidInput):
-        GenerationRequest.parse(payload)
+def test_invalid_payloads_are_refused_by_the_base_class(payload: dict[str, object]) -> None:
+    model = FakeModel(["x"])
+    with pytest.raises(BadInput) as info:
+        model.parse(payload)
+    assert info.value.status == 400
+    assert info.value.code
 
 
 def test_stop_matcher_holds_partial_prefix() -> None:

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelhost.api.errors import envelope
 from modelhost.config import Settings
+from modelhost.errors import error_envelope
 
 Role = Literal["admin", "inference"]
 
@@ -205,7 +205,7 @@ async def _refuse(
     if scope["type"] == "websocket":  # closing before accepting answers the handshake with 403
         await send({"type": "websocket.close", "code": 1008, "reason": f"{code}: {message}"[:120]})
         return
-    payload = orjson.dumps(envelope(message, error_type, code=code))
+    payload = orjson.dumps(error_envelope(message, error_type, code=code))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if bearer:
         headers.append((b"www-authenticate", b"Bearer"))

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 
 import modelhost
 from modelhost.api.access import AccessMiddleware, AccessPolicy
-from modelhost.api.errors import install_error_handlers
+from modelhost.api.composition import build_services
+from modelhost.api.docs import install_docs
+from modelhost.api.errors import install_error_handlers, without_validation_422
 from modelhost.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from modelhost.api.routes import (
     audio,
@@ -30,7 +32,6 @@ from modelhost.api.routes import (
 )
 from modelhost.api.routes import jobs as jobs_routes
 from modelhost.api.routes import settings as settings_routes
-from modelhost.api.services import build_services
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
 
@@ -64,8 +65,13 @@ def create_app(settings: Settings) -> FastAPI:
         version=modelhost.__version__,
         summary="Many models, one HTTP API, one worker process per model.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
+    build_openapi = app.openapi
+    app.openapi = lambda: without_validation_422(build_openapi())  # type: ignore[method-assign]  # FastAPI's hook
     for router in (
         audio.router,
         voices.router,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from modelhost.api.services import Services
+from modelhost.api.composition import Services
 from modelhost.catalog.models import Catalog
 from modelhost.coordinator.coordinator import Coordinator
 from modelhost.jobs.service import JobService

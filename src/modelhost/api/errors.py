@@ -1,4 +1,5 @@
-"""One place that maps every failure to the error envelope ``{"error": {message, type, param, code}}``."""
+"""One place that maps every failure to the error envelope ``{"error": {message, type, param, code}}`` (built by
+``modelhost.errors.error_envelope``). Validation errors are 400 (as OpenAI answers), every error has a ``code``."""
 
 from __future__ import annotations
 
@@ -11,20 +12,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modelhost.errors import ModelhostError
+from modelhost.errors import ModelhostError, error_envelope
+from modelhost.schemas.base import describe_errors
 
 log = logging.getLogger(__name__)
 
 ERROR_SCHEMA = {
     "type": "object",
+    "required": ["error"],
     "properties": {
         "error": {
             "type": "object",
+            "required": ["message", "type", "param", "code"],
             "properties": {
                 "message": {"type": "string"},
                 "type": {"type": "string"},
-                "param": {"type": "string", "nullable": True},
-                "code": {"type": "string", "nullable": True},
+                "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "code": {"type": "string"},
             },
         }
     },
@@ -36,35 +40,23 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": "error", "content": {"application/json": {"schema": ERROR_SCHEMA}}} for s in statuses}
 
 
-def envelope(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+#: What every inference route may answer besides 200 (validation, unknown model, limits, queue, worker trouble).
+INFERENCE_ERRORS = (400, 401, 404, 413, 429, 500, 502, 503, 504)
+#: The same, for routes that take an upload (415: a file that is not of a type the model reads).
+UPLOAD_ERRORS = (400, 401, 404, 413, 415, 429, 500, 502, 503, 504)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "invalid request", None
-    first = errors[0]
-    parts = list(first.get("loc", ()))
-    if parts and parts[0] in ("body", "query", "path", "form", "header", "cookie"):
-        parts = parts[1:]  # where the value was; only the first item (a body field may be named "query")
-    loc = [str(p) for p in parts if not _is_type_tag(p)]
-    param = ".".join(loc) or None
-    msg = first.get("msg", "invalid value")
-    if first.get("type") == "json_invalid":
-        return "request body is not valid JSON", None
-    if first.get("type") == "missing":
-        return f"missing required parameter {param!r}", param
-    extra = f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return (f"{param}: {msg}" if param else msg) + extra, param
-
-
-_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "bytes"}
-
-
-def _is_type_tag(part: object) -> bool:
-    """Pydantic names the union member in an error's location (``input.list[str].0``): not a parameter."""
-    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part or part.startswith(("function-", "literal")))
+def without_validation_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI documents a 422 on every route with parameters; this server answers validation errors with 400."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if isinstance(operation, dict):
+                operation.get("responses", {}).pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    return schema
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -76,14 +68,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return JSONResponse(envelope(message, "invalid_request_error", param, "invalid_parameter"), status_code=422)
+        # 400, as OpenAI answers (its client raises BadRequestError), not FastAPI's 422.
+        message, param, code = describe_errors(exc.errors())
+        if code == "missing_parameter" and param == "file":
+            message, code = "the 'file' field (multipart/form-data) is required", "missing_file"
+        body = error_envelope(message, "invalid_request_error", param=param, code=code)
+        return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(
-            envelope(str(exc.detail), error_type),
+            error_envelope(str(exc.detail), error_type, code=code),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -93,10 +90,11 @@ def install_error_handlers(app: FastAPI) -> None:
         # The database went away (PostgreSQL restarting, network): a clear 503, not an internal error.
         log.warning("database unavailable: %s", str(exc.orig or exc).splitlines()[0])
         message = "the database is unavailable; retry shortly"
-        body = envelope(message, "service_unavailable", None, "database_unavailable")
+        body = error_envelope(message, "service_unavailable", code="database_unavailable")
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(envelope(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
+        message = f"internal error: {type(exc).__name__}"
+        return JSONResponse(error_envelope(message, "server_error", code="internal_error"), status_code=500)

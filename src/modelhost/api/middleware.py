@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelhost.api.errors import envelope
+from modelhost.errors import error_envelope
 from modelhost.metrics import Metrics
 
 
@@ -34,7 +34,8 @@ async def _send_error(
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while streaming (chunked bodies, JSON or
+    multipart alike)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -45,7 +46,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
-        too_large = envelope(
+        too_large = error_envelope(
             f"request body exceeds the limit of {self.limit} bytes (MODELHOST_MAX_REQUEST_BYTES)",
             "invalid_request_error",
             code="payload_too_large",
@@ -78,8 +79,9 @@ class BodyLimitMiddleware:
                 await _send_error(send, 413, too_large)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):  # noqa: N818 - a signal, not an error: it must get past FastAPI's handlers
+    """Raised from ``receive`` when a body without Content-Length (chunked) passes the limit. A ``BaseException`` so
+    that FastAPI's body parsing (which turns any ``Exception`` into a 400) lets it reach this middleware: 413."""
 
 
 class MetricsMiddleware:

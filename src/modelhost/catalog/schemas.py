@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelhost.catalog.backends import TASKS
+from modelhost.catalog.registry import TASKS
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$"
 DEVICE_PATTERN = r"^(cpu|cuda(:[0-9]+)?)$"

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelhost.catalog.backends import BUILTIN_BACKENDS, TASKS, check_backend
+from modelhost.catalog.registry import BUILTIN_BACKENDS, TASKS, check_backend
 from modelhost.catalog.schemas import NULLABLE_FIELDS, ModelCreate, ModelEntry, ModelUpdate
 from modelhost.catalog.secrets import keep_redacted
 from modelhost.errors import Conflict, InvalidRequest, ModelNotFound, PermissionDenied

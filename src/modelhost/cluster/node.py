@@ -35,7 +35,7 @@ from modelhost.errors import ModelhostError, NotFound
 if TYPE_CHECKING:
     from celery import Celery
 
-    from modelhost.api.services import Services
+    from modelhost.api.composition import Services
     from modelhost.config import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Node:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
-        from modelhost.api.services import build_services
+        from modelhost.api.composition import build_services
         from modelhost.metrics import Metrics
 
         self._thread.start()

@@ -22,9 +22,9 @@ from typing import Any
 
 import aiohttp
 
-from modelhost.catalog.backends import backend_reference
 from modelhost.catalog.envs import EnvManager
 from modelhost.catalog.models import ModelEntry
+from modelhost.catalog.registry import backend_reference
 from modelhost.config import Settings
 from modelhost.coordinator.admission import GpuAdmission
 from modelhost.coordinator.client import WorkerClient

@@ -79,6 +79,7 @@ class LocalExecutor:
         self.deps = deps
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel_flags: dict[str, asyncio.Event] = {}
+        self._started: set[str] = set()  # jobs whose steps began in this process
         self._limiter = _Limiter(lambda: deps.runtime.current.jobs_max_concurrency)
         self._stopping = False
 
@@ -95,16 +96,28 @@ class LocalExecutor:
         self._cancel_flags[job_id] = asyncio.Event()
         task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
         self._tasks[job_id] = task
-        task.add_done_callback(lambda _t: (self._tasks.pop(job_id, None), self._cancel_flags.pop(job_id, None)))
+        task.add_done_callback(lambda _t: self._forget(job_id))
+
+    def _forget(self, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        self._cancel_flags.pop(job_id, None)
+        self._started.discard(job_id)
 
     async def cancel(self, job_id: str) -> None:
         flag = self._cancel_flags.get(job_id)
         if flag is not None:
             flag.set()
+        started = job_id in self._started
         task = self._tasks.get(job_id)
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if not started:  # cancelled while pending: its steps never ran, its end hooks run now
+            row = await asyncio.to_thread(self.store.row, job_id)
+            pipeline = self.registry.get(row.kind) if row is not None else None
+            if row is not None and pipeline is not None:
+                ctx = await self._context(job_id, row.kind, dict(row.params or {}), pipeline)
+                await self._ended(ctx, pipeline, "cancelled", None)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -140,18 +153,21 @@ class LocalExecutor:
                     return  # cancelled meanwhile
             else:
                 await asyncio.to_thread(self.store.resume, job_id)
-            outputs = await asyncio.to_thread(self.store.step_outputs, job_id)
-            ctx = StepContext(
-                job_id=job_id,
-                kind=row.kind,
-                params=dict(row.params or {}),
-                deps=self.deps,
-                store=self.store,
-                pipeline=pipeline,
-                outputs=outputs,
-                cancelled=self._cancel_flags.get(job_id) or asyncio.Event(),
-            )
+            self._started.add(job_id)
+            ctx = await self._context(job_id, row.kind, dict(row.params or {}), pipeline)
             await self._run_steps(ctx, pipeline)
+
+    async def _context(self, job_id: str, kind: str, params: dict[str, Any], pipeline: Pipeline) -> StepContext:
+        return StepContext(
+            job_id=job_id,
+            kind=kind,
+            params=params,
+            deps=self.deps,
+            store=self.store,
+            pipeline=pipeline,
+            outputs=await asyncio.to_thread(self.store.step_outputs, job_id),
+            cancelled=self._cancel_flags.get(job_id) or asyncio.Event(),
+        )
 
     async def _run_steps(self, ctx: StepContext, pipeline: Pipeline) -> None:
         job_id = ctx.job_id

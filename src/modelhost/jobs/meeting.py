@@ -4,10 +4,12 @@ Params: ``MeetingParams`` (ASR model, language, speaker counts, identify); input
 Steps (each a recorded stage):
 
 1. ``decode`` — ffmpeg → 16 kHz mono 16-bit PCM (a work blob); plans chunks of at most ``meeting_chunk_seconds``
-   cut at the quietest 50 ms within the last 5 s before each limit.
+   (and at most ``worker_request_timeout_seconds`` of audio) cut at the quietest 50 ms of the last 5 s before
+   each limit.
 2. ``transcribe`` — ASR with word timestamps, one worker call per chunk (recorded per chunk, progress per chunk).
 3. ``diarize`` — the diarizer per chunk; with several chunks, chunk speakers are joined into meeting speakers by
-   the cosine of their voiceprints (``LINK_SIMILARITY``).
+   the cosine of their voiceprints (``LINK_SIMILARITY``), then merged most-similar-first down to a given
+   ``num_speakers`` / ``max_speakers``.
 4. ``identify`` — per speaker: up to ``IDENTIFY_SECONDS`` of their longest turns → the speaker-embedding model →
    Qdrant candidates → one joint assignment (no person twice, best total score); below the threshold a speaker
    stays ``SPEAKER_nn``.
@@ -21,7 +23,9 @@ import asyncio
 import json
 import shutil
 import struct
+import tempfile
 from array import array
+from pathlib import Path
 from typing import Any
 
 from modelhost.errors import InvalidRequest, UnsupportedMediaType
@@ -32,10 +36,12 @@ from modelhost.jobs.transcript import (
     assign_speakers,
     build_segments,
     cosine,
+    merge_closest,
     talk_times,
     to_srt,
     to_text,
     to_vtt,
+    weighted_mean,
 )
 from modelhost.schemas.jobs import MeetingTranscript
 
@@ -88,35 +94,49 @@ async def decode(ctx: StepContext) -> dict[str, Any]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise InvalidRequest("ffmpeg is not installed on the server", code="ffmpeg_missing")
-    work = ctx.work_key(PCM)
-    async with ctx.input_path("file") as source:
-        process = await asyncio.create_subprocess_exec(
-            ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(source), "-vn",
-            "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        pcm, errors = await process.communicate()
-    if process.returncode != 0:
-        lines = errors.decode("utf-8", "replace").strip().splitlines()
-        reason = lines[-1] if lines else f"ffmpeg exited with {process.returncode}"
-        raise UnsupportedMediaType(
-            f"the uploaded file could not be decoded as audio: {reason}", param="file", code="invalid_audio"
-        )
-    samples = len(pcm) // 2
-    if samples < SAMPLE_RATE // 10:
-        raise InvalidRequest("the uploaded file holds no audio (or less than 0.1 s)", param="file", code="no_audio")
-    await asyncio.to_thread(ctx.blobs.put, work, pcm[: samples * 2])
-    limit = int(ctx.deps.runtime.current.meeting_chunk_seconds * SAMPLE_RATE)
+    with tempfile.TemporaryDirectory(prefix="modelhost-decode-") as folder:
+        target = Path(folder) / "audio.pcm"  # a file, not a pipe: hours of audio never sit in memory
+        async with ctx.input_path("file") as source:
+            process = await asyncio.create_subprocess_exec(
+                ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(source), "-vn",
+                "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), str(target),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                _, errors = await process.communicate()
+            finally:
+                if process.returncode is None:  # cancelled: do not leave ffmpeg running
+                    process.kill()
+                    await process.wait()
+        if process.returncode != 0:
+            lines = errors.decode("utf-8", "replace").strip().splitlines()
+            reason = lines[-1] if lines else f"ffmpeg exited with {process.returncode}"
+            raise UnsupportedMediaType(
+                f"the uploaded file could not be decoded as audio: {reason}", param="file", code="invalid_audio"
+            )
+        samples = target.stat().st_size // 2
+        if samples < SAMPLE_RATE // 10:
+            raise InvalidRequest("the uploaded file holds no audio (or less than 0.1 s)", param="file", code="no_audio")
+        await ctx.put_work(PCM, target)
+    return {"duration": round(samples / SAMPLE_RATE, 3), "samples": samples, "chunks": await _plan(ctx, samples)}
+
+
+async def _plan(ctx: StepContext, samples: int) -> list[list[int]]:
+    """Chunks of at most ``meeting_chunk_seconds`` — and no longer than one worker request may take, counting one
+    second of work per second of audio — each cut at the quietest 50 ms of the last 5 s before its limit."""
+    runtime = ctx.deps.runtime.current
+    seconds = min(runtime.meeting_chunk_seconds, runtime.worker_request_timeout_seconds)
+    limit = max(int(seconds * SAMPLE_RATE), int(2 * CUT_SEARCH_SECONDS * SAMPLE_RATE))
+    window = int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
     chunks: list[list[int]] = []
     start = 0
     while samples - start > limit:
-        window = int(CUT_SEARCH_SECONDS * SAMPLE_RATE)
         low = start + limit - window
-        cut = _quietest(pcm[low * 2 : (start + limit) * 2], low)
+        cut = _quietest(await _read_pcm(ctx, low, start + limit), low)
         chunks.append([start, cut])
         start = cut
     chunks.append([start, samples])
-    return {"duration": round(samples / SAMPLE_RATE, 3), "samples": samples, "chunks": chunks}
+    return chunks
 
 
 def _chunks(ctx: StepContext) -> list[list[int]]:
@@ -158,8 +178,8 @@ async def diarize(ctx: StepContext) -> dict[str, Any]:
     high: int | None = ctx.params.get("max_speakers")
     if len(chunks) > 1:  # a chunk may hold fewer speakers than the meeting: only the upper bound holds per chunk
         num, low, high = None, None, num or high
-    turns: list[Turn] = []
-    voices: list[dict[str, Any]] = []  # meeting speakers: {"embedding", "weight"}
+    turns: list[tuple[float, float, int]] = []
+    voices: list[tuple[list[float], float]] = []  # meeting speakers: (mean voiceprint, seconds)
     for index, (first, last) in enumerate(chunks):
 
         async def call(first: int = first, last: int = last) -> dict[str, Any]:
@@ -175,32 +195,31 @@ async def diarize(ctx: StepContext) -> dict[str, Any]:
         mapping: dict[str, int] = {}
         for speaker in part["speakers"]:
             vector = speaker.get("embedding")
+            weight = float(speaker.get("duration") or 0.0)
             best, best_score = None, LINK_SIMILARITY
-            for number, voice in enumerate(voices):
-                if vector is not None and number not in mapping.values():
-                    score = cosine(vector, voice["embedding"])
+            for number, (embedding, _) in enumerate(voices):
+                if vector and embedding and number not in mapping.values():
+                    score = cosine(vector, embedding)
                     if score >= best_score:
                         best, best_score = number, score
             if best is None or len(chunks) == 1:
-                voices.append({"embedding": vector or [], "weight": float(speaker.get("duration") or 0.0)})
+                voices.append((vector or [], weight))
                 best = len(voices) - 1
             else:
-                weight = float(speaker.get("duration") or 0.0)
-                voice = voices[best]
-                total = voice["weight"] + weight or 1.0
-                voice["embedding"] = [
-                    (a * voice["weight"] + b * weight) / total for a, b in zip(voice["embedding"], vector, strict=True)
-                ]
-                voice["weight"] = total
+                embedding, seconds = voices[best]
+                voices[best] = (weighted_mean(embedding, seconds, vector, weight), seconds + weight)
             mapping[speaker["speaker"]] = best
-        turns.extend((float(s), float(e), f"#{mapping[label]}") for s, e, label in part["segments"])
+        turns.extend((float(s), float(e), mapping[label]) for s, e, label in part["segments"])
         await ctx.progress((index + 1) / len(chunks))
-    turns.sort()
+    # Chunks may split one person in two; a given count (or upper bound) holds for the whole meeting.
+    bound = ctx.params.get("num_speakers") or ctx.params.get("max_speakers")
+    owner = merge_closest(voices, bound) if bound and len(chunks) > 1 else list(range(len(voices)))
+    merged = sorted((s, e, owner[number]) for s, e, number in turns)
     # Labels in order of first appearance over the whole meeting.
-    order: dict[str, str] = {}
-    for _, _, label in turns:
-        order.setdefault(label, f"SPEAKER_{len(order):02d}")
-    return {"turns": [[s, e, order[label]] for s, e, label in turns]}
+    order: dict[int, str] = {}
+    for _, _, number in merged:
+        order.setdefault(number, f"SPEAKER_{len(order):02d}")
+    return {"turns": [[s, e, order[number]] for s, e, number in merged]}
 
 
 def _turns(ctx: StepContext) -> list[Turn]:
@@ -215,6 +234,8 @@ async def identify(ctx: StepContext) -> dict[str, Any]:
         return {"model": None, "speakers": {}}
     model = inference.DEFAULT_SPEAKER_MODEL
     threshold = ctx.deps.runtime.current.speaker_identify_threshold
+    if not await asyncio.to_thread(ctx.deps.speakers.has_voiceprints, model):
+        return {"model": model, "threshold": threshold, "speakers": {}}  # nobody enrolled: no voiceprints to make
     candidates: dict[str, list[tuple[str, float]]] = {}
     names: dict[str, str | None] = {}
     for index, label in enumerate(labels):

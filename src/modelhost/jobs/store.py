@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -27,6 +28,11 @@ PREDECESSORS: dict[str, tuple[str, ...]] = {
     "failed": ("pending", "running"),
     "cancelled": ("pending", "running"),
 }
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone; they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def artifact_url(job_id: str, name: str) -> str:
@@ -49,9 +55,9 @@ def _view(row: JobRow, artifacts: list[ArtifactRow]) -> JobView:
             )
             for a in sorted(artifacts, key=lambda a: a.name)
         ],
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
+        created_at=aware(row.created_at),
+        started_at=aware(row.started_at),
+        finished_at=aware(row.finished_at),
     )
 
 
@@ -206,22 +212,29 @@ class JobStore:
         if event is not None:
             self.events.publish(kind, event)
 
-    async def watch(self, job_id: str, poll_seconds: float = 1.0) -> AsyncIterator[tuple[str, JobEvent]]:
+    async def watch(
+        self, job_id: str, poll_seconds: float = 1.0, keepalive_seconds: float = 15.0
+    ) -> AsyncIterator[tuple[str, JobEvent]]:
         """Every change of the job until it ends, starting with its current state (``status``). Changes published
-        in this process arrive at once; the database is polled too, for executors in other processes."""
+        in this process arrive at once; the database is polled too, for executors in other processes. After
+        ``keepalive_seconds`` without a change comes a ``keepalive`` (the unchanged state), for proxies."""
         with self.events.listen(job_id) as queue:
             last = self.snapshot(job_id)
             if last is None:
                 return
             yield "status", last
+            quiet_since = asyncio.get_running_loop().time()
             while last.status not in TERMINAL_STATUSES:
                 try:
                     kind, event = await asyncio.wait_for(queue.get(), timeout=poll_seconds)
                 except TimeoutError:
-                    polled = self.snapshot(job_id)
+                    polled = await asyncio.to_thread(self.snapshot, job_id)
                     if polled is None:
                         return
                     if polled == last:
+                        if asyncio.get_running_loop().time() - quiet_since >= keepalive_seconds:
+                            quiet_since = asyncio.get_running_loop().time()
+                            yield "keepalive", last
                         continue
                     kind = (
                         "status"
@@ -234,6 +247,7 @@ class JobStore:
                 if event == last and kind != "status":
                     continue
                 last = event
+                quiet_since = asyncio.get_running_loop().time()
                 yield kind, event
 
     # -- steps -----------------------------------------------------------------------------------------------

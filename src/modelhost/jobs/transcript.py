@@ -66,6 +66,27 @@ def _greedy(options: dict[str, list[tuple[str, float]]]) -> dict[str, tuple[str,
     return result
 
 
+def weighted_mean(a: Sequence[float], wa: float, b: Sequence[float], wb: float) -> list[float]:
+    total = wa + wb or 1.0
+    return [(x * wa + y * wb) / total for x, y in zip(a, b, strict=True)]
+
+
+def merge_closest(voices: Sequence[tuple[Sequence[float], float]], bound: int) -> list[int]:
+    """Merge the two most similar voices (``(embedding, seconds)``) until at most ``bound`` remain; return, for
+    each voice, the index of the voice it ended up in. Voices without an embedding merge last."""
+    groups: dict[int, tuple[list[float], float]] = {i: (list(v), w) for i, (v, w) in enumerate(voices)}
+    owner = list(range(len(voices)))
+    while len(groups) > max(1, bound):
+        score, keep, drop = max(
+            (cosine(groups[i][0], groups[j][0]) if groups[i][0] and groups[j][0] else -2.0, i, j)
+            for i, j in itertools.combinations(sorted(groups), 2)
+        )
+        (a, wa), (b, wb) = groups[keep], groups.pop(drop)
+        groups[keep] = (weighted_mean(a, wa, b, wb) if a and b else a or b, wa + wb)
+        owner = [keep if o == drop else o for o in owner]
+    return owner
+
+
 def speaker_of(start: float, end: float, turns: Sequence[Turn]) -> str | None:
     """The turn the span overlaps most; with no overlap the nearest turn; None without turns."""
     best, best_overlap = None, 0.0

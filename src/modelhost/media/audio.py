@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelhost.worker.protocol import InvalidInput
+from modelhost.errors import BackendFault, BadInput
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,7 +19,7 @@ SAMPLE_RATE = 16_000
 def decode_audio(data: bytes, sample_rate: int = SAMPLE_RATE, timeout: float = 120.0) -> np.ndarray:
     """Return mono float32 samples at ``sample_rate``; empty input gives an empty array.
 
-    Raises ``InvalidInput`` (415) when ffmpeg cannot decode the bytes as audio.
+    Raises ``BadInput`` (415) when ffmpeg cannot decode the bytes as audio.
     """
     import numpy as np
 
@@ -27,14 +27,14 @@ def decode_audio(data: bytes, sample_rate: int = SAMPLE_RATE, timeout: float = 1
         return np.zeros(0, dtype=np.float32)
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise InvalidInput("ffmpeg is not installed on the worker host", status=503, code="ffmpeg_missing")
+        raise BackendFault("ffmpeg is not installed on the worker host", code="ffmpeg_missing")
     command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0", "-vn"]
     command += ["-f", "f32le", "-acodec", "pcm_f32le", "-ac", "1", "-ar", str(sample_rate), "pipe:1"]
     proc = subprocess.run(command, input=data, capture_output=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         reason = detail[-1] if detail else f"ffmpeg exited with {proc.returncode}"
-        raise InvalidInput(
+        raise BadInput(
             f"the uploaded file could not be decoded as audio: {reason}",
             param="file",
             status=415,
@@ -89,7 +89,7 @@ def encode_pcm16(pcm: bytes, sample_rate: int, fmt: str, timeout: float = 120.0)
         return wav_header(sample_rate, len(pcm)) + pcm
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise InvalidInput("ffmpeg is not installed on the worker host", status=503, code="ffmpeg_missing")
+        raise BackendFault("ffmpeg is not installed on the worker host", code="ffmpeg_missing")
     # A seekable file, not a pipe: flac (and mp4-like) muxers write the header with the total length at the end.
     with tempfile.TemporaryDirectory(prefix="modelhost-encode-") as folder:
         target = Path(folder) / f"audio.{fmt}"

@@ -128,7 +128,10 @@ async def narrate_slide(
         pieces = [read_wav(wav)[0] for wav in await asyncio.gather(*(speak(text) for text in texts))]
         chunks = [(text, len(pcm) / 2 / NARRATION_SAMPLE_RATE) for text, pcm in zip(texts, pieces, strict=True)]
         data = wav_bytes(b"".join(pieces))
-        if convert is not None:
+        if len(data) <= 44 + 2 * round(0.05 * NARRATION_SAMPLE_RATE):  # nothing speakable ("…", symbols only)
+            data = wav_bytes(pcm16_silence(options.silence_seconds))
+            chunks = []
+        elif convert is not None:
             async with limit:
                 converted = await to_narration_wav(await convert(data))
             data = _same_length(converted, len(read_wav(data)[0]))

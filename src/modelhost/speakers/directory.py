@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelhost.errors import Conflict, NotFound
+from modelhost.jobs.store import aware
 from modelhost.schemas.jobs import ErrorBody
 from modelhost.schemas.speakers import SpeakerPage, SpeakerView
 from modelhost.speakers.vectors import VoiceprintIndex, VoiceprintMatch
@@ -55,8 +56,8 @@ def _view(row: SpeakerRow) -> SpeakerView:
         model=row.model,
         job_id=row.job_id,
         error=ErrorBody(**row.error) if row.error else None,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        created_at=aware(row.created_at),
+        updated_at=aware(row.updated_at),
     )
 
 
@@ -174,6 +175,12 @@ class SpeakerDirectory:
         self.index.delete(row.model, external_id)
         with self.sessions.begin() as session:
             session.execute(delete(SpeakerRow).where(SpeakerRow.external_id == external_id))
+
+    def has_voiceprints(self, model: str) -> bool:
+        """Whether any speaker of this embedding model is enrolled (ready)."""
+        with self.sessions() as session:
+            query = select(SpeakerRow.external_id).where(SpeakerRow.model == model, SpeakerRow.samples > 0)
+            return session.scalar(query.limit(1)) is not None
 
     def search(self, model: str, vector: list[float], limit: int = 5) -> list[VoiceprintMatch]:
         return self.index.search(model, vector, limit)

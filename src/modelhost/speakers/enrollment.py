@@ -37,7 +37,7 @@ async def embed(ctx: StepContext) -> list[str]:
         async def call() -> dict[str, Any]:
             audio = await ctx.read_input(name)
             try:
-                print_ = await inference.embed_speaker(
+                voiceprint = await inference.embed_speaker(
                     ctx.deps,
                     audio,
                     model=ctx.params["model"],
@@ -50,7 +50,10 @@ async def embed(ctx: StepContext) -> list[str]:
                 exc.message = f"sample {info['filename']!r}: {exc.message}"
                 exc.args = (exc.message,)
                 raise
-            return {"vector": pack(print_.vector) if print_.vector else None, "speech": print_.speech_duration}
+            return {
+                "vector": pack(voiceprint.vector) if voiceprint.vector else None,
+                "speech": voiceprint.speech_duration,
+            }
 
         measured = await ctx.once(name, call)
         if measured["vector"] is None or measured["speech"] < minimum:

@@ -40,7 +40,9 @@ class VoiceprintIndex:
         self.settings = settings
         self._client: QdrantClient | None = None
         self._collections: set[str] = set()
-        self._lock = threading.Lock()
+        # One operation at a time: local mode is not safe under concurrent threads, and two enrollments must not
+        # both create the collection.
+        self._lock = threading.RLock()
 
     def client(self) -> QdrantClient:
         with self._lock:
@@ -79,49 +81,55 @@ class VoiceprintIndex:
         return name
 
     def upsert(self, model: str, external_id: str, vector: list[float], payload: dict[str, Any]) -> None:
-        from qdrant_client import models
+        with self._lock:
+            from qdrant_client import models
 
-        name = self._ensure(model, len(vector))
-        point = models.PointStruct(
-            id=point_id(model, external_id),
-            vector=vector,
-            payload={**payload, "external_id": external_id, "model": model},
-        )
-        self.client().upsert(name, points=[point], wait=True)
+            name = self._ensure(model, len(vector))
+            point = models.PointStruct(
+                id=point_id(model, external_id),
+                vector=vector,
+                payload={**payload, "external_id": external_id, "model": model},
+            )
+            self.client().upsert(name, points=[point], wait=True)
 
     def set_payload(self, model: str, external_id: str, payload: dict[str, Any]) -> None:
-        name = self.collection(model)
-        client = self.client()
-        if not client.collection_exists(name):
-            return
-        client.set_payload(name, payload=payload, points=[point_id(model, external_id)], wait=True)
+        with self._lock:
+            name = self.collection(model)
+            client = self.client()
+            if not client.collection_exists(name):
+                return
+            client.set_payload(name, payload=payload, points=[point_id(model, external_id)], wait=True)
 
     def delete(self, model: str, external_id: str) -> None:
-        from qdrant_client import models
+        with self._lock:
+            from qdrant_client import models
 
-        name = self.collection(model)
-        client = self.client()
-        if not client.collection_exists(name):
-            return
-        client.delete(name, points_selector=models.PointIdsList(points=[point_id(model, external_id)]), wait=True)
+            name = self.collection(model)
+            client = self.client()
+            if not client.collection_exists(name):
+                return
+            client.delete(name, points_selector=models.PointIdsList(points=[point_id(model, external_id)]), wait=True)
 
     def search(self, model: str, vector: list[float], limit: int = 5) -> list[VoiceprintMatch]:
-        from qdrant_client import models
+        with self._lock:
+            from qdrant_client import models
 
-        name = self.collection(model)
-        client = self.client()
-        if not client.collection_exists(name):
-            return []
-        only_model = models.Filter(must=[models.FieldCondition(key="model", match=models.MatchValue(value=model))])
-        points = client.query_points(name, query=vector, query_filter=only_model, limit=limit, with_payload=True).points
-        return [
-            VoiceprintMatch(
-                external_id=str((p.payload or {}).get("external_id")),
-                name=(p.payload or {}).get("name"),
-                score=round(float(p.score), 4),
-            )
-            for p in points
-        ]
+            name = self.collection(model)
+            client = self.client()
+            if not client.collection_exists(name):
+                return []
+            only_model = models.Filter(must=[models.FieldCondition(key="model", match=models.MatchValue(value=model))])
+            points = client.query_points(
+                name, query=vector, query_filter=only_model, limit=limit, with_payload=True
+            ).points
+            return [
+                VoiceprintMatch(
+                    external_id=str((p.payload or {}).get("external_id")),
+                    name=(p.payload or {}).get("name"),
+                    score=round(float(p.score), 4),
+                )
+                for p in points
+            ]
 
     def close(self) -> None:
         with self._lock:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from modelhost.worker.protocol import InvalidInput
+from modelhost.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Batcher:
 
     @staticmethod
     def _fail(fut: asyncio.Future[dict[str, Any]], exc: Exception) -> None:
-        if not isinstance(exc, InvalidInput):
+        if not isinstance(exc, BadInput):
             log.error("batch inference failed", exc_info=exc)
         if not fut.done():
             fut.set_exception(exc)

@@ -9,7 +9,9 @@
 * ``POST /shutdown`` → exits after answering.
 * ``GET /info``   → load time, RSS, requests served, batch statistics, interpreter and versions.
 
-Every request carries the per-worker token in ``TOKEN_HEADER``.
+Every request carries the per-worker token in ``TOKEN_HEADER``. Errors are the envelope of
+``modelhost.errors.error_envelope``; a backend's ``BadInput`` / ``BackendFault`` (``modelhost.errors``)
+travel with their own status and code.
 """
 
 from __future__ import annotations
@@ -34,17 +36,6 @@ EXIT_LOAD_FAILED = 3
 EXIT_ORPHANED = 4
 
 
-class InvalidInput(ValueError):
-    """Raised by a backend for a request it cannot serve: answered 400 (or ``status``) in the envelope."""
-
-    def __init__(self, message: str, *, param: str | None = None, status: int = 400, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
-        self.code = code
-
-
 def read_rss_bytes(pid: int | str = "self") -> int | None:
     """Resident set size from /proc (Linux); None elsewhere."""
     try:
@@ -52,10 +43,6 @@ def read_rss_bytes(pid: int | str = "self") -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
-
-
-def error_body(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
 @dataclass

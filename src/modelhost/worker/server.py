@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from modelhost.errors import BackendError, BadInput, error_envelope
 from modelhost.worker.batching import Batcher
 from modelhost.worker.protocol import (
     BUSY,
@@ -28,9 +29,7 @@ from modelhost.worker.protocol import (
     READY,
     STARTING,
     TOKEN_HEADER,
-    InvalidInput,
     WorkerSpec,
-    error_body,
     read_rss_bytes,
 )
 
@@ -110,7 +109,7 @@ class WorkerServer:
         self.load_time_s = time.perf_counter() - started
         if getattr(self.backend, "supports_batching", False):
             self.batcher = Batcher(
-                self.backend.infer_batch,
+                self.backend.run_batch,
                 self.executor,
                 max_batch_size=self.spec.max_batch_size,
                 wait_ms=self.spec.batch_wait_ms,
@@ -153,7 +152,10 @@ class WorkerServer:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.headers.get(TOKEN_HEADER) != self.token:
-            return _json(error_body("missing or wrong worker token", "authentication_error"), 401)
+            return _json(
+                error_envelope("missing or wrong worker token", "authentication_error", code="invalid_worker_token"),
+                401,
+            )
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -196,17 +198,22 @@ class WorkerServer:
     async def _infer(self, request: web.Request) -> web.StreamResponse:
         if self.state != READY:
             message = f"model {self.spec.model_id} is {self.state.lower()}" + (f": {self.error}" if self.error else "")
-            return _json(error_body(message, "service_unavailable", code="model_unavailable"), 503)
+            return _json(error_envelope(message, "service_unavailable", code="model_unavailable"), 503)
         try:
             body, files = await _read_body(request)
-        except InvalidInput as exc:
-            return _json(error_body(exc.message, "invalid_request_error", param=exc.param, code=exc.code), exc.status)
+        except BackendError as exc:
+            return _json(_backend_error(exc), exc.status)
         if "idle_timeout" in body and isinstance(body["idle_timeout"], int | float):
             self.idle_timeout = float(body["idle_timeout"])
         payload = body.get("payload")
         request_id = str(body.get("request_id") or uuid.uuid4().hex)
         if not isinstance(payload, dict):
-            return _json(error_body("'payload' must be an object", "invalid_request_error", param="payload"), 400)
+            return _json(
+                error_envelope(
+                    "'payload' must be an object", "invalid_request_error", param="payload", code="invalid_payload"
+                ),
+                400,
+            )
         if body.get("stream"):
             return await self._infer_stream(request, payload, files)
         self.in_flight += 1
@@ -217,12 +224,12 @@ class WorkerServer:
                 result = await self.batcher.submit(payload)
             else:
                 loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self.executor, self.backend.infer, payload, files)
-        except InvalidInput as exc:
-            return _json(error_body(exc.message, "invalid_request_error", param=exc.param, code=exc.code), exc.status)
+                result = await loop.run_in_executor(self.executor, self.backend.run, payload, files)
+        except BackendError as exc:
+            return _json(_backend_error(exc), exc.status)
         except Exception as exc:
             log.exception("inference failed for request %s", request_id)
-            return _json(error_body(f"{type(exc).__name__}: {exc}", "worker_error", code="inference_failed"), 500)
+            return _json(error_envelope(f"{type(exc).__name__}: {exc}", "worker_error", code="inference_failed"), 500)
         finally:
             self.in_flight -= 1
             self.served += 1
@@ -243,14 +250,16 @@ class WorkerServer:
         """Run ``backend.infer_stream`` on the inference thread and forward each item as an NDJSON line."""
         if not getattr(self.backend, "supports_streaming", False):
             message = f"model {self.spec.model_id} does not stream"
-            return _json(error_body(message, "invalid_request_error", param="stream"), 400)
+            return _json(
+                error_envelope(message, "invalid_request_error", param="stream", code="streaming_unsupported"), 400
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancelled = threading.Event()
 
         def produce() -> None:
             try:
-                for item in self.backend.infer_stream(payload, files, cancelled):
+                for item in self.backend.run_stream(payload, files, cancelled):
                     loop.call_soon_threadsafe(queue.put_nowait, ("chunk", item))
                     if cancelled.is_set():
                         break
@@ -272,14 +281,12 @@ class WorkerServer:
                     await response.write((_dumps({"chunk": item}) + "\n").encode())
                     continue
                 if kind == "error":
-                    if isinstance(item, InvalidInput):
-                        line = {
-                            **error_body(item.message, "invalid_request_error", param=item.param, code=item.code),
-                            "status": item.status,
-                        }
+                    if isinstance(item, BackendError):
+                        line = {**_backend_error(item), "status": item.status}
                     else:
                         log.error("streaming inference failed", exc_info=item)
-                        line = {**error_body(f"{type(item).__name__}: {item}", "worker_error"), "status": 500}
+                        message = f"{type(item).__name__}: {item}"
+                        line = {**error_envelope(message, "worker_error", code="inference_failed"), "status": 500}
                     await response.write((_dumps(line) + "\n").encode())
                 else:
                     elapsed = round((time.perf_counter() - started) * 1000, 3)
@@ -315,7 +322,7 @@ async def _read_body(request: web.Request) -> tuple[dict[str, Any], dict[str, by
     else:
         body = _loads(await request.read())
     if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
+        raise BadInput("request body must be a JSON object", code="invalid_payload")
     return body, files
 
 
@@ -323,7 +330,11 @@ def _loads(data: bytes | bytearray) -> Any:
     try:
         return json.loads(data)
     except ValueError as exc:
-        raise InvalidInput(f"invalid JSON: {exc}") from exc
+        raise BadInput(f"invalid JSON: {exc}", code="invalid_json") from exc
+
+
+def _backend_error(exc: BackendError) -> dict[str, Any]:
+    return error_envelope(exc.message, exc.error_type, param=exc.param, code=exc.code)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:

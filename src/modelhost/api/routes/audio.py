@@ -1,8 +1,10 @@
 """Audio routes: OpenAI-compatible ``/v1/audio/transcriptions``, ``/translations`` and ``/speech``; native
 ``/v1/audio/vad``, ``/embeddings`` (speaker voiceprints) and ``/diarization``.
 
-Uploads travel to the worker as multipart bytes; decoding and encoding happen there (ffmpeg). Audio produced by
-a worker arrives base64-encoded in its JSON chunks and is decoded here with the standard library.
+Each route validates its request with the task's schema (``modelhost.schemas``) — multipart fields as a form model,
+the file as ``UploadField`` — and sends the schema's ``model_dump()`` to the worker with the upload. Decoding and
+encoding happen there (ffmpeg). Audio produced by a worker arrives base64-encoded in its JSON chunks and is decoded
+here with the standard library.
 """
 
 from __future__ import annotations
@@ -12,26 +14,46 @@ import sys
 from array import array
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep, ServicesDep
-from modelhost.api.errors import error_responses
-from modelhost.api.forms import form_flag, form_float, form_int, form_text, read_upload_form
+from modelhost.api.errors import INFERENCE_ERRORS, UPLOAD_ERRORS, error_responses
 from modelhost.api.routes.voices import reference_voice_or_raise, speech_in_reference_voice
-from modelhost.errors import InvalidRequest
+from modelhost.api.uploads import UploadField, multipart_form, upload_files
+from modelhost.catalog.aliases import resolve_model_or_raise
 from modelhost.media.audio import MEDIA_TYPES
 from modelhost.media.subtitles import to_srt, to_vtt
+from modelhost.schemas.diarization import DiarizationRequest, DiarizationResult
+from modelhost.schemas.speaker_embedding import SpeakerEmbeddingRequest, SpeakerEmbeddingResult
+from modelhost.schemas.speech_recognition import TranscriptionRequest, TranscriptionResult
+from modelhost.schemas.text_to_speech import SpeechRequest
+from modelhost.schemas.voice_activity import VadRequest, VadResult
 
 router = APIRouter(tags=["audio"])
 
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
-GRANULARITIES = ("word", "segment")
+
+# The forms of the upload routes: the task's request schema plus the uploaded file (which is not sent as payload).
+class TranscriptionForm(TranscriptionRequest):
+    file: UploadField
+    task: SkipJsonSchema[Literal["transcribe", "translate"]] = "transcribe"  # set by the route, not the client
+
+
+class VadForm(VadRequest):
+    file: UploadField
+
+
+class SpeakerEmbeddingForm(SpeakerEmbeddingRequest):
+    file: UploadField
+
+
+class DiarizationForm(DiarizationRequest):
+    file: UploadField
 
 
 def _floats(encoded: str | None) -> list[float] | None:
@@ -45,80 +67,61 @@ def _floats(encoded: str | None) -> list[float] | None:
     return values.tolist()
 
 
-async def _recognize(request: Request, task: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await read_upload_form(request, "an audio file")
-    model_id = form_text(form, "model")
-    if not model_id:
-        raise InvalidRequest("the 'model' field is required", param="model")
-    response_format = form_text(form, "response_format") or "json"
-    if response_format not in RESPONSE_FORMATS:
-        raise InvalidRequest(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}", param="response_format")
-    granularities = [
-        str(v) for v in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
-    ]
-    for granularity in granularities:
-        if granularity not in GRANULARITIES:
-            raise InvalidRequest(
-                f"timestamp_granularities[] items must be word or segment, not {granularity!r}",
-                param="timestamp_granularities[]",
-            )
-    temperature = form_float(form, "temperature") or 0.0
-    if not 0.0 <= temperature <= 1.0:
-        raise InvalidRequest("temperature must be between 0 and 1", param="temperature")
-    vad_filter = form_flag(form, "vad_filter")
-    model = catalog.get_for_task_or_raise("speech-recognition", model_id)
-    payload = {
-        "task": task,
-        "language": form_text(form, "language") if task == "transcribe" else None,
-        "prompt": form_text(form, "prompt"),
-        "temperature": temperature,
-        "word_timestamps": "word" in granularities,
-        "vad_filter": vad_filter,
-    }
-    result = await coordinator.infer(model, payload, files=files)
-    text = str(result["text"])
-    if response_format == "text":
-        return Response(text + "\n", media_type="text/plain; charset=utf-8")
-    if response_format == "srt":
-        return Response(to_srt(result["segments"]), media_type="application/x-subrip; charset=utf-8")
-    if response_format == "vtt":
-        return Response(to_vtt(result["segments"]), media_type="text/vtt; charset=utf-8")
-    body: dict[str, Any] = {"text": text}
-    if response_format == "verbose_json":
-        body = {"task": task, "language": result["language"]}
-        body |= {"duration": result["duration"], "text": text}
-        if "segment" in granularities or not granularities:
-            body["segments"] = result["segments"]
-        if "word" in granularities:
-            body["words"] = result["words"]
+def _json(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def _recognize(form: TranscriptionForm, task: str, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
+    files = await upload_files(form.file)
+    model = resolve_model_or_raise(catalog, "speech-recognition", form.model)
+    request = TranscriptionRequest.model_validate(form.model_dump(exclude={"file"}) | {"task": task})
+    result = TranscriptionResult.model_validate(await coordinator.infer(model, request.model_dump(), files=files))
+    if request.response_format == "text":
+        return Response(result.text + "\n", media_type="text/plain; charset=utf-8")
+    segments = [s.model_dump() for s in result.segments]
+    if request.response_format == "srt":
+        return Response(to_srt(segments), media_type="application/x-subrip; charset=utf-8")
+    if request.response_format == "vtt":
+        return Response(to_vtt(segments), media_type="text/vtt; charset=utf-8")
+    usage = {"type": "duration", "seconds": round(result.duration, 3)}  # what OpenAI reports for whisper-1
+    if request.response_format != "verbose_json":
+        return _json({"text": result.text, "usage": usage})
+    granularities = request.timestamp_granularities or []
+    body: dict[str, Any] = {"task": task, "language": result.language, "duration": result.duration}
+    body["text"] = result.text
+    if "segment" in granularities or not granularities:
+        body["segments"] = segments
+    if "word" in granularities:
+        body["words"] = [w.model_dump() for w in result.words]
+    body["usage"] = usage
+    return _json(body)
 
 
 @router.post(
     "/v1/audio/transcriptions",
     summary="Transcribe audio (OpenAI-compatible)",
-    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+    responses=error_responses(*UPLOAD_ERRORS),
 )
-async def create_transcription(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    return await _recognize(request, "transcribe", catalog, coordinator)
+async def create_transcription(
+    form: Annotated[TranscriptionForm, multipart_form()], catalog: CatalogDep, coordinator: CoordinatorDep
+) -> Response:
+    return await _recognize(form, "transcribe", catalog, coordinator)
 
 
 @router.post(
     "/v1/audio/translations",
     summary="Translate audio into English text (OpenAI-compatible; multilingual models only)",
-    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+    responses=error_responses(*UPLOAD_ERRORS),
 )
-async def create_translation(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    return await _recognize(request, "translate", catalog, coordinator)
+async def create_translation(
+    form: Annotated[TranscriptionForm, multipart_form()], catalog: CatalogDep, coordinator: CoordinatorDep
+) -> Response:
+    return await _recognize(form, "translate", catalog, coordinator)
 
 
-class SpeechRequest(BaseModel):
-    model: str = Field(description="a text-to-speech model id (GET /v1/models)")
-    input: str = Field(min_length=1, max_length=4096, description="the text to speak")
-    voice: str | None = Field(None, description="a voice of the model; unknown voices are answered 400 with the list")
-    response_format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm"] = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    instructions: str | None = Field(None, description="accepted for compatibility; ignored")
+class SpeechRouteRequest(SpeechRequest):
+    """The speech route's body: the task's request plus the native reference-voice extension (not sent to TTS)."""
+
     reference_voice: str | None = Field(
         None,
         description="native extension: speak in a reference voice registered with POST /v1/audio/voices "
@@ -127,24 +130,24 @@ class SpeechRequest(BaseModel):
     voice_conversion_model: str | None = Field(None, description="native extension: default world-vc")
 
 
+_ROUTE_ONLY = {"reference_voice", "voice_conversion_model"}
+
+
 @router.post(
     "/v1/audio/speech",
     summary="Synthesize speech (OpenAI-compatible); the audio is streamed back as it is made",
-    responses=error_responses(400, 404, 422, 429, 502, 503, 504),
+    responses=error_responses(*INFERENCE_ERRORS),
     response_class=StreamingResponse,
 )
 async def create_speech(
-    request: SpeechRequest, catalog: CatalogDep, coordinator: CoordinatorDep, services: ServicesDep
+    request: SpeechRouteRequest, catalog: CatalogDep, coordinator: CoordinatorDep, services: ServicesDep
 ) -> Response:
-    if not request.input.strip():
-        raise InvalidRequest("'input' must not be blank", param="input", code="empty_input")
+    payload = request.model_dump(exclude=_ROUTE_ONLY)
     if request.reference_voice:
         reference = reference_voice_or_raise(services.settings, request.reference_voice)
-        payload = request.model_dump(include={"input", "voice", "response_format", "speed"})
         conversion = request.voice_conversion_model
         return await speech_in_reference_voice(payload, reference, conversion, request.model, catalog, coordinator)
-    model = catalog.get_for_task_or_raise("text-to-speech", request.model)
-    payload = request.model_dump(include={"input", "voice", "response_format", "speed"})
+    model = resolve_model_or_raise(catalog, "text-to-speech", request.model)
     chunks = coordinator.infer_stream(model, payload)
     # The first chunk comes before the answer starts, so that bad input (an unknown voice) is still a 400.
     try:
@@ -168,89 +171,71 @@ async def create_speech(
 @router.post(
     "/v1/audio/vad",
     summary="Voice activity detection: the speech segments of an audio file (native)",
-    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+    responses=error_responses(*UPLOAD_ERRORS),
 )
-async def detect_voice_activity(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await read_upload_form(request, "an audio file")
-    model = catalog.get_for_task_or_raise("voice-activity", form_text(form, "model") or "silero-vad")
-    payload: dict[str, Any] = {}
-    for name in ("threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms"):
-        value = form_float(form, name)
-        if value is not None:
-            payload[name] = value
-    result = await coordinator.infer(model, payload, files=files)
-    body = {"model": model.id, "duration": result["duration"], "segments": result["segments"]}
-    return Response(orjson.dumps(body), media_type="application/json")
+async def detect_voice_activity(
+    form: Annotated[VadForm, multipart_form()], catalog: CatalogDep, coordinator: CoordinatorDep
+) -> Response:
+    files = await upload_files(form.file)
+    model = resolve_model_or_raise(catalog, "voice-activity", form.model)
+    payload = form.model_dump(exclude={"file"})
+    result = VadResult.model_validate(await coordinator.infer(model, payload, files=files))
+    return _json({"model": model.id, **result.model_dump()})
 
 
 @router.post(
     "/v1/audio/embeddings",
     summary="Speaker embedding: a 256-d L2-normalised voiceprint of the speech in an audio file (native)",
-    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+    responses=error_responses(*UPLOAD_ERRORS),
 )
-async def create_speaker_embedding(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await read_upload_form(request, "an audio file")
-    model = catalog.get_for_task_or_raise("speaker-embedding", form_text(form, "model") or "resemblyzer")
-    result = await coordinator.infer(model, {}, files=files)
+async def create_speaker_embedding(
+    form: Annotated[SpeakerEmbeddingForm, multipart_form()], catalog: CatalogDep, coordinator: CoordinatorDep
+) -> Response:
+    files = await upload_files(form.file)
+    model = resolve_model_or_raise(catalog, "speaker-embedding", form.model)
+    payload = form.model_dump(exclude={"file"})
+    result = SpeakerEmbeddingResult.model_validate(await coordinator.infer(model, payload, files=files))
     body = {
         "model": model.id,
-        "embedding": _floats(result["embedding"]),  # null when the audio holds no speech
-        "dimensions": result["dimensions"],
-        "duration": result["duration"],
-        "speech_duration": result.get("speech_duration"),
+        "embedding": _floats(result.embedding),  # null when the audio holds no speech
+        "dimensions": result.dimensions,
+        "duration": result.duration,
+        "speech_duration": result.speech_duration,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
-
-
-DIARIZATION_FORMATS = ("json", "rttm")
+    return _json(body)
 
 
 @router.post(
     "/v1/audio/diarization",
     summary="Speaker diarization: who spoke when (native); JSON turns or RTTM",
-    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+    responses=error_responses(*UPLOAD_ERRORS),
 )
-async def create_diarization(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await read_upload_form(request, "an audio file")
-    counts = {name: form_int(form, name, 1, 64) for name in ("num_speakers", "min_speakers", "max_speakers")}
-    if counts["num_speakers"] is not None and (counts["min_speakers"] or counts["max_speakers"]):
-        raise InvalidRequest("give either num_speakers or min_speakers/max_speakers, not both", param="num_speakers")
-    low, high = counts["min_speakers"], counts["max_speakers"]
-    if low is not None and high is not None and low > high:
-        raise InvalidRequest("min_speakers must not exceed max_speakers", param="min_speakers")
-    response_format = form_text(form, "response_format") or "json"
-    if response_format not in DIARIZATION_FORMATS:
-        raise InvalidRequest(
-            f"response_format must be one of {', '.join(DIARIZATION_FORMATS)}", param="response_format"
-        )
-    include_embeddings = form_flag(form, "include_embeddings")
-    model = catalog.get_for_task_or_raise("speaker-diarization", form_text(form, "model") or "diarizer")
-    payload: dict[str, Any] = {k: v for k, v in counts.items() if v is not None}
-    threshold = form_float(form, "threshold")
-    if threshold is not None:
-        payload["threshold"] = threshold
-    result = await coordinator.infer(model, payload, files=files)
-    segments = result["segments"]
-    if response_format == "rttm":
-        upload = form.get("file")
-        name = Path(upload.filename).stem if isinstance(upload, UploadFile) and upload.filename else "audio"
+async def create_diarization(
+    form: Annotated[DiarizationForm, multipart_form()], catalog: CatalogDep, coordinator: CoordinatorDep
+) -> Response:
+    files = await upload_files(form.file)
+    model = resolve_model_or_raise(catalog, "speaker-diarization", form.model)
+    payload = form.model_dump(exclude={"file"})
+    result = DiarizationResult.model_validate(await coordinator.infer(model, payload, files=files))
+    if form.response_format == "rttm":
+        name = Path(form.file.filename).stem if form.file.filename else "audio"
         uri = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "audio"
         lines = [
-            f"SPEAKER {uri} 1 {s['start']:.3f} {s['end'] - s['start']:.3f} <NA> <NA> {s['speaker']} <NA> <NA>\n"
-            for s in segments
+            f"SPEAKER {uri} 1 {s.start:.3f} {s.end - s.start:.3f} <NA> <NA> {s.speaker} <NA> <NA>\n"
+            for s in result.segments
         ]
         return Response("".join(lines), media_type="text/x-rttm; charset=utf-8")
     speakers = []
-    for speaker in result.get("speakers", []):
-        entry = {"speaker": speaker["speaker"], "duration": speaker["duration"]}
-        if include_embeddings:
-            entry["embedding"] = _floats(speaker.get("embedding"))
+    for speaker in result.speakers:
+        entry: dict[str, Any] = {"speaker": speaker.speaker, "duration": speaker.duration}
+        if form.include_embeddings:
+            entry["embedding"] = _floats(speaker.embedding)
         speakers.append(entry)
     body = {
         "model": model.id,
-        "duration": result["duration"],
-        "num_speakers": result["num_speakers"],
-        "segments": segments,
+        "duration": result.duration,
+        "num_speakers": result.num_speakers,
+        "segments": [s.model_dump() for s in result.segments],
         "speakers": speakers,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return _json(body)

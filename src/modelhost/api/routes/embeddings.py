@@ -5,70 +5,54 @@ from __future__ import annotations
 import base64
 import sys
 from array import array
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep, RuntimeDep
-from modelhost.api.errors import error_responses
+from modelhost.api.errors import INFERENCE_ERRORS, error_responses
+from modelhost.catalog.aliases import resolve_model_or_raise
 from modelhost.errors import InvalidRequest
+from modelhost.schemas.embeddings import EmbeddingRequest, EmbeddingResult
 
 router = APIRouter(tags=["embeddings"])
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
-class EmbeddingRequest(BaseModel):
-    model: str = Field(description="an embeddings model id (GET /v1/models)")
-    input: str | list[str] | list[int] | list[list[int]] = Field(description="a string or a list of strings")
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="truncate to this size (models marked matryoshka)")
-    user: str | None = None
-
-
-def _texts(request: EmbeddingRequest, max_inputs: int, max_chars: int) -> list[str]:
-    items = [request.input] if isinstance(request.input, str) else request.input
-    if not items:
-        raise InvalidRequest("'input' must not be empty", param="input", code="empty_input")
-    if not all(isinstance(item, str) for item in items):
+def _check_limits(request: EmbeddingRequest, max_inputs: int, max_chars: int) -> None:
+    """The runtime limits (settings that change while the server runs); the schema checked everything else."""
+    texts = request.texts
+    if len(texts) > max_inputs:
         raise InvalidRequest(
-            "token-id input is not supported: send text (a string or a list of strings)", param="input"
-        )
-    if len(items) > max_inputs:
-        raise InvalidRequest(
-            f"'input' has {len(items)} items; at most {max_inputs} per request (embeddings_max_inputs)",
+            f"'input' has {len(texts)} items; at most {max_inputs} per request (embeddings_max_inputs)",
             param="input",
             code="too_many_inputs",
         )
-    texts: list[str] = items  # type: ignore[assignment]  # all items checked to be str above
     for i, text in enumerate(texts):
-        if not text:
-            raise InvalidRequest(f"input[{i}] is an empty string", param="input", code="empty_input")
         if len(text) > max_chars:
             raise InvalidRequest(
                 f"input[{i}] has {len(text)} characters; at most {max_chars} (embeddings_max_input_chars)",
                 param="input",
                 code="input_too_long",
             )
-    return texts
 
 
 @router.post(
     "/v1/embeddings",
     summary="Create embeddings (OpenAI-compatible)",
-    responses=error_responses(400, 404, 413, 422, 429, 502, 503, 504),
+    responses=error_responses(*INFERENCE_ERRORS),
 )
 async def create_embeddings(
     request: EmbeddingRequest, catalog: CatalogDep, coordinator: CoordinatorDep, runtime: RuntimeDep
 ) -> Response:
     settings = runtime.current
-    texts = _texts(request, settings.embeddings_max_inputs, settings.embeddings_max_input_chars)
-    model = catalog.get_for_task_or_raise("embeddings", request.model)
-    result = await coordinator.infer(model, {"input": texts, "dimensions": request.dimensions})
-    raw = base64.b64decode(result["embeddings"])
-    dim, count = int(result["dim"]), int(result["count"])
+    _check_limits(request, settings.embeddings_max_inputs, settings.embeddings_max_input_chars)
+    model = resolve_model_or_raise(catalog, "embeddings", request.model)
+    result = EmbeddingResult.model_validate(await coordinator.infer(model, request.model_dump()))
+    raw = base64.b64decode(result.embeddings)
+    dim, count = result.dim, result.count
     row_bytes = dim * 4
     data: list[dict[str, Any]] = []
     if request.encoding_format == "base64":
@@ -82,7 +66,7 @@ async def create_embeddings(
             floats.byteswap()
         for i in range(count):
             data.append({"object": "embedding", "index": i, "embedding": floats[i * dim : (i + 1) * dim].tolist()})
-    tokens = int(result.get("prompt_tokens", 0))
+    tokens = result.prompt_tokens
     body = {
         "object": "list",
         "data": data,

@@ -80,6 +80,9 @@ async def job_events(job_id: str, jobs: JobsDep, request: Request) -> StreamingR
         number = 0
         try:
             async for kind, event in events:
+                if kind == "keepalive":
+                    yield b": keep-alive\n\n"
+                    continue
                 number += 1
                 yield b"id: %d\nevent: %s\ndata: %s\n\n" % (number, kind.encode(), orjson.dumps(event.model_dump()))
                 if await request.is_disconnected():

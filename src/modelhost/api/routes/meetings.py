@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from modelhost.api.deps import CatalogDep, JobsDep
 from modelhost.api.errors import error_responses
 from modelhost.api.routes.jobs import job_accepted
-from modelhost.errors import InvalidRequest, ValidationFailed
+from modelhost.errors import InvalidRequest
 from modelhost.jobs.inference import ASR_TASK
 from modelhost.jobs.meeting import KIND
 from modelhost.jobs.service import JobInput
@@ -37,7 +37,7 @@ def params_or_raise(schema: type[MeetingParams], /, **values: object) -> Meeting
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise ValidationFailed(
+        raise InvalidRequest(
             str(first.get("msg", "invalid value")).removeprefix("Value error, "), param=param
         ) from None
 

@@ -9,7 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import error_responses
-from modelhost.catalog.backends import BUILTIN_BACKENDS, TASKS
+from modelhost.catalog.aliases import aliases_of
+from modelhost.catalog.registry import BUILTIN_BACKENDS, TASKS
 from modelhost.catalog.schemas import ModelCreate, ModelEntry, ModelUpdate
 from modelhost.catalog.secrets import redact_options, redact_url
 
@@ -35,7 +36,11 @@ def model_object(entry: ModelEntry) -> dict[str, Any]:
 async def list_models(
     catalog: CatalogDep, task: str | None = Query(None, description="only this task")
 ) -> dict[str, Any]:
-    return {"object": "list", "data": [model_object(e) for e in catalog.list(task)]}
+    data = [model_object(e) for e in catalog.list(task)]
+    for alias, entry in aliases_of(catalog).items():  # OpenAI names, served by the same entry (and worker)
+        if task is None or entry.task == task:
+            data.append({**model_object(entry), "id": alias, "alias_of": entry.id})
+    return {"object": "list", "data": data}
 
 
 @router.get("/v1/backends", summary="Built-in backends and tasks")
@@ -51,15 +56,18 @@ async def list_backends() -> dict[str, Any]:
 
 @router.get("/v1/models/{model_id:path}", summary="Retrieve a model", responses=error_responses(404))
 async def get_model(model_id: str, catalog: CatalogDep) -> dict[str, Any]:
+    alias = aliases_of(catalog).get(model_id)
+    if alias is not None:
+        return {**model_object(alias), "id": model_id, "alias_of": alias.id}
     return model_object(catalog.get_or_raise(model_id))
 
 
-@router.post("/v1/models", status_code=201, summary="Add a model", responses=error_responses(400, 403, 409, 422))
+@router.post("/v1/models", status_code=201, summary="Add a model", responses=error_responses(400, 403, 409))
 async def create_model(body: ModelCreate, catalog: CatalogDep) -> dict[str, Any]:
     return model_object(await run_in_threadpool(catalog.create, body))
 
 
-@router.patch("/v1/models/{model_id:path}", summary="Change a model", responses=error_responses(400, 403, 404, 422))
+@router.patch("/v1/models/{model_id:path}", summary="Change a model", responses=error_responses(400, 403, 404))
 async def update_model(model_id: str, body: ModelUpdate, catalog: CatalogDep) -> dict[str, Any]:
     return model_object(await run_in_threadpool(catalog.update, model_id, body))
 

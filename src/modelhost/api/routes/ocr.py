@@ -6,30 +6,34 @@ PDF rendering happen there, so the serve process never touches image libraries.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
 from modelhost.api.deps import CatalogDep, CoordinatorDep
-from modelhost.api.errors import error_responses
-from modelhost.api.forms import form_text, read_upload_form
-from modelhost.errors import InvalidRequest
+from modelhost.api.errors import UPLOAD_ERRORS, error_responses
+from modelhost.api.uploads import UploadField, multipart_form, upload_files
+from modelhost.catalog.aliases import resolve_model_or_raise
+from modelhost.schemas.ocr import OcrRequest, OcrResult
 
 router = APIRouter(tags=["ocr"])
 
-DEFAULT_OCR_MODEL = "rapidocr"
+
+class OcrForm(OcrRequest):
+    file: UploadField
 
 
 @router.post(
     "/v1/ocr",
-    summary="Recognize text in an image or PDF (native): multipart 'file' (PNG, JPEG, WebP, TIFF, BMP, PDF), "
-    "optional 'model'",
-    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+    summary="Recognize text in an image or PDF (native): PNG, JPEG, WebP, TIFF, BMP or PDF",
+    responses=error_responses(*UPLOAD_ERRORS),
 )
-async def recognize_text(request: Request, catalog: CatalogDep, coordinator: CoordinatorDep) -> Response:
-    form, files = await read_upload_form(request, "an image or a PDF")
-    model = catalog.get_for_task_or_raise("ocr", form_text(form, "model") or DEFAULT_OCR_MODEL)
-    if not files["file"][1]:
-        raise InvalidRequest("the uploaded file is empty", param="file", code="empty_file")
-    result = await coordinator.infer(model, {}, files=files)
-    body = {"model": model.id, "text": result["text"], "pages": result["pages"]}
+async def recognize_text(
+    form: Annotated[OcrForm, multipart_form()], catalog: CatalogDep, coordinator: CoordinatorDep
+) -> Response:
+    files = await upload_files(form.file)
+    model = resolve_model_or_raise(catalog, "ocr", form.model)
+    result = OcrResult.model_validate(await coordinator.infer(model, form.model_dump(exclude={"file"}), files=files))
+    body = {"model": model.id, **result.model_dump()}
     return Response(orjson.dumps(body), media_type="application/json")

@@ -19,7 +19,7 @@ from modelhost.api.errors import error_responses
 from modelhost.api.routes.jobs import job_accepted
 from modelhost.api.routes.meetings import upload_input
 from modelhost.api.routes.voices import reference_voice_or_raise
-from modelhost.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from modelhost.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from modelhost.jobs import inference
 from modelhost.jobs.presentation import KIND
 from modelhost.media.slides import DeckError, check_pptx_bytes, read_deck_stream
@@ -87,7 +87,7 @@ async def create_presentation_video(
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise ValidationFailed(str(first.get("msg", "invalid value")), param=param) from None
+        raise InvalidRequest(str(first.get("msg", "invalid value")), param=param) from None
     if file.size is not None and file.size > settings.presentation_max_bytes:
         raise PayloadTooLarge(
             f"the deck is {file.size} bytes; the limit is {settings.presentation_max_bytes} (presentation_max_bytes)",

@@ -15,7 +15,7 @@ from modelhost.api.deps import CatalogDep, JobsDep, RuntimeDep, ServicesDep, Spe
 from modelhost.api.errors import error_responses
 from modelhost.api.routes.jobs import job_accepted
 from modelhost.api.routes.meetings import upload_input
-from modelhost.errors import Conflict, InvalidRequest, ValidationFailed
+from modelhost.errors import Conflict, InvalidRequest
 from modelhost.jobs import inference
 from modelhost.jobs.service import JobInput
 from modelhost.schemas.jobs import JobView
@@ -46,7 +46,7 @@ def _metadata(text: str) -> SpeakerMetadata:
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(["metadata", *(str(p) for p in first.get("loc", ()))])
-        raise ValidationFailed(f"{param}: {first.get('msg')}", param=param, code="invalid_metadata") from None
+        raise InvalidRequest(f"{param}: {first.get('msg')}", param=param, code="invalid_metadata") from None
 
 
 def _samples(files: list[UploadFile]) -> dict[str, JobInput]:

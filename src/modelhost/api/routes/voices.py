@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Form, Response
 from fastapi.responses import JSONResponse
 
 from modelhost.api.deps import ServicesDep
 from modelhost.api.errors import error_responses
-from modelhost.api.forms import form_text, read_upload_form
+from modelhost.api.uploads import UploadField, upload_files
+from modelhost.catalog.aliases import resolve_model_or_raise
 from modelhost.catalog.models import Catalog
 from modelhost.config import Settings
 from modelhost.coordinator.coordinator import Coordinator
@@ -51,17 +52,18 @@ def reference_voice_or_raise(settings: Settings, name: str, param: str = "refere
     summary="Register a reference voice (a short recording) under a name (native)",
     responses=error_responses(400, 409, 413),
 )
-async def create_voice(request: Request, services: ServicesDep) -> JSONResponse:
-    form, files = await read_upload_form(request, "a reference recording")
-    name = (form_text(form, "name") or "").strip()
+async def create_voice(
+    name: Annotated[str, Form(description="the voice's name: 1-64 letters, digits, '_', '-', '.'")],
+    file: UploadField,
+    services: ServicesDep,
+) -> JSONResponse:
+    name = name.strip()
     if not VoiceStore.valid_name(name):
         raise InvalidRequest(
             "name must be 1-64 characters: letters, digits, '_', '-', '.', starting with a letter or digit",
             param="name",
         )
-    filename, data, content_type = files["file"]
-    if not data:
-        raise InvalidRequest("the reference recording is empty", param="file", code="empty_file")
+    filename, data, content_type = (await upload_files(file))["file"]
     if len(data) > MAX_SAMPLE_BYTES:
         raise PayloadTooLarge(f"a reference recording may be at most {MAX_SAMPLE_BYTES} bytes", param="file")
     try:
@@ -100,7 +102,7 @@ async def speech_in_reference_voice(
     coordinator: Coordinator,
 ) -> Response:
     """TTS (WAV) → voice conversion toward ``reference`` → the requested format, in one answer."""
-    model = catalog.get_for_task_or_raise("text-to-speech", tts_model)
+    model = resolve_model_or_raise(catalog, "text-to-speech", tts_model)
     converter = catalog.get_for_task_or_raise("voice-conversion", conversion_model or DEFAULT_CONVERSION_MODEL)
     fmt = str(payload.get("response_format") or "mp3")
     spoken = await coordinator.infer(model, {**payload, "response_format": "wav"})

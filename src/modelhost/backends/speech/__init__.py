@@ -1,0 +1,1 @@
+"""Speech backends: recognition, synthesis, voice activity, speakers and diarization."""

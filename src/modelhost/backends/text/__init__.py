@@ -1,0 +1,1 @@
+"""Text backends: embeddings, reranking, text generation."""

@@ -1,0 +1,1 @@
+"""Vision backends: OCR and image captioning."""
