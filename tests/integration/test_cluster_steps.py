@@ -44,6 +44,11 @@ class Setup:
                 await asyncio.sleep(0.05)
             return {"n": ctx.outputs["first"]["n"] + 1}
 
+        @pipeline.on_end
+        async def ended(ctx: StepContext, status: str, error: dict[str, Any] | None) -> None:  # noqa: ARG001
+            self.ended.append(status)
+
+        self.ended: list[str] = []
         self.store = JobStore(sessions)
         deps = JobDeps(
             Settings(data_dir=tmp_path),
@@ -79,6 +84,7 @@ def test_one_step_per_task_and_copies_of_recorded_steps_are_dropped(setup: Setup
         assert job.result == {"n": 2}
         assert await setup.runner.run(job_id, 1) == Outcome(done=True)  # the job ended: a late copy does nothing
         assert setup.calls == ["first", "second"]
+        assert setup.ended == ["completed"]
         await setup.runner.close()
 
     asyncio.run(scenario())
@@ -107,6 +113,22 @@ def test_cancellation_reaches_a_running_step(setup: Setup) -> None:
         assert await asyncio.to_thread(setup.store.transition, job_id, "cancelled")
         assert await asyncio.wait_for(running, 5) == Outcome(done=True)
         assert setup.store.get_or_raise(job_id).status == "cancelled"
+        assert setup.ended == ["cancelled"]
+        assert await setup.runner.run(job_id, -1) == Outcome(done=True)  # the executor's copy: ended already
+        assert setup.ended == ["cancelled"]
+        await setup.runner.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_cancelled_before_its_first_step_ends_once(setup: Setup) -> None:
+    async def scenario() -> None:
+        job_id = setup.create()
+        assert await asyncio.to_thread(setup.store.transition, job_id, "cancelled")
+        assert await setup.runner.run(job_id, -1) == Outcome(done=True)
+        assert await setup.runner.run(job_id, -1) == Outcome(done=True)
+        assert setup.calls == []
+        assert setup.ended == ["cancelled"]
         await setup.runner.close()
 
     asyncio.run(scenario())

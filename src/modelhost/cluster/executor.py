@@ -56,7 +56,9 @@ class CeleryExecutor:
             ) from None
 
     async def cancel(self, job_id: str) -> None:
-        """The status is already ``cancelled`` in the database; the node running the job sees it within a second."""
+        """The status is already ``cancelled`` in the database: a node running a step sees it within a second; when
+        none does (pending, or between steps), the step task queued here ends the job there (clean-up, end hooks)."""
+        await self.submit(job_id)
 
     async def stop(self) -> None:
         """Nothing runs here."""

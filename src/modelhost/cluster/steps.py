@@ -21,7 +21,7 @@ from modelhost.jobs.executor import LocalExecutor, error_fields
 from modelhost.jobs.pipeline import JobCancelled, StepContext
 
 if TYPE_CHECKING:
-    from modelhost.jobs.pipeline import JobDeps, PipelineRegistry
+    from modelhost.jobs.pipeline import JobDeps, Pipeline, PipelineRegistry
     from modelhost.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 LEASE_PREFIX = "modelhost:lease:"
 LEASE_SECONDS = 15
 CANCEL_POLL_SECONDS = 1.0
+ENDED_PREFIX = "modelhost:ended:"
+ENDED_TTL_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,16 @@ class StepRunner:
 
     async def run(self, job_id: str, index: int) -> Outcome:
         row = await asyncio.to_thread(self.store.row, job_id)
-        if row is None or row.status not in ("pending", "running"):
+        if row is None:
             return Outcome(done=True)
         pipeline = self.registry.get(row.kind)
+        if row.status == "cancelled" and pipeline is not None:
+            # Cancelled between steps or before its first one: nobody else ends it (the executor queues this).
+            ctx = await self._context(job_id, row.kind, dict(row.params or {}), pipeline, asyncio.Event())
+            await self._end_once(ctx, pipeline, "cancelled", None)
+            return Outcome(done=True)
+        if row.status not in ("pending", "running"):
+            return Outcome(done=True)
         if pipeline is None:
             error = {
                 "message": f"no pipeline for job kind {row.kind!r}",
@@ -119,16 +128,7 @@ class StepRunner:
                 return Outcome(done=True)
         elif index == 0 or not outputs:
             await asyncio.to_thread(self.store.resume, job_id)
-        ctx = StepContext(
-            job_id=job_id,
-            kind=kind,
-            params=params,
-            deps=self.deps,
-            store=self.store,
-            pipeline=pipeline,
-            outputs=outputs,
-            cancelled=cancelled,
-        )
+        ctx = await self._context(job_id, kind, params, pipeline, cancelled, outputs)
         ctx._enter(index)
         step = pipeline.steps[index]
         log.info("job %s (%s) step %s starting", job_id, kind, step.name)
@@ -138,7 +138,7 @@ class StepRunner:
             await asyncio.to_thread(self.store.record_step, job_id, step.name, result)
         except JobCancelled:
             log.info("job %s (%s) cancelled at %s", job_id, kind, step.name)
-            await self._local._ended(ctx, pipeline, "cancelled", None)
+            await self._end_once(ctx, pipeline, "cancelled", None)
             await asyncio.to_thread(self.store.transition, job_id, "cancelled")
             return Outcome(done=True)
         except Exception as exc:
@@ -147,16 +147,48 @@ class StepRunner:
                 log.info("job %s (%s) failed at %s: %s", job_id, kind, step.name, error["message"])
             else:
                 log.exception("job %s (%s) failed at %s", job_id, kind, step.name)
-            await self._local._ended(ctx, pipeline, "failed", error)
+            await self._end_once(ctx, pipeline, "failed", error)
             await asyncio.to_thread(self.store.transition, job_id, "failed", error=error)
             return Outcome(done=True)
         log.info("job %s (%s) step %s done", job_id, kind, step.name)
         if index + 1 < len(pipeline.steps):
             return Outcome(next_index=index + 1)
-        await self._local._ended(ctx, pipeline, "completed", None)
+        await self._end_once(ctx, pipeline, "completed", None)
         if await asyncio.to_thread(self.store.transition, job_id, "completed", result=result):
             log.info("job %s (%s) completed", job_id, kind)
         return Outcome(done=True)
+
+    async def _context(
+        self,
+        job_id: str,
+        kind: str,
+        params: dict[str, Any],
+        pipeline: Pipeline,
+        cancelled: asyncio.Event,
+        outputs: dict[str, Any] | None = None,
+    ) -> StepContext:
+        if outputs is None:
+            outputs = await asyncio.to_thread(self.store.step_outputs, job_id)
+        return StepContext(
+            job_id=job_id,
+            kind=kind,
+            params=params,
+            deps=self.deps,
+            store=self.store,
+            pipeline=pipeline,
+            outputs=outputs,
+            cancelled=cancelled,
+        )
+
+    async def _end_once(self, ctx: StepContext, pipeline: Pipeline, status: str, error: dict[str, Any] | None) -> None:
+        """The local executor's end of a job (clean-up, end hooks), once per job across nodes; a job cancelled
+        meanwhile ends as cancelled."""
+        if not await self.redis.set(ENDED_PREFIX + ctx.job_id, status, nx=True, ex=ENDED_TTL_SECONDS):
+            return
+        row = await asyncio.to_thread(self.store.row, ctx.job_id)
+        if row is not None and row.status == "cancelled":
+            status, error = "cancelled", None
+        await self._local._ended(ctx, pipeline, status, error)
 
     async def close(self) -> None:
         await self.redis.aclose()
