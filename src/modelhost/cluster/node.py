@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: How long a node keeps trying to deliver a reply while Redis is away.
+PUSH_PATIENCE_SECONDS = 15.0
 #: Queues a node consumes when ``--queues`` is not given.
 DEFAULT_QUEUES = ("jobs", "cpu")
 
@@ -157,9 +159,24 @@ class Node:
             return self.services.catalog.get_or_raise(model_id)
 
     async def _push(self, reply: str, message: dict[str, Any]) -> None:
-        redis = self.runner.redis
-        await redis.rpush(reply, json.dumps(message))
-        await redis.expire(reply, REPLY_TTL_SECONDS)
+        """Append to the caller's reply list, riding out a Redis restart of up to ~15 s."""
+        import redis
+
+        body = json.dumps(message)
+        delay = 0.2
+        deadline = time.monotonic() + PUSH_PATIENCE_SECONDS
+        while True:
+            try:
+                async with self.runner.redis.pipeline(transaction=True) as pipe:
+                    pipe.rpush(reply, body)
+                    pipe.expire(reply, REPLY_TTL_SECONDS)
+                    await pipe.execute()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     async def infer(self, model_id: str, payload: dict[str, Any], files: dict[str, Any], reply: str) -> None:
         try:

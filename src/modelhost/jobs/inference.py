@@ -60,6 +60,7 @@ async def transcribe(
     """ASR with word timestamps → ``{"text", "language", "duration", "segments", "words": [{word, start, end}]}``."""
     entry = deps.catalog.get_for_task_or_raise(ASR_TASK, model)
     payload = {
+        "model": entry.id,  # the task schema requires it (schemas/speech_recognition.py)
         "task": "transcribe",
         "language": language,
         "prompt": None,
@@ -129,7 +130,7 @@ async def synthesize_speech(
 ) -> bytes:
     """Text → a WAV file's bytes (the model's own sample rate, 16-bit mono)."""
     entry = deps.catalog.get_for_task_or_raise(TTS_TASK, model)
-    payload = {"input": text, "voice": voice, "response_format": "wav", "speed": speed}
+    payload = {"model": entry.id, "input": text, "voice": voice, "response_format": "wav", "speed": speed}
     result = await deps.coordinator.infer(entry, payload)
     return base64.b64decode(result["audio"])
 
