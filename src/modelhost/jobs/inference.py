@@ -65,7 +65,7 @@ async def transcribe(
         "language": language,
         "prompt": None,
         "temperature": 0.0,
-        "word_timestamps": True,
+        "timestamp_granularities": ["word", "segment"],  # word timestamps (schemas/speech_recognition.py)
         "vad_filter": False,
     }
     return await deps.coordinator.infer(entry, payload, files=_file(audio, filename, content_type))
