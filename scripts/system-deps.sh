@@ -18,6 +18,7 @@ PACKAGES=(
   fonts-crosextra-carlito  # metric-compatible stand-in for Calibri, the default font of PowerPoint decks
   redis-server  # the cluster tests: a private, restartable Redis broker per test run (tests/e2e/test_cluster.py)
   cmake  # the same build (scikit-build-core fetches a cmake wheel when this one is missing or too old)
+  chromium  # the dashboard tests drive it headless through Playwright (tests/e2e/test_dashboard.py)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

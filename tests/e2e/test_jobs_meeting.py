@@ -163,7 +163,7 @@ def test_enrollment_answers_202_then_ready_and_a_duplicate_409(client: httpx.Cli
     assert more.status_code == 202, more.text
     assert wait_job(client, more.json()["id"])["status"] == "completed"
     assert client.get("/v1/speakers/rms").json()["samples"] == 3
-    assert client.post("/v1/speakers", data={"metadata": "{}"}).status_code == 422  # no files
+    assert client.post("/v1/speakers", data={"metadata": "{}"}).status_code == 400  # no files
     bad = client.post("/v1/speakers", files=[("files", ("a.wav", b"x"))], data={"metadata": "[1]"})
     assert bad.status_code == 400
 
@@ -318,8 +318,8 @@ def test_corrupt_audio_fails_the_job_clearly_and_leaves_no_artifact(
     assert job["artifacts"] == []
     assert client.get(f"/v1/jobs/{job['id']}/artifacts/transcript.json").status_code == 404
     bad = submit_meeting(client, audio["meeting"], num_speakers="2", max_speakers="3")
-    assert bad.status_code == 422
-    assert client.post("/v1/jobs/meeting-transcription", data={"model": "whisper-tiny.en"}).status_code == 422
+    assert bad.status_code == 400
+    assert client.post("/v1/jobs/meeting-transcription", data={"model": "whisper-tiny.en"}).status_code == 400
     unknown = submit_meeting(client, audio["meeting"], model="no-such-model")
     assert unknown.status_code == 404
 

@@ -192,7 +192,7 @@ def test_bad_decks_are_refused_at_submission(server: ServerProcess, decks: dict[
         unknown = submit(http, decks["standard"], model="no-such-tts")
         assert unknown.status_code == 404
         bad = submit(http, decks["standard"], silence_seconds=-1)
-        assert bad.status_code == 422
+        assert bad.status_code == 400
         missing_voice = submit(http, decks["standard"], reference_voice="nobody")
         assert missing_voice.status_code == 404
 

@@ -43,17 +43,17 @@ def test_world_conversion_moves_pitch_and_keeps_length(speech: tuple[bytes, byte
 
     source, reference = speech
     world = backend(WorldVoiceConversion, "pyworld")
-    result = world.infer({"response_format": "wav"}, {"file": source, "reference": reference})
+    result = world.run({"response_format": "wav"}, {"file": source, "reference": reference})
     rate, seconds = wav_info(base64.b64decode(result["audio"]))
     assert rate == 24_000
     assert seconds == pytest.approx(wav_info(source)[1], abs=0.01)  # timing kept: subtitles stay valid
     details = result["details"]
     assert details["source_f0_hz"] > 150 > details["reference_f0_hz"]  # slt is a female voice, rms a male one
     assert details["formant_warp"] < 1.0  # a longer vocal tract: formants move down
-    again = world.infer({"response_format": "wav"}, {"file": source, "reference": reference})
+    again = world.run({"response_format": "wav"}, {"file": source, "reference": reference})
     assert again["audio"] == result["audio"]  # deterministic (and the reference analysis is cached)
     with pytest.raises(BadInput) as missing:
-        world.infer({}, {"file": source})
+        world.run({}, {"file": source})
     assert missing.value.param == "reference"
 
 
@@ -75,7 +75,7 @@ def test_openvoice_converter_loads_a_checkpoint_and_converts(tmp_path: Path, spe
 
     source, reference = speech
     converter = backend(OpenVoiceConversion, str(folder))
-    result = converter.infer({"response_format": "wav"}, {"file": source, "reference": reference})
+    result = converter.run({"response_format": "wav"}, {"file": source, "reference": reference})
     rate, seconds = wav_info(base64.b64decode(result["audio"]))
     assert rate == 16_000
     assert seconds == pytest.approx(wav_info(source)[1], abs=0.05)  # frames × hop

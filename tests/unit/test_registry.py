@@ -19,6 +19,7 @@ from modelhost.schemas.speech_recognition import TranscriptionRequest
 from modelhost.schemas.text_generation import GenerationRequest
 from modelhost.schemas.text_to_speech import SpeechRequest
 from modelhost.schemas.voice_activity import VadRequest
+from modelhost.schemas.voice_conversion import VoiceConversionRequest
 from modelhost.worker.protocol import WorkerSpec
 
 REQUEST_OF_TASK: dict[str, object] = {
@@ -32,6 +33,7 @@ REQUEST_OF_TASK: dict[str, object] = {
     "speaker-embedding": SpeakerEmbeddingRequest,
     "speaker-diarization": DiarizationRequest,
     "text-to-speech": SpeechRequest,
+    "voice-conversion": VoiceConversionRequest,
 }
 
 

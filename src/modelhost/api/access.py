@@ -1,7 +1,8 @@
 """Who may call what: API keys with two roles, and the Host/Origin allowlist of a server without keys.
 
-* **Keys set** (``MODELHOST_ADMIN_API_KEYS``, ``MODELHOST_API_KEYS``): every route but the docs needs
-  ``Authorization: Bearer <key>`` (401 otherwise). An inference key may not use the admin routes (403).
+* **Keys set** (``MODELHOST_ADMIN_API_KEYS``, ``MODELHOST_API_KEYS``): every route but the docs and the
+  dashboard's page and assets needs ``Authorization: Bearer <key>`` (401 otherwise). An inference key may not use
+  the admin routes (403).
 * **No keys** (loopback only, enforced by the configuration): a request must name a loopback ``Host`` (or one of
   ``MODELHOST_ALLOWED_HOSTS``) and carry no foreign ``Origin``, so that a web page cannot reach the server by DNS
   rebinding or a cross-site form; admin routes additionally need a loopback ``Host``.
@@ -28,7 +29,8 @@ from modelhost.errors import error_envelope
 
 Role = Literal["admin", "inference"]
 
-PUBLIC_PATHS = ("/docs", "/openapi.json", "/redoc")
+PUBLIC_PATHS = ("/docs", "/openapi.json", "/redoc", "/ui/")
+"""Served without a key: the API docs and the dashboard's static assets (plus the dashboard page ``/`` itself)."""
 ADMIN_WRITE_PREFIXES = ("/v1/models", "/v1/settings", "/v1/workers")
 """Reading these is inference-level; any other method is an admin action."""
 ADMIN_ONLY_PREFIXES = ("/v1/environments",)
@@ -133,7 +135,7 @@ class AccessMiddleware:
         method: str = scope.get("method", "GET")
         admin_route = is_admin_route(method, path)
         if self.policy.keys:
-            if path.startswith(PUBLIC_PATHS):
+            if path == "/" or path.startswith(PUBLIC_PATHS):
                 await self.app(scope, receive, send)
                 return
             auth = headers.get(b"authorization", b"")

@@ -34,6 +34,7 @@ from modelhost.api.routes import jobs as jobs_routes
 from modelhost.api.routes import settings as settings_routes
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
+from modelhost.web import mount_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         jobs_routes.router,
     ):
         app.include_router(router)
+    mount_dashboard(app)
     # Outermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)
     app.add_middleware(AccessMiddleware, policy=AccessPolicy.from_settings(settings))

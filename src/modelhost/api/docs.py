@@ -1,11 +1,11 @@
-"""``/docs``: Swagger UI served from the ``swagger-ui-bundle-v2`` package (no CDN, so it works offline), and ``/``
-redirecting to it."""
+"""``/docs``: Swagger UI served from the ``swagger-ui-bundle-v2`` package (no CDN, so it works offline). ``/`` is the
+dashboard (``modelhost.web``)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # a path string; no stubs
 
@@ -26,7 +26,3 @@ def install_docs(app: FastAPI) -> None:
             swagger_css_url=f"{STATIC_URL}/swagger-ui.css",
             swagger_favicon_url=f"{STATIC_URL}/favicon-32x32.png",
         )
-
-    @app.get("/", include_in_schema=False)
-    async def home() -> RedirectResponse:
-        return RedirectResponse(DOCS_URL)

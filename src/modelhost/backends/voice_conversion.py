@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelhost.backends.base import Backend, Files
 from modelhost.errors import BadInput
 from modelhost.media.audio import ENCODINGS, decode_audio, encode_pcm16, to_pcm16
+from modelhost.schemas.voice_conversion import VoiceConversionRequest
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +27,10 @@ MIN_REFERENCE_SECONDS = 1.0
 MAX_CACHED_REFERENCES = 8
 
 
-class VoiceConversionBackend(Backend[dict[str, Any]]):
+class VoiceConversionBackend(Backend[VoiceConversionRequest]):
+    request_type: ClassVar[Any] = VoiceConversionRequest
+    requires: ClassVar[tuple[str, ...]] = ("numpy",)
+    extra: ClassVar[str] = "speech"
     sample_rate: int = 24_000
 
     def convert(self, audio: np.ndarray, reference: Any) -> tuple[np.ndarray, dict[str, Any]]:
@@ -56,14 +60,12 @@ class VoiceConversionBackend(Backend[dict[str, Any]]):
             cache.popitem(last=False)
         return analysed
 
-    def infer(self, payload: dict[str, Any], files: Files) -> dict[str, Any]:
+    def infer(self, request: VoiceConversionRequest, files: Files) -> dict[str, Any]:
         if not files.get("file"):
             raise BadInput("the speech to convert is missing (file part 'file')", param="file")
         if not files.get("reference"):
             raise BadInput("the reference recording is missing (file part 'reference')", param="reference")
-        fmt = str(payload.get("response_format") or "wav")
-        if fmt not in FORMATS:
-            raise BadInput(f"response_format must be one of {', '.join(FORMATS)}", param="response_format")
+        fmt = request.response_format
         reference = self._reference(files["reference"])
         source = decode_audio(files["file"], self.sample_rate)
         if len(source) == 0:

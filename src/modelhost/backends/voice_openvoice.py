@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelhost.backends.base import resolve_source
 from modelhost.backends.voice_conversion import VoiceConversionBackend
@@ -261,6 +261,8 @@ def spectrogram(samples: torch.Tensor, data: dict[str, Any]) -> torch.Tensor:
 
 
 class OpenVoiceConversion(VoiceConversionBackend):
+    requires: ClassVar[tuple[str, ...]] = ("numpy", "torch")
+
     def load(self) -> None:
         import torch
 

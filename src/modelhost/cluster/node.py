@@ -110,9 +110,7 @@ class Node:
         entry = self.services.catalog.get_or_raise(model_id)
         local = self.router.local
         started = time.monotonic()
-        # The coordinator has no public "start this worker" call: a worker starts on first use. These two are its
-        # own start path (the one every request takes).
-        await local._ensure_ready(local._handle(entry))
+        await local.warm_up(entry)  # the worker starts now, under the same admission as a load
         log.info("preloaded %s in %.1f s", model_id, time.monotonic() - started)
 
     def info(self) -> dict[str, Any]:

@@ -113,6 +113,30 @@ class Coordinator:
             self.metrics.queue_depth.labels(model.id).set(handle.pending)
             self.metrics.inference_seconds.labels(model.id).observe(time.monotonic() - started)
 
+    async def warm_up(self, model: ModelEntry, wait: bool = True) -> dict[str, Any]:
+        """Start the model's worker without a request (under the same admission as a load); its status after, or
+        at once (``wait=False``: the load goes on in the background and a failure is logged)."""
+        handle = self._handle(model)
+
+        async def load() -> None:
+            async with self.admission.admit(model, self.runtime.current.gpu_policy):
+                await self._ensure_ready(handle)
+            handle.last_used = time.monotonic()
+
+        if wait:
+            await load()
+            return handle.status()
+
+        async def load_logged() -> None:
+            try:
+                await load()
+            except Exception:
+                log.exception("warm-up of %s failed", model.id)
+
+        self._track(load_logged())
+        await asyncio.sleep(0)  # let the spawn begin, so the status says so
+        return handle.status()
+
     async def infer_stream(
         self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None
     ) -> AsyncIterator[dict[str, Any]]:

@@ -59,13 +59,12 @@ async def transcribe(
 ) -> dict[str, Any]:
     """ASR with word timestamps → ``{"text", "language", "duration", "segments", "words": [{word, start, end}]}``."""
     entry = deps.catalog.get_for_task_or_raise(ASR_TASK, model)
-    payload = {
-        "model": entry.id,  # the task schema requires it (schemas/speech_recognition.py)
+    payload = {  # a TranscriptionRequest (modelhost.schemas.speech_recognition)
+        "model": entry.id,
         "task": "transcribe",
         "language": language,
-        "prompt": None,
         "temperature": 0.0,
-        "timestamp_granularities": ["word", "segment"],  # word timestamps (schemas/speech_recognition.py)
+        "timestamp_granularities": ["word", "segment"],
         "vad_filter": False,
     }
     return await deps.coordinator.infer(entry, payload, files=_file(audio, filename, content_type))
@@ -86,7 +85,7 @@ async def diarize(
     [{speaker, duration, embedding: [floats] | None}]}`` (embeddings decoded)."""
     entry = deps.catalog.get_for_task_or_raise(DIARIZATION_TASK, model)
     counts = {"num_speakers": num_speakers, "min_speakers": min_speakers, "max_speakers": max_speakers}
-    payload = {k: v for k, v in counts.items() if v is not None}
+    payload: dict[str, Any] = {"model": entry.id, **{k: v for k, v in counts.items() if v is not None}}
     result = await deps.coordinator.infer(entry, payload, files=_file(audio, filename, content_type))
     result["speakers"] = [{**s, "embedding": floats(s.get("embedding"))} for s in result.get("speakers", [])]
     return result
@@ -110,7 +109,7 @@ async def embed_speaker(
 ) -> Voiceprint:
     """An L2-normalised voiceprint of the speech in ``audio`` (``vector`` None when there is none)."""
     entry = deps.catalog.get_for_task_or_raise(SPEAKER_EMBEDDING_TASK, model)
-    result = await deps.coordinator.infer(entry, {}, files=_file(audio, filename, content_type))
+    result = await deps.coordinator.infer(entry, {"model": entry.id}, files=_file(audio, filename, content_type))
     return Voiceprint(
         model=entry.id,
         vector=floats(result.get("embedding")),
@@ -145,5 +144,5 @@ async def convert_voice(
     """Speech (WAV) re-voiced toward ``reference`` (filename, bytes, content type) → a WAV file's bytes."""
     entry = deps.catalog.get_for_task_or_raise(VOICE_CONVERSION_TASK, model)
     files = {"file": ("speech.wav", audio, "audio/wav"), "reference": reference}
-    result = await deps.coordinator.infer(entry, {"response_format": "wav"}, files=files)
+    result = await deps.coordinator.infer(entry, {"model": entry.id, "response_format": "wav"}, files=files)
     return base64.b64decode(result["audio"])

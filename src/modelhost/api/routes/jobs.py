@@ -30,7 +30,7 @@ def job_accepted(job: JobView) -> JSONResponse:
     return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("/v1/jobs", summary="List jobs, newest first", response_model=JobPage, responses=error_responses(422))
+@router.get("/v1/jobs", summary="List jobs, newest first", response_model=JobPage, responses=error_responses(400))
 async def list_jobs(
     jobs: JobsDep,
     kind: Annotated[str | None, Query(description="only jobs of this kind")] = None,

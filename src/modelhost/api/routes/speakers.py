@@ -62,7 +62,7 @@ def _samples(files: list[UploadFile]) -> dict[str, JobInput]:
     summary="Enroll a speaker from voice samples (a job: 202; 409 when external_id is taken)",
     status_code=202,
     response_model=JobView,
-    responses=error_responses(400, 404, 409, 413, 422),
+    responses=error_responses(400, 404, 409, 413, 415, 503),
 )
 async def enroll_speaker(
     speakers: SpeakersDep,
@@ -86,7 +86,7 @@ async def enroll_speaker(
     return job_accepted(job)
 
 
-@router.get("/v1/speakers", summary="Enrolled speakers", response_model=SpeakerPage, responses=error_responses(422))
+@router.get("/v1/speakers", summary="Enrolled speakers", response_model=SpeakerPage, responses=error_responses(400))
 async def list_speakers(
     speakers: SpeakersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -137,7 +137,7 @@ async def get_speaker(external_id: str, speakers: SpeakersDep) -> SpeakerView:
     "/v1/speakers/{external_id}",
     summary="Change a speaker's name or metadata fields (merged)",
     response_model=SpeakerView,
-    responses=error_responses(404, 422),
+    responses=error_responses(400, 404),
 )
 async def update_speaker(external_id: str, patch: SpeakerPatch, speakers: SpeakersDep) -> SpeakerView:
     fields = {k: v for k, v in (patch.model_extra or {}).items() if k != "external_id"}
@@ -164,7 +164,7 @@ async def delete_speaker(external_id: str, speakers: SpeakersDep, jobs: JobsDep)
     summary="Add voice samples to an enrolled speaker and re-average its voiceprint (a job: 202)",
     status_code=202,
     response_model=JobView,
-    responses=error_responses(400, 404, 409, 413),
+    responses=error_responses(400, 404, 409, 413, 415, 503),
 )
 async def add_speaker_samples(
     external_id: str,

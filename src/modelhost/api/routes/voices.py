@@ -50,7 +50,7 @@ def reference_voice_or_raise(settings: Settings, name: str, param: str = "refere
     "/v1/audio/voices",
     status_code=201,
     summary="Register a reference voice (a short recording) under a name (native)",
-    responses=error_responses(400, 409, 413),
+    responses=error_responses(400, 409, 413, 415, 503),
 )
 async def create_voice(
     name: Annotated[str, Form(description="the voice's name: 1-64 letters, digits, '_', '-', '.'")],
@@ -107,5 +107,5 @@ async def speech_in_reference_voice(
     fmt = str(payload.get("response_format") or "mp3")
     spoken = await coordinator.infer(model, {**payload, "response_format": "wav"})
     files = {"file": ("speech.wav", base64.b64decode(spoken["audio"]), "audio/wav"), "reference": reference}
-    converted = await coordinator.infer(converter, {"response_format": fmt}, files=files)
+    converted = await coordinator.infer(converter, {"model": converter.id, "response_format": fmt}, files=files)
     return Response(base64.b64decode(converted["audio"]), media_type=MEDIA_TYPES[fmt])
