@@ -16,6 +16,7 @@ PACKAGES=(
   g++    # compiles llama-cpp-python (llama.cpp) during pip install: it has no wheel on PyPI
   libreoffice-impress      # presentation videos: .pptx → PDF (soffice --headless --convert-to pdf)
   fonts-crosextra-carlito  # metric-compatible stand-in for Calibri, the default font of PowerPoint decks
+  redis-server  # the cluster tests: a private, restartable Redis broker per test run (tests/e2e/test_cluster.py)
   cmake  # the same build (scikit-build-core fetches a cmake wheel when this one is missing or too old)
   chromium  # the dashboard tests drive it headless through Playwright (tests/e2e/test_dashboard.py)
 )

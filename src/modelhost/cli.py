@@ -151,6 +151,11 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 def serve(
     host: str | None = typer.Option(None, help="address to bind (default MODELHOST_HOST or 127.0.0.1)"),
     port: int | None = typer.Option(None, help="port (default MODELHOST_PORT or 8000)"),
+    local_workers: bool = typer.Option(
+        True,
+        "--local-workers/--no-local-workers",
+        help="run model workers here; --no-local-workers: a pure API front, inference on `modelhost node`s",
+    ),
 ) -> None:
     """Serve the API (and the coordinator that runs model workers)."""
     import uvicorn
@@ -164,7 +169,12 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if not local_workers:
+        overrides["local_workers"] = False
     settings = _settings(**overrides)
+    if not settings.local_workers and not settings.broker_url:
+        err.print("[red]--no-local-workers needs MODELHOST_BROKER_URL[/red] (the nodes that run the models)")
+        raise typer.Exit(2)
     configure_logging(settings.log_level, "serve")
     os.umask(PRIVATE_UMASK)  # the database, its WAL, logs, blobs: readable by this user only (workers inherit it)
     secure_data_dir(settings.data_dir)
@@ -408,6 +418,75 @@ def settings_set(key: str, value: str) -> None:
         _print_json(data["settings"])
         return
     console.print(f"{key} = {json.dumps(data['settings'][key])}")
+
+
+cluster_app = typer.Typer(help="A cluster of `modelhost node`s (reads MODELHOST_BROKER_URL).", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@app.command()
+def node(
+    queues: str | None = typer.Option(
+        None, help="queues to consume, comma-separated: jobs, cpu, gpu, model.<id> (default jobs,cpu)"
+    ),
+    preload: str | None = typer.Option(None, help="models to start at once, comma-separated (adds model.<id>)"),
+    name: str | None = typer.Option(None, help="node name (default <hostname>-<pid>)"),
+    concurrency: int = typer.Option(8, min=1, help="Celery threads (job steps and requests at once)"),
+) -> None:
+    """Run a cluster node: a Celery worker around one coordinator (its own MODELHOST_DATA_DIR)."""
+    from modelhost.cluster.node import DEFAULT_QUEUES, run_node
+    from modelhost.logs import configure_logging
+    from modelhost.storage.files import PRIVATE_UMASK, secure_data_dir
+
+    settings = _settings()
+    if not settings.broker_url:
+        err.print("[red]modelhost node needs MODELHOST_BROKER_URL[/red] (e.g. redis://host:6379/0)")
+        raise typer.Exit(2)
+    configure_logging(settings.log_level, "node")
+    os.umask(PRIVATE_UMASK)
+    secure_data_dir(settings.data_dir)
+    run_node(settings, _split(queues) or list(DEFAULT_QUEUES), _split(preload), name, concurrency)
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Live nodes: their queues, models, workers and queue depths (straight from Redis)."""
+    import redis
+
+    from modelhost.cluster.registry import NodeRegistry
+
+    settings = _settings()
+    if not settings.broker_url:
+        err.print("[red]MODELHOST_BROKER_URL is not set[/red]: this machine is not part of a cluster")
+        raise typer.Exit(2)
+    registry = NodeRegistry(settings.broker_url, settings.node_heartbeat_seconds)
+    try:
+        nodes = registry.nodes()
+    except redis.RedisError as exc:
+        err.print(f"[red]cannot reach the broker:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        registry.close()
+    if OPTIONS.json:
+        _print_json(nodes)
+        return
+    rows = [
+        [
+            n["name"],
+            ",".join(n.get("queues", [])),
+            ",".join(n.get("models", [])),
+            len(n.get("workers", [])),
+            ", ".join(f"{q}={d}" for q, d in n.get("queue_depth", {}).items()),
+        ]
+        for n in nodes
+    ]
+    _table("nodes", ["name", "queues", "models", "workers", "queue depth"], rows)
+    if not nodes:
+        err.print("no node is alive")
 
 
 def main() -> None:

@@ -45,6 +45,31 @@ class QdrantSettings(BaseModel):
     """Collections are named ``<prefix>_<model>`` (one per speaker-embedding model)."""
 
 
+class StorageSettings(BaseModel):
+    """Blob store (job inputs, intermediate files, artifacts): ``<data_dir>/blobs`` unless ``url`` is set."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    url: str | None = None
+    """``s3://bucket/prefix``: an S3-compatible object store shared by every machine of a cluster (MinIO, AWS).
+    Credentials are the standard ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (or any boto3 source)."""
+
+    endpoint_url: str | None = None
+    """Endpoint of a non-AWS S3 server (``http://minio:9000``). Unset: AWS."""
+
+    region: str | None = None
+    """S3 region (``AWS_DEFAULT_REGION`` otherwise)."""
+
+    @field_validator("url")
+    @classmethod
+    def _s3_only(cls, value: str | None) -> str | None:
+        if value and not value.startswith("s3://"):
+            raise ValueError("MODELHOST_STORAGE__URL must look like s3://bucket/prefix")
+        if value and not value[len("s3://") :].split("/", 1)[0]:
+            raise ValueError("MODELHOST_STORAGE__URL names no bucket (s3://bucket/prefix)")
+        return value
+
+
 class Settings(BaseSettings):
     """modelhost process configuration (environment variables prefixed ``MODELHOST_``)."""
 
@@ -112,6 +137,26 @@ class Settings(BaseSettings):
 
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     """Vector store for speaker voiceprints (``MODELHOST_QDRANT__URL`` etc.)."""
+
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    """Blob store (``MODELHOST_STORAGE__URL`` etc.)."""
+
+    broker_url: str | None = None
+    """Celery broker (``redis://host:6379/0``). Set: jobs run as Celery tasks on ``modelhost node`` processes and
+    models without a local worker are reached through a node (docs/deployment.md). Unset: everything in-process."""
+
+    broker_visibility_timeout_seconds: float = Field(300.0, gt=0)
+    """Seconds after which Redis hands a task that a node took but never acknowledged (the node died) to another
+    node. A running step keeps a lease in Redis, so a redelivered copy of a live step waits instead of running
+    twice; lower it for faster recovery, at the cost of more redelivery checks."""
+
+    node_heartbeat_seconds: float = Field(5.0, gt=0)
+    """How often a ``modelhost node`` writes its heartbeat (models, workers, queues) to Redis; a node silent for
+    three periods is gone."""
+
+    local_workers: bool = True
+    """Run model workers in this process's coordinator. ``modelhost serve --no-local-workers`` sets it false: the
+    front is a pure API and every inference goes to a node."""
 
     presentation_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)
     """Largest .pptx a presentation-video job accepts (413 above it; ``max_request_bytes`` applies first)."""
@@ -182,10 +227,11 @@ def settings_reference() -> str:
     """Markdown table of every setting, generated from the field docstrings."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        if name == "qdrant":
-            for sub, subfield in QdrantSettings.model_fields.items():
+        nested = {"qdrant": QdrantSettings, "storage": StorageSettings}.get(name)
+        if nested is not None:
+            for sub, subfield in nested.model_fields.items():
                 desc = (subfield.description or "").replace("\n", " ")
-                rows.append(f"| `MODELHOST_QDRANT__{sub.upper()}` | `{subfield.default}` | {desc} |")
+                rows.append(f"| `MODELHOST_{name.upper()}__{sub.upper()}` | `{subfield.default}` | {desc} |")
             continue
         default: Any = field.default
         if field.default_factory is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,8 +51,12 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     runtime = RuntimeSettingsStore(sessions)
     runtime.load()
     coordinator = Coordinator(settings, runtime, envs, metrics)
+    if settings.broker_url:  # a cluster: models this process does not serve are reached through a node
+        from modelhost.cluster.router import ClusterRouter
+
+        coordinator = cast(Coordinator, ClusterRouter(coordinator, settings))  # same interface, by delegation
     catalog.on_change.append(coordinator.model_changed)
     speakers = SpeakerDirectory(sessions, VoiceprintIndex(settings))
-    blobs = build_blob_store(settings.data_dir)
+    blobs = build_blob_store(settings.data_dir, settings.storage)
     jobs = build_job_service(JobDeps(settings, runtime, catalog, coordinator, blobs, sessions, speakers))
     return Services(settings, engine, sessions, catalog, runtime, envs, coordinator, metrics, speakers, jobs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -83,6 +84,14 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def _database_unavailable(_request: Request, exc: sqlalchemy.exc.OperationalError) -> JSONResponse:
+        # The database went away (PostgreSQL restarting, network): a clear 503, not an internal error.
+        log.warning("database unavailable: %s", str(exc.orig or exc).splitlines()[0])
+        message = "the database is unavailable; retry shortly"
+        body = error_envelope(message, "service_unavailable", code="database_unavailable")
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

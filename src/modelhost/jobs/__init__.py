@@ -67,5 +67,8 @@ Creating a job from a route (``modelhost/api/routes/meetings.py``)::
 ``JobService`` (``modelhost.jobs.service``): ``create(kind, params, inputs={name: JobInput}) → JobView``, ``get``,
 ``list``, ``cancel``, ``delete``, ``events``. Executors implement ``modelhost.jobs.executor.Executor``
 (``start/submit/cancel/stop``); ``LocalExecutor`` runs jobs as asyncio tasks in the serve process, at most
-``jobs_max_concurrency`` at once, and restarts pending and running jobs when the server starts.
+``jobs_max_concurrency`` at once, and restarts pending and running jobs when the server starts. With
+``MODELHOST_BROKER_URL``, ``modelhost.cluster.executor.CeleryExecutor`` runs each step as a Celery task on a
+``modelhost node`` (``modelhost.cluster.steps.StepRunner``): same pipelines, so steps must stay idempotent and their
+files must go through the blob store (another machine may run the next step).
 """

@@ -13,11 +13,19 @@ from typing import Any, Protocol
 from modelhost.errors import ModelhostError, ModelUnavailable, QueueFull, WorkerCrashed
 from modelhost.jobs.pipeline import JobCancelled, JobDeps, Pipeline, PipelineRegistry, StepContext, TransientError
 from modelhost.jobs.store import JobStore
+from modelhost.storage.s3 import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-#: Failures a retry may cure: a crashed or not-yet-started worker, a full queue, a step's own TransientError.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (WorkerCrashed, ModelUnavailable, QueueFull, TransientError)
+#: Failures a retry may cure: a crashed or not-yet-started worker, a full queue, unreachable object storage, a
+#: step's own TransientError.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    WorkerCrashed,
+    ModelUnavailable,
+    QueueFull,
+    TransientError,
+    StorageUnavailable,
+)
 
 
 class Executor(Protocol):

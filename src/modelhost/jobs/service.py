@@ -99,5 +99,11 @@ def build_job_service(deps: JobDeps, registry: PipelineRegistry | None = None) -
 
     store = JobStore(deps.sessions)
     registry = registry or PipelineRegistry(builtin_pipelines())
-    executor = LocalExecutor(store, registry, deps)
+    executor: Executor
+    if deps.settings.broker_url:  # steps run as Celery tasks on `modelhost node` processes
+        from modelhost.cluster.executor import CeleryExecutor
+
+        executor = CeleryExecutor(store, registry, deps)
+    else:
+        executor = LocalExecutor(store, registry, deps)
     return JobService(store, registry, deps, executor)

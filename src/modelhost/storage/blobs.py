@@ -1,7 +1,8 @@
 """Blob store: where job inputs, intermediate files and artifacts live. Nothing else touches their paths.
 
-One small interface (``BlobStore``) with a local implementation under ``<data_dir>/blobs``; an S3-compatible one
-comes with scale-out. Keys are ``/``-separated relative names (``jobs/<id>/artifacts/transcript.srt``).
+One small interface (``BlobStore``) with a local implementation under ``<data_dir>/blobs`` and an S3-compatible one
+(``MODELHOST_STORAGE__URL=s3://bucket/prefix``, ``modelhost.storage.s3``) that every machine of a cluster shares.
+Keys are ``/``-separated relative names (``jobs/<id>/artifacts/transcript.srt``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import tempfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from modelhost.config import StorageSettings
 
 CHUNK = 1024 * 1024
 
@@ -140,5 +144,10 @@ def _chunks(data: bytes | Path | BinaryIO) -> Iterable[bytes]:
     yield from iter(lambda: data.read(CHUNK), b"")
 
 
-def build_blob_store(data_dir: Path) -> BlobStore:
+def build_blob_store(data_dir: Path, storage: StorageSettings | None = None) -> BlobStore:
+    """The S3 store when ``storage.url`` is set, else the local one under ``<data_dir>/blobs``."""
+    if storage is not None and storage.url:
+        from modelhost.storage.s3 import S3BlobStore
+
+        return S3BlobStore.from_settings(storage)
     return LocalBlobStore(data_dir / "blobs")

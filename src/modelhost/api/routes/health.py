@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import modelhost
 from modelhost.api.deps import ServicesDep
+from modelhost.cluster.router import cluster_nodes
 
 router = APIRouter(tags=["health"])
 
@@ -43,6 +44,7 @@ def loaded_ml_modules() -> list[str]:
 @router.get("/api/health", summary="Server and worker status")
 async def health(services: ServicesDep) -> dict[str, Any]:
     coordinator = services.coordinator
+    nodes = await cluster_nodes(coordinator)
     return {
         "status": "ok",
         "version": modelhost.__version__,
@@ -52,6 +54,8 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "gpu_policy": services.runtime.current.gpu_policy,
         "queue_depth": coordinator.queue_depths(),
         "ml_modules_loaded": loaded_ml_modules(),
+        # With MODELHOST_BROKER_URL: the live `modelhost node` processes (queues, models, workers, queue depths).
+        **({"nodes": nodes} if nodes is not None else {}),
     }
 
 

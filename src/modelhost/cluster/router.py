@@ -1,0 +1,240 @@
+"""``ClusterRouter``: the coordinator's ``infer``/``infer_stream`` for a process in a cluster.
+
+A model this process serves (the front unless ``--no-local-workers``; on a node, a model whose ``model.<id>`` or
+device-class queue the node consumes) runs on the local coordinator. Any other goes to a node as a Celery task on
+``model.<id>`` when a live node consumes that queue, else on its device-class queue (``cpu``/``gpu``). The reply —
+or each streamed chunk — comes back on a Redis list the caller waits on with BLPOP (request/reply without Celery's
+result backend: one Redis round trip, no polling; the measured cost is in docs/benchmarks.md). Everything else
+(workers, GPU lock, stop a worker…) is the local coordinator's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelhost.cluster.celery import INFER_STREAM_TASK, INFER_TASK, device_queue, model_queue
+from modelhost.cluster.registry import NodeRegistry
+from modelhost.errors import (
+    ModelhostError,
+    ModelUnavailable,
+    QueueFull,
+    WorkerCrashed,
+    from_worker_error,
+)
+from modelhost.jobs.pipeline import TransientError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from modelhost.catalog.models import ModelEntry
+    from modelhost.config import Settings
+    from modelhost.coordinator.coordinator import Coordinator
+
+log = logging.getLogger(__name__)
+
+REPLY_PREFIX = "modelhost:reply:"
+#: One BLPOP waits at most this long (below redis-py's socket timeout), then the next one starts.
+BLPOP_SLICE_SECONDS = 2.0
+#: Replies nobody waits for any more expire after this long.
+REPLY_TTL_SECONDS = 600
+
+
+class BrokerUnavailable(TransientError):
+    """Redis (the broker) cannot be reached: 503 for a request; a job step retries with backoff."""
+
+    code = "broker_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class RemoteError(ModelhostError):
+    """An error a node answered, re-raised here with its status, type and code."""
+
+    def __init__(self, status: int, error: dict[str, Any]) -> None:
+        super().__init__(str(error.get("message") or "node error"), param=error.get("param"), code=error.get("code"))
+        self.status_code = status
+        self.error_type = str(error.get("type") or "server_error")
+
+
+_TRANSIENT_BY_CODE: dict[str, type[ModelhostError]] = {
+    "worker_crashed": WorkerCrashed,
+    "queue_full": QueueFull,
+}
+
+
+def error_from_reply(status: int, error: dict[str, Any]) -> ModelhostError:
+    """The typed error for a node's answer: retryable kinds keep their class (the jobs engine retries them)."""
+    code = str(error.get("code") or "")
+    message = str(error.get("message") or "node error")
+    if code == "model_unavailable" or status == 503:
+        return ModelUnavailable(message, code=code or None)
+    if code in _TRANSIENT_BY_CODE:
+        return _TRANSIENT_BY_CODE[code](message, code=code)
+    if status in (400, 404, 413, 415, 422):
+        return from_worker_error(status, error)
+    return RemoteError(status, error)
+
+
+def encode_files(files: dict[str, Any] | None) -> dict[str, Any]:
+    """Files (``{name: (filename, bytes | Path, content_type)}``) as JSON for a task."""
+    encoded: dict[str, Any] = {}
+    for name, (filename, data, content_type) in (files or {}).items():
+        raw = Path(data).read_bytes() if isinstance(data, str | Path) else bytes(data)
+        encoded[name] = {"filename": filename, "content_type": content_type, "data": base64.b64encode(raw).decode()}
+    return encoded
+
+
+def decode_files(encoded: dict[str, Any]) -> dict[str, tuple[str, bytes, str]] | None:
+    if not encoded:
+        return None
+    return {n: (f["filename"], base64.b64decode(f["data"]), f["content_type"]) for n, f in encoded.items()}
+
+
+class ClusterRouter:
+    def __init__(self, local: Coordinator, settings: Settings) -> None:
+        import redis.asyncio
+
+        assert settings.broker_url
+        self.local = local
+        self.settings = settings
+        self.registry = NodeRegistry(settings.broker_url, settings.node_heartbeat_seconds)
+        self.redis = redis.asyncio.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
+        #: Queues this process consumes (a node sets them); None: the front, which serves locally iff
+        #: ``settings.local_workers``.
+        self.local_queues: set[str] | None = None
+        self._celery: Celery | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.local, name)
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            from modelhost.cluster.celery import build_celery
+
+            self._celery = build_celery(self.settings)
+        return self._celery
+
+    async def start(self) -> None:
+        await self.local.start()
+
+    async def stop(self) -> None:
+        await self.local.stop()
+        await self.redis.aclose()
+        self.registry.close()
+
+    # -- routing ---------------------------------------------------------------------------------------------
+    def serves_locally(self, model: ModelEntry) -> bool:
+        if self.local_queues is None:
+            return self.settings.local_workers
+        return bool({model_queue(model.id), device_queue(model)} & self.local_queues)
+
+    def target_queue(self, model: ModelEntry) -> str:
+        """The queue a node for ``model`` consumes; 503 when no live node does."""
+        import redis
+
+        try:
+            nodes = self.registry.cached_nodes()
+        except redis.RedisError as exc:
+            raise BrokerUnavailable(f"the broker (Redis) is unreachable: {exc}") from None
+        consumed = {q for node in nodes for q in node.get("queues", [])}
+        for queue in (model_queue(model.id), device_queue(model)):
+            if queue in consumed:
+                return queue
+        raise ModelUnavailable(
+            f"no node serves model {model.id!r}: start one with `modelhost node --preload {model.id}` "
+            f"or `--queues {device_queue(model)}` ({len(nodes)} nodes alive)",
+            code="no_node",
+        )
+
+    async def _send(self, task: str, model: ModelEntry, payload: dict[str, Any], files: Any) -> str:
+        queue = await asyncio.to_thread(self.target_queue, model)
+        reply = REPLY_PREFIX + uuid.uuid4().hex
+        args = [model.id, payload, encode_files(files), reply]
+        try:
+            await asyncio.to_thread(self.celery.send_task, task, args=args, queue=queue, ignore_result=True)
+        except Exception as exc:  # kombu raises OperationalError and friends once its retries are spent
+            raise BrokerUnavailable(f"cannot queue the request for model {model.id!r}: {exc}") from None
+        return reply
+
+    async def _next(self, reply: str, timeout: float, model: ModelEntry) -> dict[str, Any]:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        got = None
+        while got is None and time.monotonic() < deadline:
+            # Short waits: redis-py gives up reading a socket after its socket_timeout (5 s by default).
+            wait = max(0.01, min(BLPOP_SLICE_SECONDS, deadline - time.monotonic()))
+            try:
+                got = await self.redis.blpop([reply], timeout=wait)
+            except redis.RedisError as exc:
+                raise BrokerUnavailable(
+                    f"lost the broker (Redis) while waiting for model {model.id!r}: {exc}"
+                ) from None
+        if got is None:
+            from modelhost.errors import InferenceTimeout
+
+            raise InferenceTimeout(f"no node answered for model {model.id!r} within {timeout:g} s")
+        message: dict[str, Any] = json.loads(got[1])
+        if "error" in message:
+            raise error_from_reply(int(message.get("status", 500)), message["error"])
+        return message
+
+    def _timeout(self) -> float:
+        return float(self.local.runtime.current.worker_request_timeout_seconds) + 30.0
+
+    # -- the coordinator interface ---------------------------------------------------------------------------
+    async def infer(self, model: ModelEntry, payload: dict[str, Any], files: Any = None) -> dict[str, Any]:
+        if self.serves_locally(model):
+            return await self.local.infer(model, payload, files)
+        reply = await self._send(INFER_TASK, model, payload, files)
+        message = await self._next(reply, self._timeout(), model)
+        result: dict[str, Any] = message["result"]
+        return result
+
+    async def infer_stream(
+        self, model: ModelEntry, payload: dict[str, Any], files: Any = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        if self.serves_locally(model):
+            async for chunk in self.local.infer_stream(model, payload, files):
+                yield chunk
+            return
+        reply = await self._send(INFER_STREAM_TASK, model, payload, files)
+        finished = False
+        try:
+            while True:
+                message = await self._next(reply, self._timeout(), model)
+                if message.get("done"):
+                    finished = True
+                    return
+                yield message["chunk"]
+        finally:
+            if not finished:  # the client went away (or an error): tell the node to stop generating
+                with contextlib.suppress(Exception):
+                    await self.redis.set(reply + ":cancel", "1", ex=REPLY_TTL_SECONDS)
+            with contextlib.suppress(Exception):
+                await self.redis.delete(reply)
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.registry.nodes)
+
+
+async def cluster_nodes(coordinator: object) -> list[dict[str, Any]] | None:
+    """The live nodes when ``coordinator`` is a ``ClusterRouter`` (None without a broker; an ``error`` entry when
+    Redis cannot be reached)."""
+    if not isinstance(coordinator, ClusterRouter):
+        return None
+    try:
+        return await coordinator.nodes()
+    except Exception as exc:
+        return [{"error": f"the broker (Redis) is unreachable: {exc}"}]

@@ -1,0 +1,194 @@
+"""``StepRunner``: runs one step of a job on a node (the ``modelhost.step`` task), with the local executor's
+retry/backoff and end-of-job logic, so the pipelines' code is the same on one machine and on a cluster.
+
+Exactly-once in effect, with at-least-once delivery: a step message carries the step's index; a copy for a step
+already recorded is dropped (after making sure the step after it is queued), and a running step holds a lease in
+Redis (renewed while it runs, gone a few seconds after its node dies), so a copy redelivered while the step still
+runs elsewhere waits for the lease instead of running beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from modelhost.errors import ModelhostError
+from modelhost.jobs.executor import LocalExecutor, error_fields
+from modelhost.jobs.pipeline import JobCancelled, StepContext
+
+if TYPE_CHECKING:
+    from modelhost.jobs.pipeline import JobDeps, Pipeline, PipelineRegistry
+    from modelhost.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+LEASE_PREFIX = "modelhost:lease:"
+LEASE_SECONDS = 15
+CANCEL_POLL_SECONDS = 1.0
+ENDED_PREFIX = "modelhost:ended:"
+ENDED_TTL_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task does next: nothing (``done``), queue step ``next_index``, or retry ``retry_index`` later."""
+
+    done: bool = False
+    next_index: int | None = None
+    retry_index: int | None = None
+
+
+class StepRunner:
+    def __init__(self, store: JobStore, registry: PipelineRegistry, deps: JobDeps, redis_url: str) -> None:
+        import redis.asyncio
+
+        self.store = store
+        self.registry = registry
+        self.deps = deps
+        self.redis = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=5)
+        # The local executor's step retry (backoff) and end-of-job clean-up, reused as they are.
+        self._local = LocalExecutor(store, registry, deps)
+
+    async def run(self, job_id: str, index: int) -> Outcome:
+        row = await asyncio.to_thread(self.store.row, job_id)
+        if row is None:
+            return Outcome(done=True)
+        pipeline = self.registry.get(row.kind)
+        if row.status == "cancelled" and pipeline is not None:
+            # Cancelled between steps or before its first one: nobody else ends it (the executor queues this).
+            ctx = await self._context(job_id, row.kind, dict(row.params or {}), pipeline, asyncio.Event())
+            await self._end_once(ctx, pipeline, "cancelled", None)
+            return Outcome(done=True)
+        if row.status not in ("pending", "running"):
+            return Outcome(done=True)
+        if pipeline is None:
+            error = {
+                "message": f"no pipeline for job kind {row.kind!r}",
+                "type": "server_error",
+                "param": None,
+                "code": "unknown_job_kind",
+            }
+            await asyncio.to_thread(self.store.transition, job_id, "failed", error=error)
+            return Outcome(done=True)
+        outputs = await asyncio.to_thread(self.store.step_outputs, job_id)
+        first = next((i for i, s in enumerate(pipeline.steps) if s.name not in outputs), len(pipeline.steps))
+        if index < 0:
+            index = first
+        if index != first:
+            # A copy of a step that is recorded: its runner queued the next step, unless it died right after
+            # recording; queue it again unless somebody holds the job's lease (runs it now).
+            if index < first and not await self.redis.exists(LEASE_PREFIX + job_id):
+                return Outcome(next_index=first)
+            return Outcome(done=True)
+        token = uuid.uuid4().hex
+        if not await self.redis.set(LEASE_PREFIX + job_id, token, nx=True, ex=LEASE_SECONDS):
+            return Outcome(retry_index=index)
+        cancelled = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(job_id, token, cancelled))
+        try:
+            return await self._run_step(job_id, row.kind, row.status, dict(row.params or {}), index, outputs, cancelled)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                if await self.redis.get(LEASE_PREFIX + job_id) == token.encode():
+                    await self.redis.delete(LEASE_PREFIX + job_id)
+
+    async def _keep_lease(self, job_id: str, token: str, cancelled: asyncio.Event) -> None:
+        """Renew the lease and watch for cancellation while the step runs."""
+        ticks = 0
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            ticks += 1
+            with contextlib.suppress(Exception):
+                row = await asyncio.to_thread(self.store.row, job_id)
+                if row is not None and row.status == "cancelled":
+                    cancelled.set()
+                if ticks % 3 == 0:
+                    await self.redis.set(LEASE_PREFIX + job_id, token, xx=True, ex=LEASE_SECONDS)
+
+    async def _run_step(
+        self,
+        job_id: str,
+        kind: str,
+        status: str,
+        params: dict[str, Any],
+        index: int,
+        outputs: dict[str, Any],
+        cancelled: asyncio.Event,
+    ) -> Outcome:
+        pipeline = self.registry.get(kind)
+        assert pipeline is not None
+        if status == "pending":
+            if not await asyncio.to_thread(self.store.transition, job_id, "running"):
+                return Outcome(done=True)
+        elif index == 0 or not outputs:
+            await asyncio.to_thread(self.store.resume, job_id)
+        ctx = await self._context(job_id, kind, params, pipeline, cancelled, outputs)
+        ctx._enter(index)
+        step = pipeline.steps[index]
+        log.info("job %s (%s) step %s starting", job_id, kind, step.name)
+        try:
+            await asyncio.to_thread(self.store.set_stage, job_id, step.name, pipeline.progress_at(index, 0.0))
+            result = await self._local._run_step(ctx, step.name, step.fn)
+            await asyncio.to_thread(self.store.record_step, job_id, step.name, result)
+        except JobCancelled:
+            log.info("job %s (%s) cancelled at %s", job_id, kind, step.name)
+            await self._end_once(ctx, pipeline, "cancelled", None)
+            await asyncio.to_thread(self.store.transition, job_id, "cancelled")
+            return Outcome(done=True)
+        except Exception as exc:
+            error = error_fields(exc)
+            if isinstance(exc, ModelhostError):
+                log.info("job %s (%s) failed at %s: %s", job_id, kind, step.name, error["message"])
+            else:
+                log.exception("job %s (%s) failed at %s", job_id, kind, step.name)
+            await self._end_once(ctx, pipeline, "failed", error)
+            await asyncio.to_thread(self.store.transition, job_id, "failed", error=error)
+            return Outcome(done=True)
+        log.info("job %s (%s) step %s done", job_id, kind, step.name)
+        if index + 1 < len(pipeline.steps):
+            return Outcome(next_index=index + 1)
+        await self._end_once(ctx, pipeline, "completed", None)
+        if await asyncio.to_thread(self.store.transition, job_id, "completed", result=result):
+            log.info("job %s (%s) completed", job_id, kind)
+        return Outcome(done=True)
+
+    async def _context(
+        self,
+        job_id: str,
+        kind: str,
+        params: dict[str, Any],
+        pipeline: Pipeline,
+        cancelled: asyncio.Event,
+        outputs: dict[str, Any] | None = None,
+    ) -> StepContext:
+        if outputs is None:
+            outputs = await asyncio.to_thread(self.store.step_outputs, job_id)
+        return StepContext(
+            job_id=job_id,
+            kind=kind,
+            params=params,
+            deps=self.deps,
+            store=self.store,
+            pipeline=pipeline,
+            outputs=outputs,
+            cancelled=cancelled,
+        )
+
+    async def _end_once(self, ctx: StepContext, pipeline: Pipeline, status: str, error: dict[str, Any] | None) -> None:
+        """The local executor's end of a job (clean-up, end hooks), once per job across nodes; a job cancelled
+        meanwhile ends as cancelled."""
+        if not await self.redis.set(ENDED_PREFIX + ctx.job_id, status, nx=True, ex=ENDED_TTL_SECONDS):
+            return
+        row = await asyncio.to_thread(self.store.row, ctx.job_id)
+        if row is not None and row.status == "cancelled":
+            status, error = "cancelled", None
+        await self._local._ended(ctx, pipeline, status, error)
+
+    async def close(self) -> None:
+        await self.redis.aclose()

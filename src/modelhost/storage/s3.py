@@ -1,0 +1,171 @@
+"""``S3BlobStore``: the blob store on an S3-compatible object store (MinIO, AWS), shared by a cluster's machines.
+
+Keys map to ``<prefix>/<key>`` in one bucket. A PUT is atomic on S3 (a reader sees the old or the new object), as the
+interface asks. Credentials come from boto3's usual sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a
+profile, an instance role); ``MODELHOST_STORAGE__ENDPOINT_URL`` points at a non-AWS server. Unreachable storage
+raises ``StorageUnavailable`` (503).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from modelhost.errors import ModelhostError
+from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _chunks
+
+if TYPE_CHECKING:
+    from modelhost.config import StorageSettings
+
+#: Objects up to this size are sent in one PUT; bigger ones go through boto3's multipart transfer.
+SINGLE_PUT_BYTES = 64 * 1024 * 1024
+
+
+class StorageUnavailable(ModelhostError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "storage_unavailable"
+
+
+def _missing(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return code in ("NoSuchKey", "404", "NotFound")
+
+
+@contextlib.contextmanager
+def _errors(key: str) -> Iterator[None]:
+    """Missing object → ``KeyError``; a storage that cannot be reached → ``StorageUnavailable``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if _missing(exc):
+            raise KeyError(key) from None
+        raise StorageUnavailable(f"object storage refused {key!r}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StorageUnavailable(f"object storage is unreachable: {exc}") from exc
+
+
+class S3BlobStore:
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    @classmethod
+    def from_settings(cls, storage: StorageSettings) -> S3BlobStore:
+        import boto3
+        from botocore.config import Config
+
+        assert storage.url is not None
+        bucket, _, prefix = storage.url[len("s3://") :].partition("/")
+        client = boto3.client(
+            "s3",
+            endpoint_url=storage.endpoint_url,
+            region_name=storage.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+        )
+        return cls(client, bucket, prefix)
+
+    def _name(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (tests, first start against a fresh MinIO)."""
+        from botocore.exceptions import ClientError
+
+        with _errors(self.bucket):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError:
+                self.client.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes | Path | BinaryIO) -> BlobInfo:
+        name = self._name(key)
+        digest = hashlib.sha256()
+        with tempfile.SpooledTemporaryFile(max_size=SINGLE_PUT_BYTES) as spool:
+            size = 0
+            for chunk in _chunks(data):
+                digest.update(chunk)
+                size += len(chunk)
+                spool.write(chunk)
+            spool.seek(0)
+            with _errors(key):
+                if size <= SINGLE_PUT_BYTES:
+                    self.client.put_object(Bucket=self.bucket, Key=name, Body=spool.read())
+                else:
+                    self.client.upload_fileobj(spool, self.bucket, name)
+        return BlobInfo(key, size, digest.hexdigest())
+
+    def get(self, key: str) -> bytes:
+        with _errors(key):
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._name(key))["Body"].read()
+        return body
+
+    def open(self, key: str) -> BinaryIO:
+        spool = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)  # noqa: SIM115 - the caller closes it
+        try:
+            with _errors(key):
+                self.client.download_fileobj(self.bucket, self._name(key), spool)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return spool  # type: ignore[return-value]  # SpooledTemporaryFile is a seekable binary stream
+
+    def size(self, key: str) -> int:
+        with _errors(key):
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._name(key))["ContentLength"])
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except KeyError:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        name = self._name(key)
+        with _errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=name)
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=name + "/"):
+                objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if objects:
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+
+    def url(self, key: str) -> str:
+        with _errors(key):
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._name(key)}, ExpiresIn=3600
+            )
+        return url
+
+    @contextlib.asynccontextmanager
+    async def local_path(self, key: str) -> AsyncIterator[Path]:
+        import asyncio
+
+        fd, tmp = tempfile.mkstemp(prefix="modelhost-blob-", suffix=Path(key).suffix)
+        os.close(fd)
+        path = Path(tmp)
+        try:
+
+            def download() -> None:
+                with _errors(key):
+                    self.client.download_file(self.bucket, self._name(key), tmp)
+
+            await asyncio.to_thread(download)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
