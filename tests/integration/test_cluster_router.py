@@ -4,6 +4,8 @@ job step), and routing prefers a live node's model queue over its device-class q
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from pathlib import Path
 from typing import Any, cast
 
@@ -12,7 +14,14 @@ import pytest
 from modelhost.catalog.builtin import BUILTIN_MODELS
 from modelhost.catalog.models import ModelEntry
 from modelhost.cluster.registry import NodeRegistry
-from modelhost.cluster.router import BrokerUnavailable, ClusterRouter, decode_files, encode_files
+from modelhost.cluster.router import (
+    BrokerUnavailable,
+    ClusterRouter,
+    decode_files,
+    encode_files,
+    pack_message,
+    unpack_message,
+)
 from modelhost.config import Settings
 from modelhost.coordinator.coordinator import Coordinator
 from modelhost.errors import ModelUnavailable
@@ -64,9 +73,17 @@ def test_routing_prefers_a_model_queue_then_the_device_class(tmp_path: Path) -> 
 def test_request_files_survive_the_task_encoding(tmp_path: Path) -> None:
     path = tmp_path / "a.wav"
     path.write_bytes(b"RIFF\x00\x01")
-    files: dict[str, Any] = {"file": ("a.wav", b"\x00\xff", "audio/wav"), "reference": ("r.wav", path, "audio/wav")}
+    upload = io.BytesIO(b"upload bytes")
+    upload.read()  # an upload handed over after the route looked at it: read from its start
+    files: dict[str, Any] = {"file": b"\x00\xff", "reference": path, "sample": upload}
     assert decode_files(encode_files(files)) == {
-        "file": ("a.wav", b"\x00\xff", "audio/wav"),
-        "reference": ("r.wav", b"RIFF\x00\x01", "audio/wav"),
+        "file": b"\x00\xff",
+        "reference": b"RIFF\x00\x01",
+        "sample": b"upload bytes",
     }
     assert decode_files(encode_files(None)) is None
+
+
+def test_binary_results_survive_the_reply_encoding() -> None:
+    reply = {"result": {"audio": b"\x00RIFF\xff", "embeddings": [b"\x01\x02"], "text": "hi", "n": 3}}
+    assert unpack_message(json.loads(json.dumps(pack_message(reply)))) == reply

@@ -28,7 +28,7 @@ from modelhost.cluster.celery import (
     build_celery,
     model_queue,
 )
-from modelhost.cluster.router import REPLY_TTL_SECONDS, ClusterRouter, decode_files
+from modelhost.cluster.router import REPLY_TTL_SECONDS, ClusterRouter, decode_files, pack_message
 from modelhost.cluster.steps import LEASE_SECONDS, StepRunner
 from modelhost.errors import ModelhostError, NotFound
 
@@ -160,7 +160,7 @@ class Node:
         """Append to the caller's reply list, riding out a Redis restart of up to ~15 s."""
         import redis
 
-        body = json.dumps(message)
+        body = json.dumps(pack_message(message))
         delay = 0.2
         deadline = time.monotonic() + PUSH_PATIENCE_SECONDS
         while True:

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,19 +85,49 @@ def error_from_reply(status: int, error: dict[str, Any]) -> ModelhostError:
     return RemoteError(status, error)
 
 
-def encode_files(files: dict[str, Any] | None) -> dict[str, Any]:
-    """Files (``{name: (filename, bytes | Path, content_type)}``) as JSON for a task."""
+def encode_files(files: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Request files (the coordinator's ``FileRef``: a path, an open binary file or bytes) as JSON for a task."""
     encoded: dict[str, Any] = {}
-    for name, (filename, data, content_type) in (files or {}).items():
-        raw = Path(data).read_bytes() if isinstance(data, str | Path) else bytes(data)
-        encoded[name] = {"filename": filename, "content_type": content_type, "data": base64.b64encode(raw).decode()}
+    for name, ref in (files or {}).items():
+        if isinstance(ref, str | Path):
+            raw = Path(ref).read_bytes()
+        elif isinstance(ref, bytes | bytearray | memoryview):
+            raw = bytes(ref)
+        else:  # an open binary file (an upload): read from its start
+            ref.seek(0)
+            raw = ref.read()
+        encoded[name] = {"data": base64.b64encode(raw).decode()}
     return encoded
 
 
-def decode_files(encoded: dict[str, Any]) -> dict[str, tuple[str, bytes, str]] | None:
+def decode_files(encoded: dict[str, Any]) -> dict[str, bytes] | None:
     if not encoded:
         return None
-    return {n: (f["filename"], base64.b64decode(f["data"]), f["content_type"]) for n, f in encoded.items()}
+    return {name: base64.b64decode(f["data"]) for name, f in encoded.items()}
+
+
+_BYTES_KEY = "__bytes__"
+
+
+def pack_message(message: Any) -> Any:
+    """A reply as JSON: binary values (audio, float32 vectors) become ``{"__bytes__": base64}``."""
+    if isinstance(message, bytes | bytearray | memoryview):
+        return {_BYTES_KEY: base64.b64encode(bytes(message)).decode()}
+    if isinstance(message, dict):
+        return {k: pack_message(v) for k, v in message.items()}
+    if isinstance(message, list | tuple):
+        return [pack_message(v) for v in message]
+    return message
+
+
+def unpack_message(message: Any) -> Any:
+    if isinstance(message, dict):
+        if len(message) == 1 and _BYTES_KEY in message:
+            return base64.b64decode(message[_BYTES_KEY])
+        return {k: unpack_message(v) for k, v in message.items()}
+    if isinstance(message, list):
+        return [unpack_message(v) for v in message]
+    return message
 
 
 class ClusterRouter:
@@ -185,7 +215,7 @@ class ClusterRouter:
             from modelhost.errors import InferenceTimeout
 
             raise InferenceTimeout(f"no node answered for model {model.id!r} within {timeout:g} s")
-        message: dict[str, Any] = json.loads(got[1])
+        message: dict[str, Any] = unpack_message(json.loads(got[1]))
         if "error" in message:
             raise error_from_reply(int(message.get("status", 500)), message["error"])
         return message
@@ -204,7 +234,7 @@ class ClusterRouter:
 
     async def infer_stream(
         self, model: ModelEntry, payload: dict[str, Any], files: Any = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[dict[str, Any] | bytes]:
         if self.serves_locally(model):
             async for chunk in self.local.infer_stream(model, payload, files):
                 yield chunk
