@@ -142,6 +142,9 @@ def test_secrets_redacted_and_files_private(tmp_path: Path) -> None:
         logs = list((data / "logs").iterdir())
         assert logs
         assert all(mode(p) == 0o600 for p in logs), [(p.name, oct(mode(p))) for p in logs]
+        worker_log = (data / "logs" / "worker-gated.log").read_text()
+        assert "loading with options" in worker_log  # the backend logged its options…
+        assert HF_TOKEN not in worker_log  # …and the worker's log redacted the token
     finally:
         proc.stop()
     assert HF_TOKEN not in proc.log()

@@ -6,6 +6,7 @@ They are loaded by real worker processes through the public 'package.module:Clas
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ class SleepyEmbeddings(EmbeddingBackend):
     """Hash-based 8-d vectors; an input ``sleep:<seconds>`` sleeps that long first (a stuck backend)."""
 
     def load(self) -> None:
+        # As libraries do: the options, hub token included, in a log line (the worker's log must redact it).
+        logging.getLogger(__name__).info("loading with options %s", self.options)
         time.sleep(float(self.options.get("load_seconds", 0)))
         if self.options.get("fail_load"):
             raise RuntimeError("this backend was told to fail while loading")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 
+from modelhost.logs import configure_logging
 from modelhost.worker.protocol import SPEC_ENV, TOKEN_ENV, WorkerSpec
 from modelhost.worker.server import WorkerServer
 
@@ -17,11 +17,8 @@ def main() -> None:
         raise SystemExit(2)
     spec = WorkerSpec.from_env()
     token = os.environ.pop(TOKEN_ENV)
-    logging.basicConfig(
-        level=spec.log_level.upper(),
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s worker[{spec.model_id} pid={os.getpid()}] %(name)s: %(message)s",
-    )
+    # The same redacting set-up as the serve process: a hub token in a library's message never reaches the log file.
+    configure_logging(spec.log_level, role=f"worker[{spec.model_id}]")
     server = WorkerServer(spec, token)
     try:  # uvloop when the environment has it (it comes with the server's uvicorn[standard])
         import uvloop
