@@ -94,6 +94,7 @@ class Coordinator:
     async def stop(self) -> None:
         await asyncio.gather(*(self.supervisor.stop(h, "shutdown") for h in list(self._handles.values())))
         self.supervisor.cancel_tasks()
+        await self.supervisor.close()
         if self._owns_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         log.info("coordinator stopped")

@@ -9,6 +9,7 @@ from typing import Any
 
 from modelhost.catalog.models import ModelEntry
 from modelhost.coordinator.client import WorkerClient
+from modelhost.coordinator.zygote import ForkedProcess
 
 STARTING = "STARTING"
 READY = "READY"
@@ -21,7 +22,7 @@ class WorkerHandle:
     key: str
     model: ModelEntry
     state: str = TERMINATED
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | ForkedProcess | None = None
     client: WorkerClient | None = None
     socket_path: str | None = None
     log_path: str | None = None

@@ -26,12 +26,16 @@ import aiohttp
 
 from modelhost.coordinator.client import WorkerClient
 from modelhost.coordinator.handles import READY, STARTING, TERMINATED, WorkerHandle
+from modelhost.coordinator.zygote import ForkedProcess, ZygotePool
 from modelhost.errors import ModelUnavailable
 from modelhost.metrics import Metrics
 from modelhost.worker.protocol import ERROR, EXIT_IDLE, SPEC_ENV, TOKEN_ENV, WorkerSpec
 from modelhost.worker.protocol import READY as WORKER_READY
 
 log = logging.getLogger(__name__)
+
+#: A worker process: spawned (``asyncio.subprocess.Process``) or forked by a zygote (``ForkedProcess``).
+WorkerProcess = asyncio.subprocess.Process | ForkedProcess
 
 # Variables that would make a worker ignore its thread budget or the settings the coordinator hands it.
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -51,6 +55,7 @@ class Supervisor:
         self._count_alive = count_alive
         self._seq = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.zygotes = ZygotePool(logs_dir)
 
     async def spawn(self, handle: WorkerHandle, spec: WorkerSpec, interpreter: str, startup_timeout: float) -> None:
         """Start ``handle``'s worker and wait until it is READY (``handle.client`` is then set). Raises
@@ -59,7 +64,7 @@ class Supervisor:
         token = secrets.token_urlsafe(32)
         log_path = self.logs_dir / f"worker-{_safe(model.id)}.log"
         started = time.monotonic()
-        process = await spawn_worker(spec, token, interpreter, log_path)
+        process = await spawn_worker(spec, token, interpreter, log_path, self.zygotes)
         handle.process, handle.socket_path, handle.log_path = process, spec.socket_path, str(log_path)
         handle.state, handle.exit_code, handle.stop_reason = STARTING, None, None
         handle.started_at = started
@@ -68,7 +73,8 @@ class Supervisor:
         handle.client = WorkerClient(spec.socket_path, token)
         self.metrics.worker_spawns.labels(model.id).inc()
         self.track(self._watch_exit(handle, process))
-        log.info("spawned worker pid=%s for %s (%s, python %s)", process.pid, model.id, spec.backend, interpreter)
+        how = "forked by zygote" if isinstance(process, ForkedProcess) else "spawned"
+        log.info("%s worker pid=%s for %s (%s, python %s)", how, process.pid, model.id, spec.backend, interpreter)
         await self._wait_ready(handle, handle.client, started + startup_timeout, startup_timeout)
         handle.state, handle.ready_at = READY, time.monotonic()
         handle.last_used = handle.ready_at
@@ -117,7 +123,7 @@ class Supervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.1)
 
-    async def _watch_exit(self, handle: WorkerHandle, process: asyncio.subprocess.Process) -> None:
+    async def _watch_exit(self, handle: WorkerHandle, process: WorkerProcess) -> None:
         code = await process.wait()  # reaps the child: no zombies
         if handle.process is not process:
             return
@@ -164,6 +170,10 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
 
+    async def close(self) -> None:
+        """Stop the zygotes (after the workers)."""
+        await self.zygotes.close()
+
 
 def load_failure(model_id: str, health: dict[str, Any]) -> ModelUnavailable:
     """The 503 for a worker that reported a load error on ``/healthz``. A permanent failure (a missing package,
@@ -186,11 +196,20 @@ def worker_environment(spec: WorkerSpec, token: str, base: dict[str, str] | None
     return env
 
 
-async def spawn_worker(spec: WorkerSpec, token: str, interpreter: str, log_path: Path) -> asyncio.subprocess.Process:
+async def spawn_worker(
+    spec: WorkerSpec, token: str, interpreter: str, log_path: Path, zygotes: ZygotePool | None = None
+) -> WorkerProcess:
+    """Start ``spec``'s worker: forked from its backend's zygote when ``zygotes`` can (see
+    ``modelhost.coordinator.zygote``), otherwise a new ``interpreter -m modelhost.worker`` process."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         if log_path.stat().st_size > LOG_ROTATE_BYTES:  # keep one previous log per model
             log_path.replace(log_path.with_suffix(log_path.suffix + ".1"))
+    env = worker_environment(spec, token)
+    if zygotes is not None:
+        forked = await zygotes.spawn(spec, env, interpreter, log_path)
+        if forked is not None:
+            return forked
     with open(log_path, "ab") as log_file:
         return await asyncio.create_subprocess_exec(
             interpreter,
@@ -199,12 +218,12 @@ async def spawn_worker(spec: WorkerSpec, token: str, interpreter: str, log_path:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=worker_environment(spec, token),
+            env=env,
             start_new_session=True,  # a Ctrl-C in the server's terminal is for the server, which stops workers
         )
 
 
-async def stop_process(process: asyncio.subprocess.Process, grace: float = 5.0) -> int:
+async def stop_process(process: WorkerProcess, grace: float = 5.0) -> int:
     """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the exit code (the process is reaped)."""
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):

@@ -97,6 +97,7 @@ class WorkerSpec:
     data_dir: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     max_audio_seconds: float | None = None  # longest audio a backend decodes (413 beyond)
+    forked: bool = False  # forked by a zygote (its parent is the zygote, not the coordinator ``parent_pid``)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

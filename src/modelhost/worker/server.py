@@ -129,6 +129,21 @@ class WorkerServer:
             _mib(read_rss_bytes()),
         )
 
+    def _parent_alive(self) -> bool:
+        """Whether the coordinator still runs: it is the parent of a spawned worker; a forked worker's parent is
+        its zygote, so it checks the coordinator's pid directly."""
+        if os.getppid() == self.spec.parent_pid:
+            return True
+        if not self.spec.forked:
+            return False
+        try:
+            os.kill(self.spec.parent_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def exit(self, code: int, reason: str) -> None:
         if self._stopping:
             return
@@ -143,7 +158,7 @@ class WorkerServer:
         while True:
             timeout = self.idle_timeout
             await asyncio.sleep(0.02 if timeout == 0 else 0.1 if 0 < timeout < 5 else 0.5)
-            if self.spec.parent_pid and os.getppid() != self.spec.parent_pid:
+            if self.spec.parent_pid and not self._parent_alive():
                 self.exit(EXIT_ORPHANED, "coordinator process is gone")
             if self.state != READY or self.in_flight or timeout < 0:
                 continue
@@ -191,6 +206,7 @@ class WorkerServer:
                 "in_flight": self.in_flight,
                 "idle_timeout": self.idle_timeout,
                 "threads": self.spec.threads,
+                "started_by": "zygote" if self.spec.forked else "spawn",
                 "uptime_s": round(time.time() - self.started_at, 3),
                 "batching": self.batcher.stats.as_dict() if self.batcher else None,
                 "backend_info": backend_info,

@@ -1,0 +1,199 @@
+"""``python -m modelhost.worker.zygote SOCKET BACKEND``: a pre-imported parent that forks model workers.
+
+Started lazily by the coordinator (``modelhost.coordinator.zygote``) for one backend (``package.module:Class``) of
+the server's own interpreter. It imports the backend module and the libraries the backend ``requires`` (torch +
+sentence_transformers, onnxruntime + tokenizers, faster_whisper + ctranslate2…) without running any model code,
+then serves spawn requests on a Unix socket, one per connection:
+
+* request: one JSON line ``{"env": {...}, "log": "/path/worker-x.log"}`` (the environment a plain spawn would get);
+* answer: ``{"pid": N}`` once forked, then ``{"exit": CODE}`` (a negative code: killed by that signal) when the
+  child exits. The zygote reaps its children, so the coordinator learns exit codes from this connection.
+
+The child does ``setsid``, points stdin at /dev/null and stdout/stderr at the worker log, takes the environment of
+the request, sets its thread counts, and runs the normal worker main. Single-threaded on purpose (fork-safe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def preload(backend: str) -> list[str]:
+    """Import ``backend``'s module and the packages its class requires; returns the modules imported."""
+    module_name, _, class_name = backend.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    done = [module_name]
+    for name in getattr(cls, "requires", ()):
+        importlib.import_module(name)
+        done.append(name)
+    import modelhost.worker.server  # noqa: F401  (the worker's own imports: aiohttp/uvloop…)
+
+    return done
+
+
+def _exit_code(status: int) -> int:
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def _run_child(request: dict[str, Any]) -> None:
+    """In the forked child: become a worker. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        log_fd = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        null_fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        os.close(null_fd)
+        env: dict[str, str] = request["env"]
+        os.environ.clear()
+        os.environ.update(env)
+        env_spec = json.loads(env["MODELHOST_WORKER_SPEC"])
+        env_spec["forked"] = True
+        os.environ["MODELHOST_WORKER_SPEC"] = json.dumps(env_spec)
+        threads = int(env_spec.get("threads") or 1)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+        from modelhost.worker.__main__ import main
+
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - report, then exit: a forked child must never return to the zygote loop
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        with_flush()
+        os._exit(code)
+
+
+def with_flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def serve(socket_path: str, backend: str) -> None:
+    parent = os.getppid()
+    imported = preload(backend)
+    sys.stderr.write(f"zygote pid={os.getpid()} for {backend}: imported {', '.join(imported)}\n")
+    sys.stderr.flush()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    tmp = socket_path + ".tmp"
+    if os.path.exists(tmp):
+        os.unlink(tmp)
+    listener.bind(tmp)
+    os.chmod(tmp, 0o600)
+    listener.listen(16)
+    os.replace(tmp, socket_path)  # appears only once listening: the coordinator's readiness signal
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    os.set_blocking(wake_r, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    children: dict[int, socket.socket] = {}
+    buffers: dict[socket.socket, bytes] = {}
+    while not stopping and os.getppid() == parent:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "wake":
+                with_suppress(lambda: os.read(wake_r, 512))
+                _reap(children)
+            elif key.data == "accept":
+                conn, _addr = listener.accept()
+                buffers[conn] = b""
+                sel.register(conn, selectors.EVENT_READ, "conn")
+            else:
+                conn = key.fileobj  # type: ignore[assignment]
+                assert isinstance(conn, socket.socket)
+                try:
+                    chunk = conn.recv(1 << 20)
+                except OSError:
+                    chunk = b""
+                if not chunk:  # the coordinator hung up: it no longer wants this child's exit code
+                    sel.unregister(conn)
+                    buffers.pop(conn, None)
+                    for pid, c in list(children.items()):
+                        if c is conn:
+                            children[pid] = None  # type: ignore[assignment]
+                    conn.close()
+                    continue
+                if conn not in buffers:  # one request per connection; anything after it is ignored
+                    continue
+                buffers[conn] += chunk
+                if b"\n" not in buffers[conn]:
+                    continue
+                line = buffers.pop(conn).split(b"\n", 1)[0]
+                pid = os.fork()
+                if pid == 0:  # the child keeps no descriptor of the zygote's (a dead zygote must read as EOF)
+                    for fileobj in [k.fileobj for k in sel.get_map().values()]:
+                        if isinstance(fileobj, int):
+                            os.close(fileobj)
+                        else:
+                            fileobj.close()  # type: ignore[attr-defined]
+                    sel.close()
+                    os.close(wake_w)
+                    _run_child(json.loads(line))
+                children[pid] = conn
+                with_suppress(lambda c=conn, p=pid: c.sendall(json.dumps({"pid": p}).encode() + b"\n"))
+        _reap(children)
+    with_suppress(lambda: os.unlink(socket_path))
+
+
+def _reap(children: dict[int, socket.socket]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is not None:
+            code = _exit_code(status)
+            with_suppress(lambda c=conn, x=code: c.sendall(json.dumps({"exit": x}).encode() + b"\n"))
+
+
+def with_suppress(fn: Any) -> None:
+    with contextlib.suppress(OSError):
+        fn()
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        sys.stderr.write("usage: python -m modelhost.worker.zygote SOCKET BACKEND (started by the coordinator)\n")
+        raise SystemExit(2)
+    serve(sys.argv[1], sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()
