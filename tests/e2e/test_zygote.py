@@ -24,7 +24,10 @@ def zygote_pid(server: ServerProcess) -> int | None:
 
 
 def started(server: ServerProcess, how: str, model: str) -> list[int]:
-    return [int(p) for p in re.findall(rf"{how} worker pid=(\d+) for {re.escape(model)} ", Path(server.log_path).read_text())]
+    return [
+        int(p)
+        for p in re.findall(rf"{how} worker pid=(\d+) for {re.escape(model)} ", Path(server.log_path).read_text())
+    ]
 
 
 def test_second_model_of_a_backend_is_forked_from_the_zygote(own_server: ServerProcess) -> None:
@@ -44,7 +47,8 @@ def test_second_model_of_a_backend_is_forked_from_the_zygote(own_server: ServerP
     [pid] = started(own_server, "forked by zygote", "second")
     with own_server.client() as http:
         info = http.get("/v1/workers/second/info").json()
-    assert info["pid"] == pid and info["started_by"] == "zygote"
+    assert info["pid"] == pid
+    assert info["started_by"] == "zygote"
 
     # idle exit: the coordinator learns the forked worker's exit through the zygote
     assert own_server.wait_for(lambda: own_server.worker("second") is None, timeout=6)
@@ -53,7 +57,8 @@ def test_second_model_of_a_backend_is_forked_from_the_zygote(own_server: ServerP
         assert 'modelhost_worker_evictions_total{model="second",reason="idle"} 1.0' in http.get("/metrics").text
 
     assert embed(own_server, "opted-out").status_code == 200
-    assert started(own_server, "spawned", "opted-out") and not started(own_server, "forked by zygote", "opted-out")
+    assert started(own_server, "spawned", "opted-out")
+    assert not started(own_server, "forked by zygote", "opted-out")
 
     # a dead zygote: the next start is a plain spawn that answers
     os.kill(zygote, signal.SIGKILL)
