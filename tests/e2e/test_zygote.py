@@ -60,10 +60,19 @@ def test_second_model_of_a_backend_is_forked_from_the_zygote(own_server: ServerP
     assert started(own_server, "spawned", "opted-out")
     assert not started(own_server, "forked by zygote", "opted-out")
 
-    # a dead zygote: the next start is a plain spawn that answers
+    add_model(own_server, "third", ONNX, idle_timeout_seconds=-1)
+    assert embed(own_server, "third").status_code == 200
+    [third] = started(own_server, "forked by zygote", "third")
+
+    # a dead zygote: its running worker keeps serving and is still stopped by pid; the next start is a plain spawn
     os.kill(zygote, signal.SIGKILL)
     assert own_server.wait_for(lambda: process_gone(zygote), timeout=5)
     again = embed(own_server, "second")
     assert again.status_code == 200, again.text
     assert len(started(own_server, "spawned", "second")) == 1
     assert "zygote for" in Path(own_server.log_path).read_text()
+    assert embed(own_server, "third").status_code == 200
+    with own_server.client() as http:
+        assert http.delete("/v1/models/third").status_code in (200, 204)
+    assert own_server.wait_for(lambda: process_gone(third), timeout=10)
+    assert own_server.worker("third") is None
