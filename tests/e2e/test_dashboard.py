@@ -266,6 +266,8 @@ def test_jobs_playground_and_settings_pages(
     shot(page, screenshots, "jobs")
 
     page.goto("/#/playground")
+    # the model list arrives after the page: compare once it is there (before, the form does not submit)
+    expect(page.locator("form:has(button:text('Compare')) select[name=model]")).to_have_value("all-minilm-l6-v2-onnx")
     page.get_by_role("button", name="Compare").click()
     expect(page.locator("#similarity")).to_contain_text("cosine similarity", timeout=60_000)
     stt = page.locator("form:has(button:text('Transcribe'))")

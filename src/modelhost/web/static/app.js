@@ -108,7 +108,7 @@ async function models(task) {
 }
 
 function modelSelect(name, task, preferred) {
-  const select = h("select", { name });
+  const select = h("select", { name, required: true }); // empty until the models arrive: no submit before
   models(task).then((ids) => {
     for (const id of ids) select.append(h("option", { value: id, selected: id === preferred }, id));
   }).catch(reportError);
