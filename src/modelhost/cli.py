@@ -205,8 +205,17 @@ def models_list(task: str | None = typer.Option(None, help="only this task")) ->
     if OPTIONS.json:
         _print_json(data)
         return
-    rows = [[m["id"], m["task"], m["backend"], m["device"], m["python_env"], m["source"]] for m in data]
-    _table("models", ["id", "task", "backend", "device", "env", "source"], rows)
+    rows = [
+        [m["id"], m["task"], m["backend"], m["device"], m["python_env"], m["source"], _memory_text(m)] for m in data
+    ]
+    _table("models", ["id", "task", "backend", "device", "env", "source", "memory MiB"], rows)
+
+
+def _memory_text(model: dict[str, Any]) -> str:
+    """Last measured RSS (peak) in MiB, ``pinned`` when it is."""
+    measured = model.get("memory_measured_mb")
+    text = f"{measured} ({model.get('memory_peak_mb')})" if measured is not None else "-"
+    return text + (" pinned" if model.get("pinned") else "")
 
 
 @models_app.command("add")
@@ -219,6 +228,8 @@ def models_add(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
     threads: int | None = typer.Option(None, help="intra-op threads (default 1)"),
     idle_timeout: float | None = typer.Option(None, help="seconds; -1 never, 0 after each request"),
+    pinned: bool = typer.Option(False, "--pinned", help="never evicted for memory, never stopped when idle"),
+    memory_estimate_mb: int | None = typer.Option(None, help="expected peak MiB of a load, until one is measured"),
     option: list[str] = typer.Option([], help="backend option KEY=VALUE (VALUE parsed as JSON if it can be)"),
     check: bool = typer.Option(True, "--check/--no-check", help="check that the source exists before adding"),
 ) -> None:
@@ -254,6 +265,8 @@ def models_add(
         "device": device,
         "threads": threads,
         "idle_timeout_seconds": idle_timeout,
+        "pinned": pinned,
+        "memory_estimate_mb": memory_estimate_mb,
         "options": options,
     }
     created = api.call("POST", "/v1/models", body)
@@ -261,6 +274,34 @@ def models_add(
         _print_json(created)
         return
     console.print(f"added [bold]{created['id']}[/bold] ({created['task']}, {created['backend']})")
+
+
+@models_app.command("update")
+def models_update(
+    model_id: str,
+    pinned: bool | None = typer.Option(None, "--pinned/--unpinned", help="never evicted, never stopped when idle"),
+    idle_timeout: float | None = typer.Option(None, help="seconds; -1 never, 0 after each request"),
+    memory_estimate_mb: int | None = typer.Option(None, help="expected peak MiB of a load, until one is measured"),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N"),
+    threads: int | None = typer.Option(None, help="intra-op threads"),
+) -> None:
+    """Change a model's settings (its running worker is stopped and starts again on next use)."""
+    given = {
+        "pinned": pinned,
+        "idle_timeout_seconds": idle_timeout,
+        "memory_estimate_mb": memory_estimate_mb,
+        "device": device,
+        "threads": threads,
+    }
+    body = {k: v for k, v in given.items() if v is not None}
+    if not body:
+        err.print("nothing to change (see --help)")
+        raise typer.Exit(1)
+    updated = Api().call("PATCH", f"/v1/models/{model_id}", body)
+    if OPTIONS.json:
+        _print_json(updated)
+        return
+    console.print(f"updated [bold]{updated['id']}[/bold]: " + ", ".join(f"{k}={v}" for k, v in body.items()))
 
 
 @models_app.command("remove")

@@ -36,7 +36,7 @@ class Metrics:
         )
         self.worker_evictions = Counter(
             "modelhost_worker_evictions",
-            "worker exits by reason: idle, stopped, timeout, crash, startup",
+            "worker exits by reason: idle, stopped, evicted (memory admission), timeout, crash, startup",
             ["model", "reason"],
             registry=r,
         )
@@ -44,6 +44,12 @@ class Metrics:
             "modelhost_gpu_lock_wait_seconds",
             "time spent waiting for the GPU lock",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gpu_swaps = Counter(
+            "modelhost_gpu_swaps",
+            "GPU hand-overs to another model: the exclusive GPU lock passing to another model, or (gpu_policy "
+            "memory) a GPU worker evicted to load another",
             registry=r,
         )
         self.queue_depth = Gauge("modelhost_queue_depth", "requests waiting or running", ["model"], registry=r)

@@ -34,9 +34,22 @@ class RuntimeSettings(BaseModel):
     worker_request_timeout_seconds: float = Field(
         300, gt=0, le=86400, description="how long one inference may take before its worker is killed (504)"
     )
-    gpu_policy: Literal["exclusive", "none"] = Field(
+    gpu_policy: Literal["exclusive", "none", "memory"] = Field(
         "exclusive",
-        description="exclusive: one GPU operation (worker spawn+load or inference) at a time; none: no serialization",
+        description="exclusive: one GPU operation (worker spawn+load or inference) at a time; memory: GPU models "
+        "run side by side while their measured footprints fit the GPU budget (loads one at a time); none: no "
+        "serialization. The memory budgets apply under every policy",
+    )
+    memory_budget_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="system RAM the workers and zygotes may use together; null or 0: 80 % of MemTotal",
+    )
+    gpu_memory_budget_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="GPU memory the workers on one GPU may use together; null or 0: 90 % of the device's total "
+        "as its first worker reports it",
     )
     max_queue_per_model: int = Field(
         256, ge=1, le=100_000, description="requests waiting or running per model before new ones get 429"

@@ -51,6 +51,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     runtime = RuntimeSettingsStore(sessions)
     runtime.load()
     coordinator = Coordinator(settings, runtime, envs, metrics)
+    coordinator.on_measured = catalog.record_memory
     if settings.broker_url:  # a cluster: models this process does not serve are reached through a node
         from modelhost.cluster.router import ClusterRouter
 

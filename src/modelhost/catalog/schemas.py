@@ -24,7 +24,13 @@ class ModelFields(BaseModel):
         ge=-1,
         description="override of worker_idle_timeout_seconds: -1 never exit, 0 exit after each request",
     )
-    memory_estimate_mb: int | None = Field(None, ge=0, description="expected resident memory once loaded")
+    memory_estimate_mb: int | None = Field(
+        None,
+        ge=0,
+        description="expected peak memory of a load (RAM, or GPU memory on a GPU), used by admission until the "
+        "first load is measured",
+    )
+    pinned: bool = Field(False, description="never evicted to make room and never stopped on its idle timeout")
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="backend options; values of secret-looking names (token, key, secret, password) are "
@@ -53,6 +59,7 @@ class ModelUpdate(BaseModel):
     threads: int | None = Field(None, ge=1, le=256)
     idle_timeout_seconds: float | None = Field(None, ge=-1)
     memory_estimate_mb: int | None = Field(None, ge=0)
+    pinned: bool | None = None
     options: dict[str, Any] | None = None
     description: str | None = Field(None, max_length=1000)
 
@@ -64,6 +71,12 @@ NULLABLE_FIELDS = frozenset({"python_env", "threads", "idle_timeout_seconds", "m
 class ModelEntry(ModelCreate):
     builtin: bool = False
     created_at: datetime | None = None
+    # The last figures measured by a worker of this model (MiB; null until its first load): resident memory after
+    # load, its peak (VmHWM), and on a GPU the device memory it held and its peak. Read-only.
+    memory_measured_mb: int | None = None
+    memory_peak_mb: int | None = None
+    gpu_memory_measured_mb: int | None = None
+    gpu_memory_peak_mb: int | None = None
 
     @property
     def uses_gpu(self) -> bool:

@@ -80,10 +80,15 @@ def _entry(row: ModelRow) -> ModelEntry:
         threads=row.threads,
         idle_timeout_seconds=row.idle_timeout_seconds,
         memory_estimate_mb=row.memory_estimate_mb,
+        pinned=bool(row.pinned),
         options=dict(row.options or {}),
         description=row.description,
         builtin=row.builtin,
         created_at=created,
+        memory_measured_mb=row.memory_measured_mb,
+        memory_peak_mb=row.memory_peak_mb,
+        gpu_memory_measured_mb=row.gpu_memory_measured_mb,
+        gpu_memory_peak_mb=row.gpu_memory_peak_mb,
     )
 
 
@@ -195,6 +200,25 @@ class Catalog:
             self._entries = {**self._entries, model_id: entry}
         self._changed(model_id)
         return entry
+
+    def record_memory(self, model_id: str, figures: Mapping[str, int | None]) -> None:
+        """Keep a worker's measured memory (``memory_measured_mb``, ``memory_peak_mb``, ``gpu_memory_measured_mb``,
+        ``gpu_memory_peak_mb``; None leaves a figure unchanged). Not a change of the model: its worker keeps
+        running (no ``on_change``). A model removed meanwhile is ignored."""
+        known = ("memory_measured_mb", "memory_peak_mb", "gpu_memory_measured_mb", "gpu_memory_peak_mb")
+        values = {k: int(v) for k, v in figures.items() if k in known and v is not None}
+        if not values:
+            return
+        with self._lock:
+            with self._sessions.begin() as session:
+                row = session.get(ModelRow, model_id)
+                if row is None:
+                    return
+                for name, value in values.items():
+                    setattr(row, name, value)
+                session.flush()
+                entry = _entry(row)
+            self._entries = {**self._entries, model_id: entry}
 
     def delete(self, model_id: str) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,9 +31,10 @@ from modelhost.catalog.envs import EnvManager
 from modelhost.catalog.models import ModelEntry
 from modelhost.catalog.registry import backend_reference
 from modelhost.config import Settings
-from modelhost.coordinator.admission import GpuAdmission
+from modelhost.coordinator.admission import FAIR_SECONDS, GpuAdmission, Occupant, Plan, combine, plan_room
 from modelhost.coordinator.client import WorkerClient, WorkerProtocolError, check_encodable
-from modelhost.coordinator.handles import READY, WorkerHandle
+from modelhost.coordinator.footprint import MiB, device_key, gpu_need_bytes, ram_need_bytes
+from modelhost.coordinator.handles import READY, STARTING, WorkerHandle
 from modelhost.coordinator.sources import check_source
 from modelhost.coordinator.supervisor import Supervisor, describe_exit
 from modelhost.errors import (
@@ -47,7 +48,7 @@ from modelhost.errors import (
 )
 from modelhost.metrics import Metrics
 from modelhost.runtime_settings import RuntimeSettingsStore
-from modelhost.worker.protocol import EXIT_IDLE, WorkerSpec
+from modelhost.worker.protocol import EXIT_IDLE, OUT_OF_MEMORY, WorkerSpec, read_memory_status
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class Coordinator:
         self._owns_run_dir = settings.run_dir is None
         self.run_dir = Path(settings.run_dir) if settings.run_dir else Path()
         self.upload_dir = settings.data_dir / "tmp" / "uploads"
+        #: Called with (model id, measured figures in MiB) after each load and before each eviction: the catalog
+        #: keeps them (``Catalog.record_memory``). Runs in a thread.
+        self.on_measured: Callable[[str, dict[str, int | None]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -106,7 +110,7 @@ class Coordinator:
         handle = self._handle(model)
         async with self._queued(handle), self._spooled(files) as paths:
             for attempt in (1, 2):
-                async with self.admission.admit(model, self.runtime.current.gpu_policy):
+                async with self._admitted(handle):
                     client = await self._ensure_ready(handle)
                     try:
                         async with self._in_flight(handle) as timeout:
@@ -165,7 +169,7 @@ class Coordinator:
         handle = self._handle(model)
         async with self._queued(handle), self._spooled(files) as paths:
             for attempt in (1, 2):
-                async with self.admission.admit(model, self.runtime.current.gpu_policy):
+                async with self._admitted(handle):
                     client = await self._ensure_ready(handle)
                     yielded = False
                     try:
@@ -220,6 +224,19 @@ class Coordinator:
             self.metrics.inference_seconds.labels(model_id).observe(time.monotonic() - started)
 
     @contextlib.asynccontextmanager
+    async def _admitted(self, handle: WorkerHandle) -> AsyncIterator[None]:
+        """GPU admission for one request, after any drain of its model (a waiting load's turn). While held back
+        here the request does not keep its idle worker from being evicted (``handle.held``)."""
+        async with contextlib.AsyncExitStack() as stack:
+            handle.held += 1
+            try:
+                await self.admission.until_not_draining(handle.model.id)
+                await stack.enter_async_context(self.admission.admit(handle.model, self.runtime.current.gpu_policy))
+            finally:
+                handle.held -= 1
+            yield
+
+    @contextlib.asynccontextmanager
     async def _in_flight(self, handle: WorkerHandle) -> AsyncIterator[float]:
         """Mark a request as sent to the worker; yields the request timeout."""
         handle.idle_timeout = self._idle_timeout(handle.model)
@@ -266,8 +283,8 @@ class Coordinator:
         code = await self.supervisor.exit_code_after_failure(handle)
         if handle.stop_reason == "timeout":
             return InferenceTimeout(f"model {model_id!r}: its worker was stopped after the request timeout")
-        if code == EXIT_IDLE and handle.stop_reason is None:
-            return _WorkerWentIdle()
+        if (code == EXIT_IDLE and handle.stop_reason is None) or handle.stop_reason == "evicted":
+            return _WorkerWentIdle()  # a fresh worker can take it
         if handle.stop_reason in ("stopped", "shutdown"):
             return ModelUnavailable(
                 f"the worker for model {model_id!r} was stopped during the request "
@@ -296,6 +313,8 @@ class Coordinator:
 
     def _idle_timeout(self, model: ModelEntry) -> float:
         """The model's override, else the runtime setting: read per request so a change reaches running workers."""
+        if model.pinned:
+            return -1
         if model.idle_timeout_seconds is not None:
             return model.idle_timeout_seconds
         return self.runtime.current.worker_idle_timeout_seconds
@@ -312,21 +331,180 @@ class Coordinator:
         return handle
 
     async def _ensure_ready(self, handle: WorkerHandle) -> WorkerClient:
-        if handle.alive and handle.state == READY and handle.client is not None:
-            return handle.client
-        async with handle.spawn_lock:  # concurrent first requests share one spawn
-            if handle.alive and handle.state == READY and handle.client is not None:
-                return handle.client
-            if handle.alive:
-                await self.supervisor.stop(handle, "stopped", grace=1)
-            check_source(handle.model.id, handle.model.source)
-            runtime = self.runtime.current
-            handle.idle_timeout = self._idle_timeout(handle.model)
-            spec = self._spec(handle.model, handle.idle_timeout)
-            interpreter = self._interpreter(handle.model)
-            await self.supervisor.spawn(handle, spec, interpreter, runtime.worker_startup_timeout_seconds)
+        if _ready(handle):
             assert handle.client is not None
             return handle.client
+        async with handle.spawn_lock:  # concurrent first requests share one spawn
+            if _ready(handle):
+                assert handle.client is not None
+                return handle.client
+            if handle.alive:
+                await self.supervisor.stop(handle, handle.stop_reason or "stopped", grace=1)
+            check_source(handle.model.id, handle.model.source)
+            interpreter = self._interpreter(handle.model)
+            async with self.admission.loading(handle.model.id):  # loads one at a time
+                for attempt in (1, 2):
+                    await self._make_room(handle)
+                    runtime = self.runtime.current
+                    handle.idle_timeout = self._idle_timeout(handle.model)
+                    spec = self._spec(handle.model, handle.idle_timeout)
+                    handle.reserved_bytes = ram_need_bytes(handle.model)
+                    handle.reserved_gpu_bytes = gpu_need_bytes(handle.model)
+                    try:
+                        await self.supervisor.spawn(handle, spec, interpreter, runtime.worker_startup_timeout_seconds)
+                    except ModelUnavailable as exc:
+                        if exc.code != OUT_OF_MEMORY or attempt == 2:
+                            raise
+                        log.warning(
+                            "loading %s ran out of memory; evicting every idle worker, then retrying once",
+                            handle.model.id,
+                        )
+                        await self._evict(handle, [h for h in self._handles.values() if self._evictable(h, handle)])
+                        continue
+                    finally:
+                        handle.reserved_bytes = handle.reserved_gpu_bytes = 0
+                    break
+            await self._measure(handle, after_load=True)
+            assert handle.client is not None
+            return handle.client
+
+    # -- memory admission ------------------------------------------------------------------------------------
+    def _evictable(self, other: WorkerHandle, wanting: WorkerHandle) -> bool:
+        """Idle: alive and ready, nothing in flight, no pending request that is not merely held back; unpinned."""
+        return (
+            other is not wanting
+            and other.alive
+            and other.state == READY
+            and other.stop_reason is None
+            and other.in_flight == 0
+            and other.pending <= other.held
+            and not other.model.pinned
+        )
+
+    def _ram_bytes(self, handle: WorkerHandle) -> int:
+        """What a live worker uses now (RSS from /proc), or what its load reserved while it is starting."""
+        pid = handle.pid
+        if pid is None:
+            return 0
+        rss = (read_memory_status(pid) or (0, 0))[0]
+        return max(rss, handle.reserved_bytes) if handle.state == STARTING else rss
+
+    def _zygote_bytes(self) -> int:
+        return sum((read_memory_status(pid) or (0, 0))[0] for pid in self.supervisor.zygotes.pids().values())
+
+    def _plan(self, handle: WorkerHandle) -> Plan:
+        """The memory plan for loading ``handle``'s model now: RAM always, and its GPU's budget on a GPU."""
+        runtime = self.runtime.current
+        live = [h for h in self._handles.values() if h is not handle and h.alive]
+        plans = []
+        ram_budget = self.admission.ram_budget(runtime.memory_budget_bytes)
+        if ram_budget is not None:
+            occupants = [self._occupant(h, self._ram_bytes(h), handle) for h in live]
+            plans.append(plan_room(ram_need_bytes(handle.model), ram_budget, self._zygote_bytes(), occupants))
+        if handle.model.uses_gpu:
+            device = device_key(handle.model.device)
+            gpu_budget = self.admission.gpu_budget(device, runtime.gpu_memory_budget_bytes)
+            if gpu_budget is not None:
+                on_device = [h for h in live if h.model.uses_gpu and device_key(h.model.device) == device]
+                occupants = [
+                    self._occupant(h, max(h.gpu_bytes, h.reserved_gpu_bytes if h.state == STARTING else 0), handle)
+                    for h in on_device
+                ]
+                plans.append(plan_room(gpu_need_bytes(handle.model), gpu_budget, 0, occupants))
+        return combine(plans)
+
+    def _occupant(self, other: WorkerHandle, used: int, wanting: WorkerHandle) -> Occupant:
+        return Occupant(other.model.id, used, other.last_used, other.model.pinned, self._evictable(other, wanting))
+
+    async def _make_room(self, handle: WorkerHandle) -> None:
+        """Evict idle workers (least recently used first) until ``handle``'s load fits the budgets, or wait; fail
+        fast when it can never fit. See ``modelhost.coordinator.admission``."""
+        model = handle.model
+        started = time.monotonic()
+        timeout = self.runtime.current.worker_request_timeout_seconds
+        try:
+            while True:
+                plan = self._plan(handle)
+                need = ram_need_bytes(model), gpu_need_bytes(model)
+                if plan.verdict == "never":
+                    raise ModelUnavailable(
+                        f"model {model.id!r} needs {_mib(need[0])} of RAM{_gpu_text(need[1])} to load, more than the "
+                        "whole memory budget left beside the zygotes (memory_budget_bytes / gpu_memory_budget_bytes); "
+                        "raise the budget or lower the model's memory_estimate_mb",
+                        code="model_exceeds_memory_budget",
+                        retry_after=None,
+                    )
+                if plan.verdict == "pinned":
+                    raise ModelUnavailable(
+                        f"model {model.id!r} needs {_mib(need[0])} of RAM{_gpu_text(need[1])} to load and does not fit "
+                        "beside the pinned models; unpin one, raise the memory budget, or retry later",
+                        code="memory_budget_pinned",
+                        retry_after=30,
+                    )
+                if plan.verdict == "fits":
+                    if not plan.victims:
+                        return
+                    victims = [self._handles[key] for key in plan.victims if key in self._handles]
+                    await self._evict(handle, victims)
+                    continue  # measure again: what is really free now
+                waited = time.monotonic() - started
+                self.admission.room_wait = {
+                    "model": model.id,
+                    "need_bytes": need[0],
+                    "waited_seconds": round(waited, 3),
+                }
+                if waited >= FAIR_SECONDS:
+                    self.admission.draining = set(plan.drain)
+                if waited >= timeout:
+                    raise ModelUnavailable(
+                        f"model {model.id!r} waited {waited:.0f} s for memory held by busy models; retry later",
+                        code="memory_wait_timeout",
+                        retry_after=5,
+                    )
+                await asyncio.sleep(0.1)
+        finally:
+            self.admission.draining = set()
+            self.admission.room_wait = None
+
+    async def _evict(self, wanting: WorkerHandle, victims: list[WorkerHandle]) -> None:
+        for victim in victims:
+            if not self._evictable(victim, wanting):
+                continue
+            await self._measure(victim, after_load=False)
+            log.info("evicting idle worker of %s to load %s", victim.model.id, wanting.model.id)
+            if victim.model.uses_gpu and wanting.model.uses_gpu and self.runtime.current.gpu_policy != "exclusive":
+                self.metrics.gpu_swaps.inc()
+            await self.supervisor.stop(victim, "evicted")
+
+    async def _measure(self, handle: WorkerHandle, after_load: bool) -> None:
+        """Read the worker's memory (RSS and peak from /proc; GPU memory from its ``/info``) and hand it to the
+        catalog. After a load also learns its GPU's total (the default GPU budget)."""
+        pid = handle.pid
+        status = read_memory_status(pid) if pid else None
+        if status is None:
+            return
+        figures: dict[str, int | None] = {"memory_measured_mb": status[0] // MiB, "memory_peak_mb": status[1] // MiB}
+        if not after_load:
+            figures["memory_measured_mb"] = None  # the figure after load stays; the peak grows with use
+        if handle.model.uses_gpu and handle.client is not None:
+            try:
+                info = await handle.client.info()
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                info = {}
+            gpu = info.get("gpu") if isinstance(info.get("gpu"), dict) else None
+            if gpu:
+                handle.gpu_bytes = int(gpu.get("bytes") or 0)
+                if gpu.get("total_bytes"):
+                    self.admission.gpu_totals[device_key(str(gpu.get("device") or handle.model.device))] = int(
+                        gpu["total_bytes"]
+                    )
+                figures["gpu_memory_measured_mb"] = handle.gpu_bytes // MiB if after_load else None
+                figures["gpu_memory_peak_mb"] = int(gpu.get("peak_bytes") or handle.gpu_bytes) // MiB
+        if self.on_measured is not None:
+            try:
+                await asyncio.to_thread(self.on_measured, handle.model.id, figures)
+            except Exception:
+                log.warning("could not record the memory of %s", handle.model.id, exc_info=True)
 
     def _spec(self, model: ModelEntry, idle_timeout: float) -> WorkerSpec:
         runtime = self.runtime.current
@@ -353,6 +531,8 @@ class Coordinator:
         handle = self._handles.get(model_id)
         if handle is None or not handle.alive:
             return False
+        if handle.state == READY:
+            await self._measure(handle, after_load=False)  # its peak, inferences included
         await self.supervisor.stop(handle, "stopped")
         return True
 
@@ -390,6 +570,36 @@ class Coordinator:
     def queue_depths(self) -> dict[str, int]:
         return {h.model.id: h.pending for h in self._handles.values() if h.pending}
 
+    def memory(self) -> dict[str, Any]:
+        """Budgets, use and the loads waiting for room (``/api/health``)."""
+        runtime = self.runtime.current
+        live = [h for h in self._handles.values() if h.alive]
+        zygotes = self._zygote_bytes()
+        gpus: dict[str, dict[str, Any]] = {}
+        for h in live:
+            if h.model.uses_gpu:
+                device = device_key(h.model.device)
+                entry = gpus.setdefault(device, {"budget_bytes": None, "used_bytes": 0})
+                entry["used_bytes"] += h.gpu_bytes
+        for device in set(gpus) | set(self.admission.gpu_totals):
+            entry = gpus.setdefault(device, {"used_bytes": 0})
+            entry["budget_bytes"] = self.admission.gpu_budget(device, runtime.gpu_memory_budget_bytes)
+            entry["total_bytes"] = self.admission.gpu_totals.get(device)
+        now = time.monotonic()
+        return {
+            "budget_bytes": self.admission.ram_budget(runtime.memory_budget_bytes),
+            "used_bytes": zygotes + sum(self._ram_bytes(h) for h in live),
+            "zygotes_bytes": zygotes,
+            "gpus": gpus,
+            # position 0 is loading (or waiting for room: ``room_wait``); the others wait for their turn to load
+            "loads": [
+                {"model": model_id, "position": i, "waited_seconds": round(now - since, 3)}
+                for i, (model_id, since) in enumerate(self.admission.loading_queue)
+            ],
+            "room_wait": self.admission.room_wait,
+            "draining": sorted(self.admission.draining),
+        }
+
     def gpu_lock(self) -> dict[str, Any]:
         return {
             "held": self.admission.held,
@@ -409,6 +619,18 @@ def worker_error(status: int, error: Any) -> ModelhostError:
             str(error.get("message") or "model unavailable"), code=code, retry_after=5 if transient else None
         )
     return from_worker_error(status, error)
+
+
+def _ready(handle: WorkerHandle) -> bool:
+    return handle.alive and handle.state == READY and handle.client is not None and handle.stop_reason is None
+
+
+def _mib(value: int) -> str:
+    return f"{value / MiB:.0f} MiB"
+
+
+def _gpu_text(gpu: int) -> str:
+    return f" and {_mib(gpu)} of GPU memory" if gpu else ""
 
 
 def worker_key(model: ModelEntry) -> str:

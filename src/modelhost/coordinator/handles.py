@@ -32,6 +32,10 @@ class WorkerHandle:
     idle_timeout: float = 60.0
     pending: int = 0  # waiting for admission/spawn or running
     in_flight: int = 0  # sent to the worker
+    held: int = 0  # pending but held back (waiting for the GPU lock or for a draining load): no protection
+    reserved_bytes: int = 0  # RAM reserved for its load (counted while STARTING, against the RAM budget)
+    reserved_gpu_bytes: int = 0  # the same on its GPU
+    gpu_bytes: int = 0  # GPU memory it reported after load
     requests: int = 0
     spawns: int = 0
     exit_code: int | None = None
@@ -48,9 +52,10 @@ class WorkerHandle:
         return self.process.pid if self.process is not None and self.alive else None
 
     def status(self) -> dict[str, Any]:
-        from modelhost.worker.protocol import read_rss_bytes
+        from modelhost.worker.protocol import read_memory_status
 
         pid = self.pid
+        rss, peak = (read_memory_status(pid) or (None, None)) if pid else (None, None)
         state = self.state
         if state == READY and self.in_flight:
             state = BUSY
@@ -65,8 +70,11 @@ class WorkerHandle:
             "python_env": self.model.python_env,
             "idle_seconds": round(time.monotonic() - self.last_used, 3) if pid else None,
             "idle_timeout": self.idle_timeout,
-            "rss_bytes": read_rss_bytes(pid) if pid else None,
-            "memory_mb": round((read_rss_bytes(pid) or 0) / 2**20, 1) if pid else None,
+            "rss_bytes": rss,
+            "rss_peak_bytes": peak,
+            "memory_mb": round((rss or 0) / 2**20, 1) if pid else None,
+            "gpu_memory_bytes": self.gpu_bytes if pid and self.model.uses_gpu else None,
+            "pinned": self.model.pinned,
             "queued": max(0, self.pending - self.in_flight),
             "in_flight": self.in_flight,
             "requests": self.requests,

