@@ -9,6 +9,10 @@ PY=${PYTHON:-.venv/bin/python}
 nvidia-smi
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))'
 export MODELHOST_TEST_DEVICE=${MODELHOST_TEST_DEVICE:-cuda}
-# -s: the test prints the measured footprints, the budget, the eviction counts and the sampler's maximum
-PYTHONPATH=src timeout 290 "$PY" -m pytest -x -q -s -p no:cacheprovider tests/e2e/test_memory_admission.py
+# the test writes the measured footprints, the budget, the eviction counts and the sampler's maximum here
+export MODELHOST_TEST_REPORT=${MODELHOST_TEST_REPORT:-$(mktemp)}
+status=0
+PYTHONPATH=src timeout 290 "$PY" -m pytest -x -q -p no:cacheprovider tests/e2e/test_memory_admission.py || status=$?
+cat "$MODELHOST_TEST_REPORT"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
+exit $status

@@ -36,6 +36,13 @@ MODELS = {"mem-a": {**ST, "device": DEVICE}, "mem-b": {**(ST if ON_GPU else ONNX
 SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today."]
 
 
+def report(line: str) -> None:
+    """Measured figures, appended to the file named by ``MODELHOST_TEST_REPORT`` (gpu-check-memory.sh prints it)."""
+    if path := os.environ.get("MODELHOST_TEST_REPORT"):
+        with open(path, "a") as f:
+            f.write(f"[{DEVICE}] {line}\n")
+
+
 def add_model(server: ServerProcess, model_id: str, body: dict[str, Any], **fields: Any) -> None:
     with server.client() as http:
         response = http.post("/v1/models", json={"id": model_id, **body, "idle_timeout_seconds": 600, **fields})
@@ -179,6 +186,7 @@ def measure_models(server: ServerProcess) -> dict[str, int]:
         assert measured, entry
         assert peak >= measured, entry
         needs[model_id] = max(measured, peak) * MiB
+        report(f"{model_id} ({entry['backend']}): after load {measured} MiB, peak {peak} MiB ({key})")
     return needs
 
 
@@ -206,6 +214,7 @@ def test_budget_for_one_model_serves_both_by_evicting_and_never_exceeds_it(mem_s
     fixed = 0 if ON_GPU else server.health()["memory"]["zygotes_bytes"]
     budget = fixed + max(needs.values()) + 48 * MiB
     both = fixed + sum(needs.values())
+    report(f"fixed (zygotes) {fixed / MiB:.0f} MiB, budget {budget / MiB:.0f} MiB, both {both / MiB:.0f} MiB")
     assert budget < both, "the budget must not fit both models, or this test proves nothing"
     set_budget(server, budget)
 
@@ -222,6 +231,12 @@ def test_budget_for_one_model_serves_both_by_evicting_and_never_exceeds_it(mem_s
     finally:
         samples = sampler.stop()
     counted = evictions(server)
+    with server.client() as http:
+        swaps = re.search(r"^modelhost_gpu_swaps_total ([0-9.]+)", http.get("/metrics").text, re.M)
+    report(
+        f"evictions {counted}, gpu swaps {swaps and swaps.group(1)}; {len(samples)} samples, "
+        f"max {max(samples) / MiB:.0f} MiB of budget {budget / MiB:.0f} MiB"
+    )
     assert len(samples) > 20
     assert max(samples) <= budget
     assert counted.get("mem-a", 0) >= 3

@@ -325,9 +325,12 @@ class Coordinator:
         if handle is None:
             handle = WorkerHandle(key=worker_key(model), model=model)
             self._handles[model.id] = handle
-        elif handle.model != model and not handle.alive:
-            handle.model = model
-            handle.key = worker_key(model)
+        elif handle.model != model:
+            if handle.alive:
+                handle.next_model = model  # for its next spawn (a changed model's worker is being stopped)
+            else:
+                handle.model, handle.next_model = model, None
+                handle.key = worker_key(model)
         return handle
 
     async def _ensure_ready(self, handle: WorkerHandle) -> WorkerClient:
@@ -340,6 +343,9 @@ class Coordinator:
                 return handle.client
             if handle.alive:
                 await self.supervisor.stop(handle, handle.stop_reason or "stopped", grace=1)
+            if handle.next_model is not None:
+                handle.model, handle.next_model = handle.next_model, None
+                handle.key = worker_key(handle.model)
             check_source(handle.model.id, handle.model.source)
             interpreter = self._interpreter(handle.model)
             async with self.admission.loading(handle.model.id):  # loads one at a time

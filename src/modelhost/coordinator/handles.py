@@ -32,6 +32,7 @@ class WorkerHandle:
     idle_timeout: float = 60.0
     pending: int = 0  # waiting for admission/spawn or running
     in_flight: int = 0  # sent to the worker
+    next_model: ModelEntry | None = None  # the catalog's newer entry, for the next spawn
     held: int = 0  # pending but held back (waiting for the GPU lock or for a draining load): no protection
     reserved_bytes: int = 0  # RAM reserved for its load (counted while STARTING, against the RAM budget)
     reserved_gpu_bytes: int = 0  # the same on its GPU
