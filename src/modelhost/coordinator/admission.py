@@ -134,9 +134,12 @@ class Occupant:
     evictable: bool = False  # idle: READY, nothing in flight, nothing pending but held back
 
 
+Verdict = Literal["fits", "wait", "never", "pinned"]
+
+
 @dataclass
 class Plan:
-    verdict: Literal["fits", "wait", "never", "pinned"]
+    verdict: Verdict
     victims: list[str] = field(default_factory=list)  # evict these (LRU first), then it fits
     drain: list[str] = field(default_factory=list)  # for "wait": the workers whose going would make it fit
     free: int = 0  # bytes free now (budget minus what is used)
@@ -177,8 +180,8 @@ def plan_room(need: int, budget: int, fixed: int, occupants: Iterable[Occupant])
 def combine(plans: Iterable[Plan]) -> Plan:
     """One plan for several budgets (RAM and a GPU): the worst verdict; victims and drains together."""
     plans = list(plans)
-    order = ("never", "pinned", "wait", "fits")
-    verdict = min((p.verdict for p in plans), key=order.index, default="fits")
+    order: tuple[Verdict, ...] = ("never", "pinned", "wait", "fits")
+    verdict: Verdict = min((p.verdict for p in plans), key=order.index, default="fits")
     merged = Plan(verdict, free=min((p.free for p in plans), default=0))
     for p in plans:
         merged.victims += [v for v in p.victims if v not in merged.victims]
