@@ -283,3 +283,23 @@ def test_pinned_model_is_never_evicted_and_what_cannot_fit_fails_fast(mem_server
     assert too_big.status_code == 503, too_big.text
     assert too_big.json()["error"]["code"] == "model_exceeds_memory_budget"
     assert "Retry-After" not in too_big.headers
+
+
+def test_load_out_of_memory_evicts_idle_workers_and_retries_once(mem_server: ServerProcess, tmp_path: Path) -> None:
+    server = mem_server
+    add_model(server, "idle-onnx", ONNX)
+    sleepy = {"task": "embeddings", "backend": "tests.support.backends:SleepyEmbeddings", "source": "none"}
+    add_model(server, "oom-once", sleepy, options={"oom_once": str(tmp_path / "oom")})
+    add_model(server, "killed-once", sleepy, options={"sigkill_once": str(tmp_path / "killed")})
+    for failing in ("oom-once", "killed-once"):  # a MemoryError while loading; then a SIGKILL while loading
+        check_embeddings(embed(server, "idle-onnx"))
+        response = embed(server, failing)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["data"][0]["embedding"]) == 8
+        assert server.worker("idle-onnx") is None  # evicted to make room for the retry
+    assert (tmp_path / "oom").exists()
+    assert (tmp_path / "killed").exists()
+    with server.client() as http:
+        metrics = http.get("/metrics").text
+    assert 'modelhost_worker_evictions_total{model="idle-onnx",reason="evicted"} 2.0' in metrics
+    assert server.log_path.read_text().count("ran out of memory; evicting every idle worker") == 2

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +24,9 @@ from modelhost.errors import BadInput
 
 
 class SleepyEmbeddings(EmbeddingBackend):
-    """Hash-based 8-d vectors; an input ``sleep:<seconds>`` sleeps that long first (a stuck backend)."""
+    """Hash-based 8-d vectors; an input ``sleep:<seconds>`` sleeps that long first (a stuck backend). Options:
+    ``load_seconds``, ``fail_load``, and ``oom_once`` / ``sigkill_once`` (a marker path: the first load runs out of
+    memory — MemoryError, or SIGKILL as from the OOM killer — and later loads succeed)."""
 
     def load(self) -> None:
         # As libraries do: the options, hub token included, in a log line (the worker's log must redact it).
@@ -30,6 +34,14 @@ class SleepyEmbeddings(EmbeddingBackend):
         time.sleep(float(self.options.get("load_seconds", 0)))
         if self.options.get("fail_load"):
             raise RuntimeError("this backend was told to fail while loading")
+        # Out of memory once (the marker file remembers): a MemoryError, or killed by SIGKILL as the OOM killer does.
+        for option in ("oom_once", "sigkill_once"):
+            marker = self.options.get(option)
+            if marker and not Path(marker).exists():
+                Path(marker).touch()
+                if option == "sigkill_once":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise MemoryError("this backend was told to run out of memory while loading")
 
     @property
     def dimension(self) -> int:
