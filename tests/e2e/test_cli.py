@@ -51,6 +51,19 @@ def test_models_workers_settings_commands(own_server: ServerProcess) -> None:
     assert missing.returncode == 1
     assert "no running worker" in missing.stderr
 
+    pinned = cli(own_server, "models", "update", "cli-model", "--pinned", "--memory-estimate-mb", "300")
+    assert pinned.returncode == 0, pinned.stderr
+    with own_server.client() as http:
+        model = http.get("/v1/models/cli-model").json()
+    assert (model["pinned"], model["memory_estimate_mb"]) == (True, 300)
+    assert model["memory_measured_mb"] > 50  # measured after the load above
+    assert model["memory_peak_mb"] >= model["memory_measured_mb"]
+    assert "pinned" in cli(own_server, "models", "list").stdout
+    assert cli(own_server, "models", "update", "cli-model", "--unpinned").returncode == 0
+    assert "pinned" not in cli(own_server, "models", "list").stdout
+    assert cli(own_server, "models", "update", "cli-model").returncode == 1  # nothing to change
+    assert cli(own_server, "settings", "set", "gpu_policy", '"memory"').returncode == 0
+
     assert cli(own_server, "settings", "set", "worker_idle_timeout_seconds", "42").returncode == 0
     assert cli(own_server, "settings", "get", "worker_idle_timeout_seconds").stdout.strip() == "42.0"
     bad = cli(own_server, "settings", "set", "gpu_policy", "sometimes")
