@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
 nvidia-smi
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))'
 export MODELHOST_TEST_DEVICE=${MODELHOST_TEST_DEVICE:-cuda}
