@@ -454,12 +454,15 @@ class Coordinator:
                     await self._evict(handle, victims)
                     continue  # measure again: what is really free now
                 waited = time.monotonic() - started
+                if self.admission.room_wait is None:
+                    log.info("loading %s waits for memory (%s free; busy: %s)", model.id, _mib(plan.free), plan.drain)
                 self.admission.room_wait = {
                     "model": model.id,
                     "need_bytes": need[0],
                     "waited_seconds": round(waited, 3),
                 }
-                if waited >= FAIR_SECONDS:
+                if waited >= FAIR_SECONDS and self.admission.draining != set(plan.drain):
+                    log.info("draining %s so that %s can load", sorted(plan.drain), model.id)
                     self.admission.draining = set(plan.drain)
                 if waited >= timeout:
                     raise ModelUnavailable(
