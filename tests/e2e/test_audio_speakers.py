@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -149,6 +150,72 @@ def test_centroids_and_min_max_bounds_and_rttm(
         (round(a, 2), round(b, 2), s) for a, b, s in turns_of(body)
     ]
     assert diarization_error_rate(reference, turns) <= MAX_DER
+
+
+@pytest.fixture(scope="module")
+def short_windows(server: ServerProcess) -> Iterator[tuple[str, str]]:
+    """The built-in diarizer and resemblyzer reading 8 s windows instead of 10 minutes: the windowed path (gain,
+    spectrogram and voiceprints per window, one clustering over all windows) on a talk of ~25 s."""
+    models = {
+        "diarizer-8s": ("speaker-diarization", "builtin-diarizer"),
+        "resemblyzer-8s": ("speaker-embedding", "resemblyzer"),
+    }
+    with server.client() as http:
+        for model, (task, backend) in models.items():
+            created = http.post(
+                "/v1/models",
+                json={
+                    "id": model,
+                    "task": task,
+                    "backend": backend,
+                    "source": "package:resemblyzer/pretrained.pt",
+                    "options": {"audio_window_seconds": 8},
+                },
+            )
+            assert created.status_code == 201, created.text
+        yield "diarizer-8s", "resemblyzer-8s"
+        for model in models:
+            http.delete(f"/v1/models/{model}")
+
+
+def test_windowed_audio_keeps_one_label_per_speaker_and_the_voiceprint(
+    server: ServerProcess, talks: dict[str, tuple[Path, list[Turn]]], short_windows: tuple[str, str], tmp_path: Path
+) -> None:
+    diarizer, encoder = short_windows
+    path, reference = talks["three"]
+    for fields in ({"num_speakers": "3"}, {}):
+        response = post(server, "/v1/audio/diarization", path, model=diarizer, **fields)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["num_speakers"] == 3, (fields, body)
+        assert body["duration"] == pytest.approx(post(server, "/v1/audio/vad", path).json()["duration"], abs=0.01)
+        der = diarization_error_rate(reference, turns_of(body))
+        assert der <= MAX_DER, f"8 s windows {fields}: DER {der:.3f}"
+    # A voiceprint of ~20 s of one voice, read in 8 s windows, is the voice of the one read whole.
+    clip = flite_wav(" ".join(SENTENCES), "awb", tmp_path / "awb-long.wav")
+    whole = embedding(server, clip)
+    windowed = post(server, "/v1/audio/embeddings", clip, model=encoder).json()
+    assert windowed["speech_duration"] == pytest.approx(
+        post(server, "/v1/audio/embeddings", clip).json()["speech_duration"], abs=0.1
+    )
+    assert cosine(whole, windowed["embedding"]) > 0.97
+    with server.client() as http:
+        bad = {"audio_window_seconds": 1}
+        created = http.post(
+            "/v1/models",
+            json={
+                "id": "bad-window",
+                "task": "speaker-embedding",
+                "backend": "resemblyzer",
+                "source": "package:resemblyzer/pretrained.pt",
+                "options": bad,
+            },
+        )
+        assert created.status_code == 201, created.text
+        refused = post(server, "/v1/audio/embeddings", clip, model="bad-window")
+        http.delete("/v1/models/bad-window")
+    assert refused.status_code >= 500, refused.text
+    assert refused.json()["error"]["code"] == "invalid_model_options"
 
 
 def test_bad_parameters_are_400_and_non_audio_is_415(

@@ -198,7 +198,7 @@ def test_meeting_transcript_names_a_speaker_enrolled_on_the_speakers_page(
         arg=start,
         timeout=10_000,
     )
-    for name in ("transcript.json", "transcript.srt", "transcript.vtt", "transcript.txt"):
+    for name in ("transcript.json", "transcript.srt", "transcript.vtt", "transcript.txt", "audio.ogg"):
         expect(page.locator(f'#meeting-result [data-artifact="{name}"]')).to_have_count(1)
     with page.expect_download() as download:
         page.locator('#meeting-result [data-artifact="transcript.json"]').click()
@@ -206,6 +206,25 @@ def test_meeting_transcript_names_a_speaker_enrolled_on_the_speakers_page(
     assert any(s["name"] == "Ada Lovelace" for s in body["speakers"])
     page.evaluate("document.querySelector('#meeting-result audio').pause()")
     shot(page, screenshots, "meetings")
+
+    # Opened again from the Jobs page (no local file now): the player plays the job's audio.ogg artifact.
+    job_id = page.evaluate("location.hash").split("job=", 1)[1]
+    page.goto("/#/jobs")
+    page.locator(f'tr[data-job="{job_id}"] a').click()
+    expect(page.locator("#meeting-result audio")).to_have_count(1, timeout=60_000)
+    page.wait_for_function(
+        "() => { const a = document.querySelector('#meeting-result audio'); return a && a.duration > 10; }",
+        timeout=30_000,
+    )
+    later = page.locator(".turn").nth(3)
+    start = float(later.get_attribute("data-start") or 0)
+    later.click()
+    page.wait_for_function(
+        "s => { const a = document.querySelector('#meeting-result audio'); return a && a.currentTime >= s; }",
+        arg=start,
+        timeout=10_000,
+    )
+    page.evaluate("document.querySelector('#meeting-result audio').pause()")
 
 
 @pytest.mark.skipif(not (shutil.which("soffice") and shutil.which("pdftoppm")), reason="needs LibreOffice, poppler")

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.audio import SENTENCES, flite_wav, join_with_silence
+from tests.support.audio import SENTENCES, duration_of, flite_wav, join_with_silence
 from tests.support.diarization import Turn, trim_silence
 from tests.support.server import REPO_ROOT, ServerProcess
 
@@ -190,6 +190,53 @@ def test_two_racing_enrollments_of_one_id_store_one(client: httpx.Client, audio:
     assert client.get("/v1/speakers/racer").status_code == 404
 
 
+def test_concurrent_sample_additions_keep_every_sample_in_the_voiceprint(
+    client: httpx.Client, audio: dict[str, Any], tmp_path: Path
+) -> None:
+    """Four ``POST …/samples`` at once for one speaker: all four are recorded, and the stored voiceprint is the
+    mean of all five samples' voiceprints (samples of different voices, so a lost one would move it)."""
+    first = audio["samples"][LEFT_OUT][0]
+    response = enroll(client, "multi", "Multi", [first])
+    assert response.status_code == 202, response.text
+    assert wait_job(client, response.json()["id"])["status"] == "completed"
+    added = [audio["samples"][voice][1] for voice in (*ENROLLED, LEFT_OUT)]
+    answers: list[httpx.Response] = []
+    barrier = threading.Barrier(len(added))
+
+    def post(sample: Path) -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as own:
+            barrier.wait()
+            files = [("files", (sample.name, sample.read_bytes(), "audio/wav"))]
+            answers.append(own.post("/v1/speakers/multi/samples", files=files))
+
+    threads = [threading.Thread(target=post, args=(sample,)) for sample in added]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [202] * len(added), [a.text for a in answers]
+    for answer in answers:
+        assert wait_job(client, answer.json()["id"])["status"] == "completed"
+    assert client.get("/v1/speakers/multi").json()["samples"] == 1 + len(added)
+
+    def voiceprint(path: Path) -> list[float]:
+        body = client.post("/v1/audio/embeddings", files={"file": (path.name, path.read_bytes())}).json()
+        vector: list[float] = body["embedding"]
+        return vector
+
+    prints = [voiceprint(p) for p in (first, *added)]
+    mean = [sum(column) for column in zip(*prints, strict=True)]
+    norm = sum(x * x for x in mean) ** 0.5
+    expected = [x / norm for x in mean]
+    for voice in ("slt", "rms"):
+        probe = flite_wav(LINES[7], voice, tmp_path / f"probe-{voice}.wav")
+        body = client.post("/v1/speakers/identify", files={"file": (probe.name, probe.read_bytes())}).json()
+        score = next(m["score"] for m in body["matches"] if m["external_id"] == "multi")
+        predicted = sum(a * b for a, b in zip(voiceprint(probe), expected, strict=True))
+        assert abs(score - predicted) < 2e-3, (voice, score, predicted)
+    assert client.delete("/v1/speakers/multi").status_code == 204
+
+
 def test_a_sample_without_enough_speech_fails_the_enrollment_naming_it(
     client: httpx.Client, audio: dict[str, Any]
 ) -> None:
@@ -251,7 +298,7 @@ def finished_meeting(client: httpx.Client, audio: dict[str, Any]) -> dict[str, A
 
 
 def test_meeting_names_the_enrolled_speakers_on_their_words(
-    client: httpx.Client, audio: dict[str, Any], finished_meeting: dict[str, Any]
+    client: httpx.Client, audio: dict[str, Any], finished_meeting: dict[str, Any], tmp_path: Path
 ) -> None:
     job = finished_meeting["job"]
     assert job["status"] == "completed", job["error"]
@@ -270,7 +317,11 @@ def test_meeting_names_the_enrolled_speakers_on_their_words(
         assert segment["text"] == " ".join(w["word"] for w in segment["words"])
         assert segment["start"] <= segment["end"]
     artifacts = {a["name"]: a for a in job["artifacts"]}
-    assert set(artifacts) == {"transcript.json", "transcript.srt", "transcript.vtt", "transcript.txt"}
+    assert set(artifacts) == {"transcript.json", "transcript.srt", "transcript.vtt", "transcript.txt", "audio.ogg"}
+    assert artifacts["audio.ogg"]["media_type"] == "audio/ogg"
+    recording = tmp_path / "audio.ogg"  # the recording, for players: as long as the transcript's audio
+    recording.write_bytes(client.get(f"/v1/jobs/{job['id']}/artifacts/audio.ogg").content)
+    assert abs(duration_of(recording) - result["duration"]) < 0.1
     vtt = client.get(f"/v1/jobs/{job['id']}/artifacts/transcript.vtt").text
     assert vtt.startswith("WEBVTT")
     assert "<v Sarah Lee>" in vtt

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import BadRequestError, NotFoundError, OpenAI
+from openai import APIError, BadRequestError, NotFoundError, OpenAI
 
 from tests.support.server import ServerProcess
 from tests.support.tiny_models import build_tiny_llama
@@ -195,6 +195,61 @@ def test_raw_sse_format(server: ServerProcess, tiny: str) -> None:
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["completion_tokens"] == 8
     assert all(c["usage"] is None for c in chunks[:-1])
+
+
+@pytest.fixture(scope="module")
+def broken(server: ServerProcess) -> Iterator[str]:
+    """The shared token loop over a model that raises after 5 tokens (tests/support/backends.py)."""
+    with server.client() as http:
+        created = http.post(
+            "/v1/models",
+            json={
+                "id": "broken-textgen",
+                "task": "text-generation",
+                "backend": "tests.support.backends:BrokenTextGenerator",
+                "source": "none",
+            },
+        )
+        assert created.status_code == 201, created.text
+        yield "broken-textgen"
+        http.delete("/v1/models/broken-textgen")
+
+
+def test_a_failure_mid_stream_makes_the_openai_client_raise(client: OpenAI, server: ServerProcess, broken: str) -> None:
+    """After the first token the status is sent: the failure is a last ``error`` event, on which the official
+    client raises APIError with the message and code (an aborted transfer would be APIConnectionError, without
+    either), and no [DONE] follows."""
+    received: list[str] = []
+
+    def read_chat() -> None:
+        for chunk in client.chat.completions.create(model=broken, messages=USER, max_tokens=20, stream=True):
+            received.append(chunk.choices[0].delta.content or "")
+
+    with pytest.raises(APIError) as chat_error:
+        read_chat()
+    assert "".join(received) == "abcde"
+    assert chat_error.value.code == "inference_failed"
+    assert "RuntimeError" in chat_error.value.message
+    texts: list[str] = []
+
+    def read_completion() -> None:
+        for piece in client.completions.create(model=broken, prompt="x", max_tokens=20, stream=True):
+            texts.append(piece.choices[0].text)
+
+    with pytest.raises(APIError) as completion_error:
+        read_completion()
+    assert "".join(texts) == "abcde"
+    assert completion_error.value.code == "inference_failed"
+
+    body = {"model": broken, "messages": USER, "max_tokens": 20, "stream": True}
+    with server.client() as http, http.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        events = sse_events(response)  # the transfer itself ends cleanly
+    assert "[DONE]" not in events
+    assert events[-1]["error"]["code"] == "inference_failed"
+    assert set(events[-1]["error"]) == {"message", "type", "param", "code"}
+    assert all("choices" in event for event in events[:-1])
+    assert "text stream of broken-textgen failed after the answer started" in server.log_path.read_text()
 
 
 def test_client_disconnect_stops_generation(server: ServerProcess, tiny: str) -> None:

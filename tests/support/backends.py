@@ -20,6 +20,7 @@ import numpy as np
 from modelhost.backends.base import Backend, Files
 from modelhost.backends.speech.tts_base import SpeechBackend
 from modelhost.backends.text.embeddings_base import EmbeddingBackend
+from modelhost.backends.text.textgen_base import Detokenizer, Generation, TextGenerator, plain_chat_prompt
 from modelhost.errors import BadInput
 
 
@@ -120,3 +121,35 @@ class NeedsMissingLibrary(Backend[dict[str, Any]]):
 
     def load(self) -> None:
         import modelhost_absent_library  # type: ignore[import-not-found]  # noqa: F401  # missing on purpose
+
+
+class BrokenTextGenerator(TextGenerator):
+    """Text generation over the shared token loop with a character "tokenizer": it generates ``a``, ``b``, ``c``…
+    and raises after ``fail_after`` tokens (model option, default 5): a failure after the SSE answer has started."""
+
+    def load(self) -> None:
+        self.context_length = 512
+        self.fail_after = int(self.options.get("fail_after", 5))
+
+    def encode(self, request: Generation) -> list[int]:
+        text = request.prompt if request.messages is None else plain_chat_prompt(request.messages)
+        return [ord(c) for c in text or " "]
+
+    def tokens(
+        self, prompt_ids: list[int], request: Generation, max_new: int, cancelled: threading.Event
+    ) -> Iterator[int]:
+        for i in range(max_new):
+            if i >= self.fail_after:
+                raise RuntimeError("the model broke down on purpose")
+            yield ord("a") + i % 26
+
+    def is_end(self, token: int) -> bool:
+        return False
+
+    def detokenizer(self) -> Detokenizer:
+        return CharacterDetokenizer()
+
+
+class CharacterDetokenizer(Detokenizer):
+    def add(self, token: int) -> str:
+        return chr(token)

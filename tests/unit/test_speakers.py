@@ -4,7 +4,9 @@ delete, failed enrollments."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,32 @@ def test_vector_helpers() -> None:
     assert unpack(pack(vector)) == vector
     mean = normalized_mean([[1.0, 0.0], [0.0, 1.0]])
     assert mean == pytest.approx([math.sqrt(0.5), math.sqrt(0.5)])
+
+
+def test_concurrent_sample_additions_for_one_speaker_lose_none(directory: SpeakerDirectory) -> None:
+    """Eight threads add one sample each to one speaker at once (as eight ``POST …/samples`` jobs finishing
+    together do): every sample is kept and the stored voiceprint is the mean of all of them."""
+    directory.reserve("eve", "Eve", {"external_id": "eve"}, "enc-a")
+    first = unit(1, 0, 0, 0)
+    directory.add_voiceprints("eve", [first])
+    added = [unit(1, 0.1 * i, 0.05 * i, 0.02) for i in range(1, 9)]
+    barrier = threading.Barrier(len(added))
+
+    def add(vector: list[float]) -> None:
+        barrier.wait()
+        directory.add_voiceprints("eve", [vector])
+
+    with ThreadPoolExecutor(len(added)) as pool:
+        for future in [pool.submit(add, v) for v in added]:
+            future.result()
+
+    speaker = directory.get_or_raise("eve")
+    assert speaker.samples == 1 + len(added)
+    row = directory.row_or_raise("eve")
+    assert sorted(map(tuple, map(unpack, row.sample_embeddings))) == sorted(
+        tuple(unpack(pack(v))) for v in [first, *added]
+    )
+    expected = normalized_mean([unpack(pack(v)) for v in [first, *added]])
+    top = directory.search("enc-a", expected)[0]
+    assert top.external_id == "eve"
+    assert top.score == pytest.approx(1.0, abs=1e-4)

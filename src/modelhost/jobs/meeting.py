@@ -14,7 +14,8 @@ Steps (each a recorded stage):
    Qdrant candidates → one joint assignment (no person twice, best total score); below the threshold a speaker
    stays ``SPEAKER_nn``.
 5. ``align`` — each word goes to the turn it overlaps most; segments break on speaker change and sentence end.
-6. ``render`` — artifacts ``transcript.json``, ``.srt``, ``.vtt`` (names as cue voices), ``.txt``; the result.
+6. ``render`` — artifacts ``transcript.json``, ``.srt``, ``.vtt`` (names as cue voices), ``.txt``, and
+   ``audio.ogg`` (the decoded recording, 16 kHz mono Opus, for players); the result.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ PIPELINE = Pipeline(KIND, description="transcribe a meeting recording with speak
 
 SAMPLE_RATE = 16_000
 PCM = "audio.pcm"  # work blob: 16 kHz mono s16le
+AUDIO_ARTIFACT = "audio.ogg"
 CUT_SEARCH_SECONDS = 5.0
 CUT_FRAME = 800  # samples (50 ms)
 # Chunk speakers whose voiceprints are at least this similar are one meeting speaker (same-voice clips measure
@@ -313,4 +315,30 @@ async def render(ctx: StepContext) -> dict[str, Any]:
     await ctx.put_artifact("transcript.srt", to_srt(segments).encode(), "application/x-subrip; charset=utf-8")
     await ctx.put_artifact("transcript.vtt", to_vtt(segments).encode(), "text/vtt; charset=utf-8")
     await ctx.put_artifact("transcript.txt", to_text(segments).encode(), "text/plain; charset=utf-8")
+    await _put_audio(ctx)
     return transcript
+
+
+async def _put_audio(ctx: StepContext) -> None:
+    """The recording as the transcript heard it (16 kHz mono, Opus at 24 kbit/s: ~11 MB an hour) for players
+    such as the dashboard's, whose timestamps then match the transcript's."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise InvalidRequest("ffmpeg is not installed on the server", code="ffmpeg_missing")
+    with tempfile.TemporaryDirectory(prefix="modelhost-render-") as folder:
+        target = Path(folder) / AUDIO_ARTIFACT
+        async with ctx.work_path(PCM) as pcm:
+            process = await asyncio.create_subprocess_exec(
+                ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE),
+                "-ac", "1", "-i", str(pcm), "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", str(target),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                _, errors = await process.communicate()
+            finally:
+                if process.returncode is None:  # cancelled: do not leave ffmpeg running
+                    process.kill()
+                    await process.wait()
+        if process.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not encode the meeting audio: {errors.decode('utf-8', 'replace')[-300:]}")
+        await ctx.put_artifact(AUDIO_ARTIFACT, target, "audio/ogg")

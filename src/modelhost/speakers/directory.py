@@ -12,7 +12,7 @@ import sys
 from array import array
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,10 +142,19 @@ class SpeakerDirectory:
         return _view(row)
 
     def add_voiceprints(self, external_id: str, vectors: list[list[float]]) -> SpeakerView:
-        """Average these samples with the ones already enrolled, store the voiceprint, mark the speaker ready."""
+        """Average these samples with the ones already enrolled, store the voiceprint, mark the speaker ready.
+
+        Two additions for one speaker (two ``POST …/samples`` jobs, on one server or two nodes) are serialized: the
+        transaction writes the row before reading it, which takes PostgreSQL's row lock and SQLite's write lock, so
+        the second waits, then reads the first one's samples; the Qdrant upsert happens under that lock too, so the
+        stored voiceprint is always the mean of the samples in the row.
+        """
         with self.sessions.begin() as session:
-            row = session.get(SpeakerRow, external_id)
-            if row is None:
+            touched = session.execute(
+                update(SpeakerRow).where(SpeakerRow.external_id == external_id).values(updated_at=utcnow())
+            )
+            row = session.get(SpeakerRow, external_id, with_for_update=True, populate_existing=True)
+            if not touched.rowcount or row is None:  # type: ignore[attr-defined]
                 raise NotFound(f"speaker {external_id!r} was deleted", param="external_id", code="speaker_not_found")
             samples = [*row.sample_embeddings, *(pack(v) for v in vectors)]
             voiceprint = normalized_mean([unpack(s) for s in samples])

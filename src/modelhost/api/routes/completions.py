@@ -2,12 +2,16 @@
 
 Both stream as server-sent events (``data: {...}`` … ``data: [DONE]``) with ``"stream": true``. The first chunk is
 read from the worker before the answer starts, so bad input (a prompt over the context, a chat template that
-refuses the roles) is still a 4xx; an error after that arrives as a ``data: {"error": …}`` event. A client that
-disconnects closes the worker stream, which stops generation between two tokens.
+refuses the roles) is still a 4xx; an error after that arrives as a last ``data: {"error": …}`` event, never
+followed by ``data: [DONE]``: OpenAI's own API does this, and its official Python client raises ``APIError`` (with
+the message and code) on such an event, while an aborted transfer would surface as ``APIConnectionError`` without
+either — or, for SSE clients that stop at a closed connection, as a shorter answer that looks complete. A client
+that disconnects closes the worker stream, which stops generation between two tokens.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,9 +25,10 @@ from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import INFERENCE_ERRORS, error_responses
 from modelhost.catalog.aliases import resolve_model_or_raise
 from modelhost.catalog.models import ModelEntry
-from modelhost.errors import ModelhostError
+from modelhost.errors import ModelhostError, error_envelope
 from modelhost.schemas.text_generation import ChatCompletionRequest, CompletionRequest
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["text generation"])
 
 TASK = "text-generation"
@@ -69,8 +74,12 @@ async def _stream(
                     break
                 item = await anext(chunks, None)
             yield b"data: [DONE]\n\n"
-        except ModelhostError as exc:
+        except ModelhostError as exc:  # the status line is sent: the error is the last event, never [DONE]
+            log.error("text stream of %s failed after the answer started (%s: %s)", model.id, exc.code, exc)
             yield _sse(exc.envelope())
+        except Exception:
+            log.exception("text stream of %s failed after the answer started", model.id)
+            yield _sse(error_envelope("internal server error", "server_error", code="internal_error"))
         finally:
             close = getattr(chunks, "aclose", None)  # an async generator: closing it stops the worker's generation
             if close is not None:

@@ -8,9 +8,15 @@ and join the nearest cluster afterwards) — into ``num_speakers`` clusters when
 ``threshold`` (cosine distance) and held within ``min_speakers``..``max_speakers``. Each window then speaks for the
 stretch of its region nearest to its centre; neighbouring stretches of one speaker are merged into turns.
 
+Long audio: the file is read in 10-minute windows (option ``audio_window_seconds``, ``media.audio.audio_windows``);
+VAD, gain and the mel spectrogram are per window, and only the voiceprints are kept, so peak memory no longer grows
+with the length of the recording (see ``bench/bench_audio_memory.py``). The clustering is global (one speaker, one
+label across the windows); above ``MAX_CLUSTERED`` voiceprints an even sample is clustered and the rest join the
+nearest cluster.
+
 Request: ``modelhost.schemas.diarization.DiarizationRequest``. Options (defaults): ``num_speakers``,
 ``min_speakers``, ``max_speakers``, ``threshold`` (0.3), ``window`` (2.0), ``step`` (0.5), ``vad_threshold`` (0.5),
-``min_silence_ms`` (300). Files: ``file``.
+``min_silence_ms`` (300), ``audio_window_seconds`` (600). Files: ``file``.
 Result: ``segments`` of ``{start, end, speaker}`` (labels ``SPEAKER_00``… in order of first appearance),
 ``speakers`` of ``{speaker, duration, embedding}`` (the L2-normalised mean voiceprint, bytes of 256 little-endian
 float32 — what a pipeline matches against enrolled speakers), ``num_speakers`` and ``duration``.
@@ -26,12 +32,14 @@ from modelhost.backends.base import Backend, Files, require_file, resolve_source
 from modelhost.backends.speech.speaker_resemblyzer import (
     MEL_HOP,
     VoiceEncoder,
-    normalize_volume,
+    gain_for_power,
+    mean_square,
     speech_spans,
     to_float32_bytes,
+    window_seconds,
 )
 from modelhost.errors import BackendFault
-from modelhost.media.audio import SAMPLE_RATE, decode_audio
+from modelhost.media.audio import SAMPLE_RATE, audio_windows
 from modelhost.schemas.diarization import DiarizationRequest
 
 if TYPE_CHECKING:
@@ -49,6 +57,11 @@ MIN_REGION_SECONDS = 0.4
 # Below this cosine to a neighbouring window of its region, a window is taken to straddle a change of speaker
 # (on flite talks with 0.3 s pauses this lowered DER from 9–45 % to 10–23 %; with 0.5 s pauses no window is dropped).
 STABLE_SIMILARITY = 0.8
+# Average-linkage clustering holds n²/2 distances: above this many voiceprints (~33 min of speech at the default
+# 0.5 s step) an evenly spread sample of them is clustered and every voiceprint joins its nearest cluster.
+MAX_CLUSTERED = 4000
+# A recording of only snippets (no region long enough for a window) keeps at most this many, one per region.
+MAX_SNIPPETS = 4000
 
 
 def speaker_counts(request: DiarizationRequest, options: dict[str, Any]) -> tuple[int | None, int, int]:
@@ -72,6 +85,12 @@ def cluster(embeddings: np.ndarray, num: int | None, low: int, high: int, thresh
     n = len(embeddings)
     if n == 1:
         return np.zeros(1, dtype=int)
+    if n > MAX_CLUSTERED:  # bounded memory: cluster an even sample, then every voiceprint joins its nearest cluster
+        picked = np.unique(np.linspace(0, n - 1, MAX_CLUSTERED).round().astype(int))
+        core = cluster(embeddings[picked], num, low, high, threshold)
+        centroids = np.stack([embeddings[picked][core == k].mean(axis=0) for k in range(core.max() + 1)])
+        nearest = (embeddings @ centroids.T).argmax(axis=1)
+        return np.unique(nearest, return_inverse=True)[1].reshape(-1)
     tree = linkage(embeddings.astype(np.float64), method="average", metric="cosine")
     if num is None:
         labels = fcluster(tree, t=threshold, criterion="distance")
@@ -126,40 +145,64 @@ class BuiltinDiarizer(Backend[DiarizationRequest]):
 
         num, low, high = speaker_counts(request, self.options)
         settings = self.settings(request)
-        audio = decode_audio(require_file(files), max_seconds=self.spec.max_audio_seconds)
-        duration = len(audio) / SAMPLE_RATE
-        result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
-        if len(audio) == 0:
-            return result
-        spans = speech_spans(audio, settings["vad_threshold"], int(settings["min_silence_ms"]))
-        if not spans:
-            return result
-
-        # One gain for the whole recording (from its speech), one mel spectrogram; windows slice its frames.
-        speech = np.concatenate([audio[a:b] for a, b in spans])
-        gain = float(np.sqrt(np.mean(normalize_volume(speech) ** 2)) / max(np.sqrt(np.mean(speech**2)), 1e-12))
-        mel = self.encoder.mel(audio * gain)
         window = int(round(settings["window"] * SAMPLE_RATE / MEL_HOP))
         step = int(round(settings["step"] * SAMPLE_RATE / MEL_HOP))
         min_region = int(MIN_REGION_SECONDS * SAMPLE_RATE / MEL_HOP)
 
-        # (region index, first frame, last frame) of every window; regions too short to embed borrow a label.
-        windows: list[tuple[int, int, int]] = []
-        for r, (a, b) in enumerate(spans):
-            first, last = a // MEL_HOP, min(len(mel), -(-b // MEL_HOP))
-            if last - first < min_region:
+        # The audio is read in 10-minute windows (``audio_windows``): each one gets its speech regions, one gain
+        # (from its speech), one mel spectrogram and the voiceprints of its sliding windows; only those (1 KiB per
+        # half second of speech) are kept, so memory does not grow with the audio. Clustering then runs over the
+        # voiceprints of the whole recording, so a speaker keeps one label across the 10-minute windows.
+        spans: list[tuple[int, int]] = []  # speech regions, samples from the start of the recording
+        windows: list[tuple[int, int, int]] = []  # (region index, first frame, last frame) of every voiceprint
+        embedded: list[np.ndarray] = []
+        snippets: list[tuple[int, int, int]] = []  # regions too short to embed, for a recording of only those
+        snippet_prints: list[np.ndarray] = []
+        duration = 0.0
+        chunks = audio_windows(
+            require_file(files), window_seconds=window_seconds(self.options), max_seconds=self.spec.max_audio_seconds
+        )
+        for offset, audio in chunks:
+            duration = offset + len(audio) / SAMPLE_RATE
+            first_sample = int(round(offset * SAMPLE_RATE))
+            first_frame = first_sample // MEL_HOP  # windows are whole multiples of the hop (600 s = 60000 frames)
+            # (MEL_HOP is 10 ms and audio_window_seconds a multiple of 0.01 s: the frames of the windows line up)
+            local = speech_spans(audio, settings["vad_threshold"], int(settings["min_silence_ms"]))
+            if not local:
                 continue
-            if last - first <= window:
-                windows.append((r, first, last))
-                continue
-            starts = list(range(first, last - window + 1, step))
-            if starts[-1] + window < last:
-                starts.append(last - window)
-            windows += [(r, s, s + window) for s in starts]
-        if not windows:  # only snippets: one short stretch of voice is one speaker
-            windows = [(r, a // MEL_HOP, min(len(mel), -(-b // MEL_HOP))) for r, (a, b) in enumerate(spans)]
+            speech_power = sum(mean_square(audio[a:b]) * (b - a) for a, b in local) / sum(b - a for a, b in local)
+            audio *= gain_for_power(speech_power)
+            mel = self.encoder.mel(audio)
+            del audio
+            mine: list[tuple[int, int, int]] = []
+            for a, b in local:
+                r = len(spans)
+                spans.append((first_sample + a, first_sample + b))
+                first, last = a // MEL_HOP, min(len(mel), -(-b // MEL_HOP))
+                if last - first < min_region:
+                    if not windows and not mine and len(snippets) < MAX_SNIPPETS:
+                        snippets.append((r, first + first_frame, last + first_frame))
+                        snippet_prints.append(self.encoder.embed_mels(mel[None, first:last])[0])
+                    continue
+                if last - first <= window:
+                    mine.append((r, first, last))
+                    continue
+                starts = list(range(first, last - window + 1, step))
+                if starts[-1] + window < last:
+                    starts.append(last - window)
+                mine += [(r, s, s + window) for s in starts]
+            if mine:
+                embedded.append(self.embed(mel, mine, window))
+                windows += [(r, s + first_frame, e + first_frame) for r, s, e in mine]
+        result: dict[str, Any] = {"segments": [], "speakers": [], "num_speakers": 0, "duration": duration}
+        if not spans:
+            return result
+        if windows:
+            embeddings = np.concatenate(embedded)
+        else:  # only snippets: one short stretch of voice is one speaker
+            windows, embeddings = snippets, np.stack(snippet_prints)
+        del embedded, snippet_prints
 
-        embeddings = self.embed(mel, windows, window)
         labels = self.cluster_stable(embeddings, windows, num, low, high, settings["threshold"])
 
         # Each window speaks for the part of its region nearest to its centre.

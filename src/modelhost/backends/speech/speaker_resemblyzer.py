@@ -9,8 +9,12 @@ Measured here: the embeddings agree with resemblyzer's own ``VoiceEncoder.embed_
 Speech is found with the Silero VAD bundled in faster-whisper; silence between speech is dropped and the volume
 raised to −30 dBFS (as resemblyzer's ``preprocess_wav`` does) before embedding.
 
+Long audio is read in windows of ``audio_window_seconds`` (10 minutes): each window's speech gets its own gain and
+its 1.6 s partials are embedded; the voiceprint is the normalised mean of the partials of all windows, so memory
+does not grow with the length of the audio (audio within one window gives exactly resemblyzer's embedding).
+
 Request: ``modelhost.schemas.speaker_embedding.SpeakerEmbeddingRequest``. Options (defaults): ``vad`` (true),
-``vad_threshold`` (0.5). Files: ``file`` — any audio ffmpeg decodes.
+``vad_threshold`` (0.5), ``audio_window_seconds`` (600). Files: ``file`` — any audio ffmpeg decodes.
 Result: ``embedding`` (bytes, a binary frame: 256 little-endian float32, L2-normalised; null when the clip holds
 no speech), ``dimensions`` (256), ``duration`` and ``speech_duration`` in seconds.
 """
@@ -20,7 +24,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelhost.backends.base import Backend, Files, require_file, resolve_source
-from modelhost.media.audio import SAMPLE_RATE, decode_audio
+from modelhost.errors import BackendFault
+from modelhost.media.audio import SAMPLE_RATE, WINDOW_SECONDS, audio_windows
 from modelhost.schemas.speaker_embedding import SpeakerEmbeddingRequest, SpeakerEmbeddingResult
 
 if TYPE_CHECKING:
@@ -37,6 +42,8 @@ NORM_TARGET_DBFS = -30.0
 INT16_MAX = 2**15 - 1
 # Shorter than this (after VAD) is not enough voice to say anything about the speaker.
 MIN_SPEECH_SECONDS = 0.3
+MEL_BLOCK_FRAMES = 6000  # 60 s of spectrogram per FFT block
+PARTIAL_BATCH = 64  # partials per LSTM call
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
@@ -104,15 +111,24 @@ class VoiceEncoder:
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(MEL_WINDOW) / MEL_WINDOW)).astype(np.float32)
 
     def mel(self, wav: np.ndarray) -> np.ndarray:
-        """Mel power spectrogram ``[frames, 40]`` as librosa's ``melspectrogram`` makes it (centred, zero-padded)."""
+        """Mel power spectrogram ``[frames, 40]`` as librosa's ``melspectrogram`` makes it (centred, zero-padded).
+
+        Computed in blocks of ``MEL_BLOCK_FRAMES`` frames (the same values: each frame reads only its 400
+        samples), so the FFT's intermediates stay a few MiB instead of ~30 bytes per sample of audio."""
         import numpy as np
 
-        padded = np.pad(wav.astype(np.float32), MEL_WINDOW // 2)
-        n_frames = 1 + (len(padded) - MEL_WINDOW) // MEL_HOP
-        index = np.arange(MEL_WINDOW)[None, :] + MEL_HOP * np.arange(n_frames)[:, None]
-        spectrum = np.abs(np.fft.rfft(padded[index] * self.window, axis=1)) ** 2
-        mel: np.ndarray = (spectrum.astype(np.float32) @ self.filters.T).astype(np.float32)
-        return mel
+        wav = wav.astype(np.float32, copy=False)
+        half = MEL_WINDOW // 2
+        n_frames = 1 + len(wav) // MEL_HOP
+        out = np.empty((n_frames, MEL_BANDS), dtype=np.float32)
+        for a in range(0, n_frames, MEL_BLOCK_FRAMES):
+            b = min(n_frames, a + MEL_BLOCK_FRAMES)
+            lo, hi = a * MEL_HOP - half, (b - 1) * MEL_HOP + half
+            segment = np.pad(wav[max(lo, 0) : min(hi, len(wav))], (max(0, -lo), max(0, hi - len(wav))))
+            index = np.arange(MEL_WINDOW)[None, :] + MEL_HOP * np.arange(b - a)[:, None]
+            spectrum = np.abs(np.fft.rfft(segment[index] * self.window, axis=1)) ** 2
+            out[a:b] = spectrum.astype(np.float32) @ self.filters.T
+        return out
 
     def embed_mels(self, mels: np.ndarray) -> np.ndarray:
         """L2-normalised embeddings ``[batch, 256]`` of mel windows ``[batch, frames, 40]``."""
@@ -123,8 +139,9 @@ class VoiceEncoder:
             embeds = raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True).clamp_min(1e-12)
         return embeds.cpu().numpy()  # type: ignore[no-any-return]
 
-    def embed_utterance(self, wav: np.ndarray, rate: float = 1.3, min_coverage: float = 0.75) -> np.ndarray:
-        """resemblyzer's ``embed_utterance``: the normalised mean of 1.6 s partials taken ``rate`` times a second."""
+    def partial_sum(self, wav: np.ndarray, rate: float = 1.3, min_coverage: float = 0.75) -> tuple[np.ndarray, int]:
+        """The sum and count of the normalised embeddings of 1.6 s partials taken ``rate`` times a second (as
+        resemblyzer's ``embed_utterance`` takes them), embedded ``PARTIAL_BATCH`` at a time."""
         import numpy as np
 
         n_frames = int(np.ceil((len(wav) + 1) / MEL_HOP))
@@ -137,22 +154,50 @@ class VoiceEncoder:
         if needed >= len(wav):
             wav = np.pad(wav, (0, needed - len(wav)))
         mel = self.mel(wav)
-        partials = self.embed_mels(np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts]))
-        mean = partials.mean(axis=0)
-        return mean / max(float(np.linalg.norm(mean)), 1e-12)  # type: ignore[no-any-return]
+        total = np.zeros(DIMENSIONS, dtype=np.float64)
+        for i in range(0, len(starts), PARTIAL_BATCH):
+            batch = np.stack([mel[s : s + PARTIAL_FRAMES] for s in starts[i : i + PARTIAL_BATCH]])
+            total += self.embed_mels(batch).sum(axis=0, dtype=np.float64)
+        return total, len(starts)
+
+    def embed_utterance(self, wav: np.ndarray, rate: float = 1.3, min_coverage: float = 0.75) -> np.ndarray:
+        """resemblyzer's ``embed_utterance``: the normalised mean of 1.6 s partials taken ``rate`` times a second."""
+        import numpy as np
+
+        total, _ = self.partial_sum(wav, rate, min_coverage)
+        return (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
+
+
+def mean_square(wav: np.ndarray) -> float:
+    """The mean of the squared samples, summed in float64 a million samples at a time (no float64 copy)."""
+    import numpy as np
+
+    if not len(wav):
+        return 0.0
+    block = 1 << 20
+    parts = (wav[i : i + block].astype(np.float64) for i in range(0, len(wav), block))
+    total = sum(float(np.dot(part, part)) for part in parts)
+    return total / len(wav)
+
+
+def gain_for_power(power: float, target_dbfs: float = NORM_TARGET_DBFS) -> float:
+    """The factor that raises (never lowers) audio of this mean square to ``target_dbfs``, as resemblyzer's
+    preprocessing does."""
+    import math
+
+    rms = math.sqrt(power) * INT16_MAX
+    if rms <= 0:
+        return 1.0
+    change = target_dbfs - 20 * math.log10(rms / INT16_MAX)
+    return 1.0 if change <= 0 else float(10 ** (change / 20))
 
 
 def normalize_volume(wav: np.ndarray, target_dbfs: float = NORM_TARGET_DBFS) -> np.ndarray:
     """Raise (never lower) the volume to ``target_dbfs``, as resemblyzer's preprocessing does."""
     import numpy as np
 
-    rms = float(np.sqrt(np.mean((wav.astype(np.float64) * INT16_MAX) ** 2)))
-    if rms <= 0:
-        return wav
-    change = target_dbfs - 20 * np.log10(rms / INT16_MAX)
-    if change <= 0:
-        return wav
-    return (wav * (10 ** (change / 20))).astype(np.float32)  # type: ignore[no-any-return]
+    gain = gain_for_power(mean_square(wav), target_dbfs)
+    return wav if gain == 1.0 else (wav * gain).astype(np.float32)
 
 
 def speech_spans(audio: np.ndarray, threshold: float = 0.5, min_silence_ms: int = 300) -> list[tuple[int, int]]:
@@ -169,6 +214,21 @@ def to_float32_bytes(vector: np.ndarray) -> bytes:
     import numpy as np
 
     return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def window_seconds(options: dict[str, Any]) -> float:
+    """The model option ``audio_window_seconds``: how much audio is decoded and processed at a time (default 600;
+    a whole number of 10 ms spectrogram hops, 5–3600 s)."""
+    value = options.get("audio_window_seconds", WINDOW_SECONDS)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BackendFault("model option audio_window_seconds must be a number", code="invalid_model_options") from None
+    if not 5 <= seconds <= 3600 or abs(round(seconds * 100) - seconds * 100) > 1e-6:
+        raise BackendFault(
+            "model option audio_window_seconds must be 5–3600 s in steps of 0.01 s", code="invalid_model_options"
+        )
+    return seconds
 
 
 def flag(value: Any) -> bool:
@@ -193,25 +253,47 @@ class ResemblyzerSpeakerEmbedding(Backend[SpeakerEmbeddingRequest]):
         get_vad_model()
 
     def infer(self, request: SpeakerEmbeddingRequest, files: Files) -> SpeakerEmbeddingResult:
+        """The voiceprint of all the speech in the file, read in 10-minute windows (``audio_windows``): each
+        window's speech is embedded (its own volume gain) and the partials' embeddings of all windows averaged, so
+        memory does not grow with the length of the audio. Audio up to one window gives exactly the embedding of
+        the whole file; speech too short for a partial is carried over to the next window."""
         import numpy as np
 
         use_vad = flag(self.options.get("vad", True)) if request.vad is None else request.vad
         threshold = request.vad_threshold or float(self.options.get("vad_threshold", 0.5))
-        audio = decode_audio(require_file(files), max_seconds=self.spec.max_audio_seconds)
-        duration = len(audio) / SAMPLE_RATE
-        if use_vad and len(audio):
-            spans = speech_spans(audio, threshold)
-            speech = np.concatenate([audio[a:b] for a, b in spans]) if spans else audio[:0]
-        else:
-            speech = audio if float(np.abs(audio).max(initial=0.0)) > 1e-4 else audio[:0]
+        total, count, duration, speech_samples = np.zeros(DIMENSIONS, dtype=np.float64), 0, 0.0, 0
+        carry = np.zeros(0, dtype=np.float32)
+        windows = audio_windows(
+            require_file(files), window_seconds=window_seconds(self.options), max_seconds=self.spec.max_audio_seconds
+        )
+        for offset, audio in windows:
+            duration = offset + len(audio) / SAMPLE_RATE
+            if use_vad:
+                spans = speech_spans(audio, threshold)
+                found = [audio[a:b] for a, b in spans]
+            else:
+                found = [audio] if float(np.abs(audio).max(initial=0.0)) > 1e-4 else []
+            del audio
+            speech_samples += sum(len(part) for part in found)
+            speech = np.concatenate([carry, *found]) if found else carry
+            del found
+            if len(speech) < PARTIAL_FRAMES * MEL_HOP:  # too short for one partial: join the next window's speech
+                carry = speech
+                continue
+            part_total, part_count = self.encoder.partial_sum(normalize_volume(speech))
+            total, count, carry = total + part_total, count + part_count, np.zeros(0, dtype=np.float32)
+        if len(carry) >= MIN_SPEECH_SECONDS * SAMPLE_RATE:
+            part_total, part_count = self.encoder.partial_sum(normalize_volume(carry))
+            total, count = total + part_total, count + part_count
         result = SpeakerEmbeddingResult(
             embedding=None,
             dimensions=DIMENSIONS,
             duration=duration,
-            speech_duration=round(len(speech) / SAMPLE_RATE, 3),
+            speech_duration=round(speech_samples / SAMPLE_RATE, 3),
         )
-        if len(speech) >= MIN_SPEECH_SECONDS * SAMPLE_RATE:
-            result.embedding = to_float32_bytes(self.encoder.embed_utterance(normalize_volume(speech)))
+        if count and speech_samples >= MIN_SPEECH_SECONDS * SAMPLE_RATE:
+            vector = total / max(float(np.linalg.norm(total)), 1e-12)
+            result.embedding = to_float32_bytes(vector)
         return result
 
     def info(self) -> dict[str, Any]:

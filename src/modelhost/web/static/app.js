@@ -367,7 +367,11 @@ async function showMeeting(out, jobId, audioUrl) {
   const transcript = job.result;
   const colors = new Map(transcript.speakers.map((s, i) => [s.label, COLORS[i % COLORS.length]]));
   const nameOf = (s) => s.name || s.external_id || s.speaker || s.label;
-  const player = audioUrl ? h("audio", { controls: true, src: audioUrl }) : h("p", { class: "muted" }, "(open this job from the upload to play the audio)");
+  // Opened from the upload: the local file; opened later (Jobs page, a link): the job's audio.ogg artifact.
+  const recording = job.artifacts.find((a) => a.media_type.startsWith("audio/"));
+  if (!audioUrl && recording) audioUrl = await blobUrl(recording.url);
+  const player = audioUrl ? h("audio", { controls: true, src: audioUrl, id: "meeting-audio", preload: "auto" })
+    : h("p", { class: "muted" }, "(this job kept no audio)");
   const legend = h("div", { class: "legend" }, transcript.speakers.map((s) => h("span", { "data-speaker": s.label },
     h("span", { class: "swatch", style: { background: colors.get(s.label) } }),
     `${nameOf(s)} · ${fmtTime(s.talk_time)}`, s.score != null ? ` (match ${s.score.toFixed(2)})` : "")));
