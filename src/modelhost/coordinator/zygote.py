@@ -263,6 +263,7 @@ class ZygotePool:
         zenv.update(dict.fromkeys(THREAD_VARS, "1"))  # one thread while importing: a fork must see no others
         log_path = self.logs_dir / "zygotes.log"
         try:
+            self.logs_dir.mkdir(parents=True, exist_ok=True)  # a prestart can come before any worker's log
             with open(log_path, "ab") as log_file:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
