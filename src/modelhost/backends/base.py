@@ -69,6 +69,11 @@ class Backend(Generic[RequestT]):
     #: to the worker (``FORK_UNSAFE``).
     zygote_preload: ClassVar[tuple[str, ...] | None] = None
 
+    @classmethod
+    def prepare_zygote(cls) -> None:
+        """Called in the zygote after the preload: build library state that every model of this backend needs and
+        that is not a model (hibari's pronunciation lexicons). It must start no thread and load no weights."""
+
     def __init__(self, spec: WorkerSpec) -> None:
         require_packages(*self.requires, extra=self.extra, what=f"model {spec.model_id} ({type(self).__name__})")
         self.spec = spec

@@ -55,12 +55,17 @@ def preload_modules(backend: str) -> list[str]:
 
 
 def preload(backend: str) -> list[str]:
-    """Import ``backend``'s module and the libraries it preloads (never ``FORK_UNSAFE``); returns them."""
+    """Import ``backend``'s module and the libraries it preloads (never ``FORK_UNSAFE``), then run the class's
+    ``prepare_zygote``; returns the modules."""
     done = preload_modules(backend)
     for name in done[1:]:
         importlib.import_module(name)
     import modelhost.worker.server  # noqa: F401  (the worker's own imports: aiohttp/uvloop…)
 
+    module_name, _, class_name = backend.partition(":")
+    prepare = getattr(getattr(sys.modules[module_name], class_name), "prepare_zygote", None)
+    if prepare is not None:
+        prepare()
     return done
 
 
