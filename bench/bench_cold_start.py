@@ -193,11 +193,11 @@ def main() -> None:
         print()
         print("| model | plain spawn → first result | zygote fork → first result | ratio | on a running worker |")
         print("|---|---|---|---|---|")
-        for family, p, f, warm, refused in rows:
-            if f is None:
-                print(f"| {family.label} | {p:.2f} s | plain spawn only: {refused} | – | {warm:.2f} s |")
+        for fam, plain_s, fork_s, warm_s, why in rows:
+            if fork_s is None:
+                print(f"| {fam.label} | {plain_s:.2f} s | plain spawn only: {why} | – | {warm_s:.2f} s |")
             else:
-                print(f"| {family.label} | {p:.2f} s | {f:.2f} s | {p / f:.1f}× | {warm:.2f} s |")
+                print(f"| {fam.label} | {plain_s:.2f} s | {fork_s:.2f} s | {plain_s / fork_s:.1f}× | {warm_s:.2f} s |")
 
 
 if __name__ == "__main__":
