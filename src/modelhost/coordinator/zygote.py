@@ -233,8 +233,8 @@ class ZygotePool:
             self._idle_since[backend] = time.monotonic()
 
     def _running(self, backend: str) -> _Zygote | None:
-        """``backend``'s zygote unless it has exited (then it is forgotten, and counted as a failure unless it
-        stopped for its idle timeout)."""
+        """``backend``'s zygote unless it has exited: then it is forgotten and counted as a failure (a zygote
+        stopped for its idle timeout is removed before it exits, so it never gets here)."""
         zygote = self._zygotes.get(backend)
         if zygote is None or zygote.process.returncode is None:
             return zygote
