@@ -196,6 +196,8 @@ class ZygotePool:
             answer = json.loads(await asyncio.wait_for(reader.readline(), 10))
             return ForkedProcess(int(answer["pid"]), reader, writer)
         except (OSError, ValueError, KeyError, TimeoutError) as exc:
+            if self._zygotes.get(spec.backend) is not zygote:  # stopped for idleness meanwhile: no failure
+                return None
             self._fail(spec.backend, f"{type(exc).__name__}: {exc}")
             await _stop(zygote.process)
             return None
