@@ -25,6 +25,12 @@ class RuntimeSettings(BaseModel):
         ge=-1,
         description="idle seconds before a worker exits and frees its memory; -1 never, 0 after each request",
     )
+    zygote_idle_timeout_seconds: float = Field(
+        120,
+        ge=-1,
+        description="seconds a backend's zygote (cold start) stays after the last worker of its backend exited; "
+        "-1 never stops it, 0 stops it with that worker",
+    )
     worker_startup_timeout_seconds: float = Field(
         120,
         gt=0,

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.test_worker_lifecycle import ONNX, add_model, embed, process_gone
 from tests.support.server import ServerProcess
@@ -76,3 +77,76 @@ def test_second_model_of_a_backend_is_forked_from_the_zygote(own_server: ServerP
         assert http.delete("/v1/models/third").status_code in (200, 204)
     assert own_server.wait_for(lambda: process_gone(third), timeout=10)
     assert own_server.worker("third") is None
+
+
+def zygotes(server: ServerProcess) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = server.health()["zygotes"]
+    return found
+
+
+def ready_zygote(server: ServerProcess) -> dict[str, Any] | None:
+    return next((z for z in zygotes(server) if z["state"] == "READY"), None)
+
+
+def test_an_idle_zygote_stops_and_the_next_model_starts_it_again(own_server: ServerProcess) -> None:
+    with own_server.client() as http:
+        assert http.patch("/v1/settings", json={"zygote_idle_timeout_seconds": 2}).status_code == 200
+    add_model(own_server, "a", ONNX, idle_timeout_seconds=-1)
+    add_model(own_server, "b", ONNX, idle_timeout_seconds=-1)
+    assert embed(own_server, "a").status_code == 200
+    assert own_server.wait_for(lambda: ready_zygote(own_server) is not None, timeout=60)
+    assert embed(own_server, "b").status_code == 200
+    with own_server.client() as http:
+        listed = http.get("/v1/workers").json()
+    [zygote] = listed["zygotes"]
+    assert zygote["backend"].endswith(":OnnxEmbeddings")
+    assert zygote["rss_bytes"] > 10 * 2**20
+    assert {w["model"]: w["started_by"] for w in listed["data"]} == {"a": "spawn", "b": "zygote"}
+    assert zygote["workers"] == 2
+    first = zygote["pid"]
+
+    # a zygote stays while a worker of its backend runs, and stops 2 s after the last one (freeing its memory)
+    with own_server.client() as http:
+        assert http.delete("/v1/workers/a").status_code == 200
+    assert own_server.wait_for(lambda: own_server.worker("a") is None, timeout=10)
+    [zygote] = zygotes(own_server)
+    assert (zygote["pid"], zygote["workers"], zygote["idle_seconds"]) == (first, 1, None)
+    with own_server.client() as http:
+        assert http.delete("/v1/workers/b").status_code == 200
+    assert own_server.wait_for(lambda: not own_server.health()["workers"], timeout=10)
+    assert zygotes(own_server)[0]["idle_seconds"] < 2
+    assert own_server.wait_for(lambda: not zygotes(own_server), timeout=10)
+    assert own_server.wait_for(lambda: process_gone(first), timeout=5)
+    assert f"stopping zygote pid={first} " in Path(own_server.log_path).read_text()
+
+    # the next model of that backend is a plain spawn that starts a new zygote; the one after is forked from it
+    assert embed(own_server, "a").status_code == 200
+    assert len(started(own_server, "spawned", "a")) == 2
+    assert own_server.wait_for(lambda: ready_zygote(own_server) is not None, timeout=60)
+    second = ready_zygote(own_server)
+    assert second is not None
+    assert second["pid"] != first
+    assert embed(own_server, "b").status_code == 200
+    assert len(started(own_server, "forked by zygote", "b")) == 2
+    assert "plain spawn instead" not in Path(own_server.log_path).read_text()  # an idle stop is no failure
+
+
+def test_a_backend_whose_import_starts_a_thread_is_never_forked(own_server: ServerProcess) -> None:
+    threaded = {
+        "task": "embeddings",
+        "backend": "tests.support.threaded_import:ThreadAtImportEmbeddings",
+        "source": "-",
+    }
+    for name in ("t1", "t2", "t3"):
+        add_model(own_server, name, threaded, idle_timeout_seconds=-1)
+    assert embed(own_server, "t1").status_code == 200
+    log = own_server.data_dir / "logs" / "zygotes.log"
+    assert own_server.wait_for(lambda: log.exists() and "cannot fork safely" in log.read_text(), timeout=60)
+    assert own_server.wait_for(lambda: not zygotes(own_server), timeout=5)
+    for name in ("t2", "t3"):
+        assert embed(own_server, name).status_code == 200
+        assert started(own_server, "spawned", name)
+        assert not started(own_server, "forked by zygote", name)
+    server_log = Path(own_server.log_path).read_text()
+    assert server_log.count("cannot fork safely") == 1  # recognised once, then plain spawns without retries
+    assert log.read_text().count("zygote pid=") == 1

@@ -64,6 +64,15 @@ class Backend(Generic[RequestT]):
     #: checked when the backend is created, so a missing one is "install modelhost[<extra>]", not an ImportError.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = "defaults"
+    #: What the backend's zygote imports before it forks workers (``modelhost.worker.zygote``); None: ``requires``.
+    #: Libraries and their heavy submodules only, no model code; modules that start threads when imported are left
+    #: to the worker (``FORK_UNSAFE``).
+    zygote_preload: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def prepare_zygote(cls) -> None:
+        """Called in the zygote after the preload: build library state that every model of this backend needs and
+        that is not a model (hibari's pronunciation lexicons). It must start no thread and load no weights."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         require_packages(*self.requires, extra=self.extra, what=f"model {spec.model_id} ({type(self).__name__})")

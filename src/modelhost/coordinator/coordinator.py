@@ -72,7 +72,12 @@ class Coordinator:
         self.envs = envs
         self.metrics = metrics
         self.admission = GpuAdmission(metrics)
-        self.supervisor = Supervisor(metrics, settings.logs_dir, lambda: sum(h.alive for h in self._handles.values()))
+        self.supervisor = Supervisor(
+            metrics,
+            settings.logs_dir,
+            lambda: sum(h.alive for h in self._handles.values()),
+            zygote_idle_timeout=lambda: self.runtime.current.zygote_idle_timeout_seconds,
+        )
         self._handles: dict[str, WorkerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owns_run_dir = settings.run_dir is None
@@ -157,6 +162,14 @@ class Coordinator:
         self.supervisor.track(load_logged())
         await asyncio.sleep(0)  # let the spawn begin, so the status says so
         return handle.status()
+
+    async def prestart_zygote(self, model: ModelEntry, keep: bool = True) -> bool:
+        """Start the zygote of ``model``'s backend now instead of with its first worker, so that the first worker
+        is already a fork (for pinned models, at start-up). ``keep``: the zygote stays while no worker of its backend
+        runs, until ``supervisor.zygotes.release(model.id)``. False when the model cannot fork (GPU, another Python
+        environment, ``zygote: false``, or its backend's zygote failed)."""
+        spec = self._spec(model, self._idle_timeout(model))
+        return await self.supervisor.prestart_zygote(spec, self._interpreter(model), keep=keep)
 
     async def infer_stream(
         self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None
@@ -575,6 +588,9 @@ class Coordinator:
     # -- introspection ---------------------------------------------------------------------------------------
     def workers(self) -> list[dict[str, Any]]:
         return [h.status() for h in sorted(self._handles.values(), key=lambda h: h.model.id) if h.alive]
+
+    def zygotes(self) -> list[dict[str, Any]]:
+        return self.supervisor.zygotes.status()
 
     def queue_depths(self) -> dict[str, int]:
         return {h.model.id: h.pending for h in self._handles.values() if h.pending}

@@ -66,6 +66,7 @@ class WorkerHandle:
             "task": self.model.task,
             "state": state,
             "pid": pid,
+            "started_by": ("zygote" if isinstance(self.process, ForkedProcess) else "spawn") if pid else None,
             "socket": self.socket_path,
             "device": self.model.device,
             "python_env": self.model.python_env,

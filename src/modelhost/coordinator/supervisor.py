@@ -49,13 +49,19 @@ PERMANENT_LOAD_CODES = frozenset(
 class Supervisor:
     """Starts and stops the worker processes of ``WorkerHandle``s; one per coordinator."""
 
-    def __init__(self, metrics: Metrics, logs_dir: Path, count_alive: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        logs_dir: Path,
+        count_alive: Callable[[], int],
+        zygote_idle_timeout: Callable[[], float] | None = None,
+    ) -> None:
         self.metrics = metrics
         self.logs_dir = logs_dir
         self._count_alive = count_alive
         self._seq = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.zygotes = ZygotePool(logs_dir)
+        self.zygotes = ZygotePool(logs_dir, zygote_idle_timeout)
 
     async def spawn(self, handle: WorkerHandle, spec: WorkerSpec, interpreter: str, startup_timeout: float) -> None:
         """Start ``handle``'s worker and wait until it is READY (``handle.client`` is then set). Raises
@@ -65,6 +71,7 @@ class Supervisor:
         log_path = self.logs_dir / f"worker-{_safe(model.id)}.log"
         started = time.monotonic()
         process = await spawn_worker(spec, token, interpreter, log_path, self.zygotes)
+        family = self.zygotes.worker_started(spec, interpreter)  # keeps the backend's zygote while it runs
         handle.process, handle.socket_path, handle.log_path = process, spec.socket_path, str(log_path)
         handle.state, handle.exit_code, handle.stop_reason = STARTING, None, None
         handle.started_at = started
@@ -72,7 +79,7 @@ class Supervisor:
         handle.exited = asyncio.Event()
         handle.client = WorkerClient(spec.socket_path, token)
         self.metrics.worker_spawns.labels(model.id).inc()
-        self.track(self._watch_exit(handle, process))
+        self.track(self._watch_exit(handle, process, family))
         how = "forked by zygote" if isinstance(process, ForkedProcess) else "spawned"
         log.info("%s worker pid=%s for %s (%s, python %s)", how, process.pid, model.id, spec.backend, interpreter)
         await self._wait_ready(handle, handle.client, started + startup_timeout, startup_timeout)
@@ -130,8 +137,10 @@ class Supervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.1)
 
-    async def _watch_exit(self, handle: WorkerHandle, process: WorkerProcess) -> None:
+    async def _watch_exit(self, handle: WorkerHandle, process: WorkerProcess, family: str | None = None) -> None:
         code = await process.wait()  # reaps the child: no zombies
+        if family is not None:
+            self.zygotes.worker_gone(family)
         if handle.process is not process:
             return
         handle.exit_code = code
@@ -167,6 +176,10 @@ class Supervisor:
         except TimeoutError:
             await self.stop(handle, "crash", grace=0)
         return handle.exit_code
+
+    async def prestart_zygote(self, spec: WorkerSpec, interpreter: str, keep: bool = True) -> bool:
+        """Start the zygote of ``spec``'s backend now (``ZygotePool.prestart``)."""
+        return await self.zygotes.prestart(spec, worker_environment(spec, ""), interpreter, keep=keep)
 
     def track(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background, kept referenced until done (cancelled by ``cancel_tasks``)."""

@@ -1,16 +1,23 @@
 """``python -m modelhost.worker.zygote SOCKET BACKEND``: a pre-imported parent that forks model workers.
 
-Started lazily by the coordinator (``modelhost.coordinator.zygote``) for one backend (``package.module:Class``) of
-the server's own interpreter. It imports the backend module and the libraries the backend ``requires`` (torch +
-sentence_transformers, onnxruntime + tokenizers, faster_whisper + ctranslate2…) without running any model code,
-then serves spawn requests on a Unix socket, one per connection:
+Started by the coordinator (``modelhost.coordinator.zygote``) for one backend (``package.module:Class``) of the
+server's own interpreter. It imports the backend module and the libraries its class names in ``zygote_preload``
+(default: ``requires``; torch + sentence_transformers, faster_whisper + ctranslate2, llama_cpp, rapidocr.main…)
+without running any model code, then serves spawn requests on a Unix socket, one per connection:
 
 * request: one JSON line ``{"env": {...}, "log": "/path/worker-x.log"}`` (the environment a plain spawn would get);
 * answer: ``{"pid": N}`` once forked, then ``{"exit": CODE}`` (a negative code: killed by that signal) when the
   child exits. The zygote reaps its children, so the coordinator learns exit codes from this connection.
 
 The child does ``setsid``, points stdin at /dev/null and stdout/stderr at the worker log, takes the environment of
-the request, sets its thread counts, and runs the normal worker main. Single-threaded on purpose (fork-safe).
+the request, restores default signal handlers, reseeds its random generators, sets its thread counts, and runs the
+normal worker main.
+
+Fork safety: the zygote must have exactly one thread when it forks (a lock held by another thread at fork time stays
+locked forever in the child; a multithreaded torch op before a fork hangs the child). So it imports with every
+thread-count variable at 1 (OpenBLAS starts its pool at import otherwise), never imports the modules of
+``FORK_UNSAFE`` (the child imports them), runs no model code, and checks its thread count after the preload: with
+more than one thread it exits with ``EXIT_NOT_FORKABLE`` and the coordinator plain-spawns that backend from then on.
 """
 
 from __future__ import annotations
@@ -23,23 +30,52 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: The thread-count variables: 1 in a zygote (a worker gets its own in its environment).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: The zygote's exit code when it cannot fork safely (a thread started during the preload): no retry.
+EXIT_NOT_FORKABLE = 3
+#: Modules a zygote never imports, with the reason; a worker forked from it imports them itself.
+FORK_UNSAFE = {
+    # onnxruntime 1.32's extension module starts a thread when it is imported (a timed wait in the library's
+    # environment); importing it in the child costs 0.04-0.1 s once numpy is loaded.
+    "onnxruntime": "its import starts a thread",
+}
+
+
+def preload_modules(backend: str) -> list[str]:
+    """The modules a zygote for ``backend`` imports: the backend's module, then its ``zygote_preload``."""
+    module_name, _, class_name = backend.partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    listed: tuple[str, ...] | None = getattr(cls, "zygote_preload", None)
+    wanted: tuple[str, ...] = getattr(cls, "requires", ()) if listed is None else listed
+    return [module_name, *(name for name in wanted if name.split(".")[0] not in FORK_UNSAFE)]
 
 
 def preload(backend: str) -> list[str]:
-    """Import ``backend``'s module and the packages its class requires; returns the modules imported."""
-    module_name, _, class_name = backend.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, class_name)
-    done = [module_name]
-    for name in getattr(cls, "requires", ()):
+    """Import ``backend``'s module and the libraries it preloads (never ``FORK_UNSAFE``), then run the class's
+    ``prepare_zygote``; returns the modules."""
+    done = preload_modules(backend)
+    for name in done[1:]:
         importlib.import_module(name)
-        done.append(name)
     import modelhost.worker.server  # noqa: F401  (the worker's own imports: aiohttp/uvloop…)
 
+    module_name, _, class_name = backend.partition(":")
+    prepare = getattr(getattr(sys.modules[module_name], class_name), "prepare_zygote", None)
+    if prepare is not None:
+        prepare()
     return done
+
+
+def thread_names() -> list[str]:
+    """The names of this process's threads (Linux); one entry per thread."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    return names
 
 
 def _exit_code(status: int) -> int:
@@ -67,9 +103,8 @@ def _run_child(request: dict[str, Any]) -> None:
         env_spec = json.loads(env["MODELHOST_WORKER_SPEC"])
         env_spec["forked"] = True
         os.environ["MODELHOST_WORKER_SPEC"] = json.dumps(env_spec)
-        threads = int(env_spec.get("threads") or 1)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
+        _reseed()
+        _set_threads(int(env_spec.get("threads") or 1))
         from modelhost.worker.__main__ import main
 
         main()
@@ -86,6 +121,33 @@ def _run_child(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
+def _reseed() -> None:
+    """Fresh random state per worker (forked children would otherwise share the zygote's): Python's ``random``
+    (also reseeded by its own fork hook) and numpy's global generator when loaded, from the OS, as in a spawned
+    worker. torch keeps its fixed default seed, as a spawned worker does."""
+    import random
+
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
+def _set_threads(threads: int) -> None:
+    """The worker's thread budget. The libraries the zygote loaded read the thread variables when they were
+    loaded, with 1: torch is told directly, and the BLAS/OpenMP pools through threadpoolctl when more than one
+    thread is wanted. Libraries imported in the child (onnxruntime) read the child's environment; ctranslate2 and
+    llama.cpp take the count from the backend."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    if threads > 1:
+        with contextlib.suppress(Exception):
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
+
+            threadpool_limits(limits=threads)
+
+
 def with_flush() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
@@ -94,8 +156,22 @@ def with_flush() -> None:
 
 def serve(socket_path: str, backend: str) -> None:
     parent = os.getppid()
+    for var in THREAD_VARS:  # before any import: OpenBLAS would start its threads at numpy's import
+        os.environ[var] = "1"
+    started = time.perf_counter()
     imported = preload(backend)
-    sys.stderr.write(f"zygote pid={os.getpid()} for {backend}: imported {', '.join(imported)}\n")
+    threads = thread_names()
+    if len(threads) > 1:
+        sys.stderr.write(
+            f"zygote pid={os.getpid()} for {backend} cannot fork safely: {len(threads)} threads after importing "
+            f"{', '.join(imported)}; its models are plain-spawned\n"
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_NOT_FORKABLE)
+    sys.stderr.write(
+        f"zygote pid={os.getpid()} for {backend}: imported {', '.join(imported)} in "
+        f"{time.perf_counter() - started:.2f} s\n"
+    )
     sys.stderr.flush()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = socket_path + ".tmp"

@@ -50,6 +50,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         "version": modelhost.__version__,
         "pid": os.getpid(),
         "workers": coordinator.workers(),
+        "zygotes": coordinator.zygotes(),
         "gpu_lock": coordinator.gpu_lock(),
         "gpu_policy": services.runtime.current.gpu_policy,
         "queue_depth": coordinator.queue_depths(),

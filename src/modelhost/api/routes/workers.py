@@ -20,9 +20,9 @@ class WarmUp(BaseModel):
     wait: bool = Field(True, description="answer once the worker is ready (false: answer at once, load on)")
 
 
-@router.get("/v1/workers", summary="Running workers")
+@router.get("/v1/workers", summary="Running workers (and the zygotes that fork them)")
 async def list_workers(coordinator: CoordinatorDep) -> dict[str, Any]:
-    return {"object": "list", "data": coordinator.workers()}
+    return {"object": "list", "data": coordinator.workers(), "zygotes": coordinator.zygotes()}
 
 
 @router.get("/v1/workers/{model_id:path}/info", summary="A worker's own report", responses=error_responses(404))
