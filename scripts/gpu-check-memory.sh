@@ -13,7 +13,7 @@ export MODELHOST_TEST_DEVICE=${MODELHOST_TEST_DEVICE:-cuda}
 # the test writes the measured footprints, the budget, the eviction counts and the sampler's maximum here
 export MODELHOST_TEST_REPORT=${MODELHOST_TEST_REPORT:-$(mktemp)}
 status=0
-PYTHONPATH=src timeout 290 "$PY" -m pytest -x -q -p no:cacheprovider tests/e2e/test_memory_admission.py || status=$?
+PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} timeout 290 "$PY" -m pytest -x -q -p no:cacheprovider tests/e2e/test_memory_admission.py || status=$?
 cat "$MODELHOST_TEST_REPORT"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 exit $status

@@ -297,10 +297,13 @@ def test_pinned_model_is_never_evicted_and_what_cannot_fit_fails_fast(mem_server
     check_embeddings(embed(server, "mem-a"))
     assert server.worker("mem-a")["pid"] == pid  # type: ignore[index]
 
-    # unpinned (its worker restarts on next use), the other model evicts it and is served
+    # unpinned: the same worker keeps serving (pinning is not a change it restarts for) with the default idle
+    # timeout again, and the other model now evicts it and is served
     with server.client() as http:
         assert http.patch("/v1/models/mem-a", json={"pinned": False}).json()["pinned"] is False
     check_embeddings(embed(server, "mem-a"))
+    assert server.worker("mem-a")["pid"] == pid  # type: ignore[index]
+    assert server.worker("mem-a")["idle_timeout"] != -1  # type: ignore[index]
     check_embeddings(embed(server, "mem-b"))
     assert server.worker("mem-a") is None
     assert evictions(server).get("mem-a") == 1

@@ -286,3 +286,26 @@ def test_stopping_a_busy_worker_answers_its_request_503(own_server: ServerProces
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "worker_stopped"
     assert embed(own_server, "busy", "after").status_code == 200
+
+
+def test_model_change_restarts_its_worker_and_retries_the_request_it_caught(own_server: ServerProcess) -> None:
+    add_model(own_server, "changing", SLEEPY)
+    assert embed(own_server, "changing", "warm").status_code == 200
+    pid = own_server.worker("changing")["pid"]  # type: ignore[index]
+    with own_server.client() as http:  # fields a running worker does not depend on: the same worker goes on
+        assert http.patch("/v1/models/changing", json={"description": "renamed", "idle_timeout_seconds": 30}).is_success
+    assert embed(own_server, "changing", "same").status_code == 200
+    assert own_server.worker("changing")["pid"] == pid  # type: ignore[index]
+    assert own_server.worker("changing")["idle_timeout"] == 30  # type: ignore[index]
+
+    with ThreadPoolExecutor(1) as pool:  # an option changes while a request runs: it is answered by the new worker
+        pending = pool.submit(embed, own_server, "changing", "sleep:3")
+        assert own_server.wait_for(lambda: (own_server.worker("changing") or {}).get("in_flight") == 1, timeout=5)
+        with own_server.client() as http:
+            assert http.patch("/v1/models/changing", json={"options": {"load_seconds": 0.1}}).is_success
+        response = pending.result(timeout=30)
+    assert response.status_code == 200, response.text
+    assert process_gone(pid)
+    worker = own_server.worker("changing")
+    assert worker is not None
+    assert worker["pid"] != pid

@@ -150,3 +150,26 @@ def test_a_backend_whose_import_starts_a_thread_is_never_forked(own_server: Serv
     server_log = Path(own_server.log_path).read_text()
     assert server_log.count("cannot fork safely") == 1  # recognised once, then plain spawns without retries
     assert log.read_text().count("zygote pid=") == 1
+
+
+def test_a_pinned_models_zygote_starts_with_the_server_and_unpinning_releases_it(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        add_model(server, "pinned-onnx", {**ONNX, "pinned": True})
+        # pinning through the catalog starts its backend's zygote before any request
+        assert server.wait_for(lambda: ready_zygote(server) is not None, timeout=60)
+    finally:
+        server.stop()
+    server = ServerProcess(tmp_path / "data").start()  # a restart: the pinned model's zygote comes up with it
+    try:
+        assert server.wait_for(lambda: ready_zygote(server) is not None, timeout=60)
+        assert server.worker("pinned-onnx") is None  # a zygote, not a worker: nothing is loaded yet
+        assert embed(server, "pinned-onnx").status_code == 200
+        assert started(server, "zygote", "pinned-onnx")  # the first worker is already a fork
+        with server.client() as http:  # unpinned, with no worker left: its zygote stops on its idle timeout
+            assert http.patch("/v1/settings", json={"zygote_idle_timeout_seconds": 1}).status_code == 200
+            assert http.patch("/v1/models/pinned-onnx", json={"pinned": False}).status_code == 200
+            assert http.delete("/v1/workers/pinned-onnx").status_code == 200
+        assert server.wait_for(lambda: not zygotes(server), timeout=30)
+    finally:
+        server.stop()

@@ -46,7 +46,7 @@ def test_builtins_registered_and_user_tuning_kept(engine: Engine) -> None:
 def test_catalog_crud(engine: Engine) -> None:
     catalog = make_catalog(engine, envs={"other"})
     changed: list[str] = []
-    catalog.on_change.append(changed.append)
+    catalog.on_change.append(lambda model_id, _entry: changed.append(model_id))
     created = catalog.create(
         ModelCreate(
             id="org/my-model",
@@ -69,7 +69,7 @@ def test_catalog_crud(engine: Engine) -> None:
     fresh.load()
     assert fresh.get_or_raise("org/my-model").device == "cuda:1"
     catalog.delete("org/my-model")
-    assert changed == ["org/my-model", "org/my-model"]
+    assert changed == ["org/my-model"] * 3  # created, updated, deleted
     with pytest.raises(ModelNotFound):
         catalog.get_or_raise("org/my-model")
     with pytest.raises(Conflict, match="built in"):

@@ -106,7 +106,7 @@ class Catalog:
         self.policy = policy or CodePolicy()
         self._entries: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
-        self.on_change: list[Callable[[str], None]] = []
+        self.on_change: list[Callable[[str, ModelEntry | None], None]] = []  # (id, new entry or None: removed)
 
     def load(self) -> None:
         """Read the whole table (at start; writes through this catalog keep the mirror current themselves)."""
@@ -176,6 +176,7 @@ class Catalog:
             except IntegrityError:  # another process inserted the same id between our read and our insert
                 raise exists from None
             self._entries = {**self._entries, entry.id: entry}
+        self._changed(entry.id)
         return entry
 
     def update(self, model_id: str, changes: ModelUpdate) -> ModelEntry:
@@ -233,8 +234,9 @@ class Catalog:
         self._changed(model_id)
 
     def _changed(self, model_id: str) -> None:
+        entry = self._entries.get(model_id)
         for callback in self.on_change:
-            callback(model_id)
+            callback(model_id, entry)
 
     def _validate(self, task: str, backend: str, python_env: str | None) -> None:
         if task not in TASKS:

@@ -79,6 +79,7 @@ class Coordinator:
             zygote_idle_timeout=lambda: self.runtime.current.zygote_idle_timeout_seconds,
         )
         self._handles: dict[str, WorkerHandle] = {}
+        self._latest: dict[str, ModelEntry] = {}  # the newest catalog entry per changed model
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owns_run_dir = settings.run_dir is None
         self.run_dir = Path(settings.run_dir) if settings.run_dir else Path()
@@ -296,7 +297,7 @@ class Coordinator:
         code = await self.supervisor.exit_code_after_failure(handle)
         if handle.stop_reason == "timeout":
             return InferenceTimeout(f"model {model_id!r}: its worker was stopped after the request timeout")
-        if (code == EXIT_IDLE and handle.stop_reason is None) or handle.stop_reason == "evicted":
+        if (code == EXIT_IDLE and handle.stop_reason is None) or handle.stop_reason in ("evicted", "changed"):
             return _WorkerWentIdle()  # a fresh worker can take it
         if handle.stop_reason in ("stopped", "shutdown"):
             return ModelUnavailable(
@@ -334,6 +335,9 @@ class Coordinator:
 
     # -- workers ---------------------------------------------------------------------------------------------
     def _handle(self, model: ModelEntry) -> WorkerHandle:
+        latest = self._latest.get(model.id)
+        if latest is not None and not _same_worker(latest, model):  # a request that still holds an old entry
+            model = latest
         handle = self._handles.get(model.id)
         if handle is None:
             handle = WorkerHandle(key=worker_key(model), model=model)
@@ -558,10 +562,47 @@ class Coordinator:
         await self.supervisor.stop(handle, "stopped")
         return True
 
-    def model_changed(self, model_id: str) -> None:
-        """Catalog callback (any thread): a changed or removed model's worker must not keep serving."""
-        if self._loop is not None and model_id in self._handles:
-            self._loop.call_soon_threadsafe(lambda: self.supervisor.track(self.stop_worker(model_id)))
+    def model_changed(self, model_id: str, entry: ModelEntry | None = None) -> None:
+        """Catalog callback (any thread). A removed model's worker stops; a changed one stops too (its next request
+        starts it from the new entry; a request caught by that stop is retried on the fresh worker), unless only
+        fields a running worker does not depend on changed (pinned, idle timeout, memory figures, description):
+        then the worker keeps running under the new entry. Pinning keeps its backend's zygote started."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(lambda: self.supervisor.track(self._apply_change(model_id, entry)))
+
+    async def _apply_change(self, model_id: str, entry: ModelEntry | None) -> None:
+        if entry is None:
+            self._latest.pop(model_id, None)
+        else:
+            self._latest[model_id] = entry  # a request still holding the old entry spawns from this one
+        handle = self._handles.get(model_id)
+        old = handle.model if handle is not None else None
+        if entry is not None and entry.pinned and (old is None or not old.pinned):
+            with contextlib.suppress(ModelhostError):
+                await self.prestart_zygote(entry, keep=True)
+        elif entry is None or not entry.pinned:
+            self.supervisor.zygotes.release(model_id)
+        if handle is None or old is None:
+            return
+        if entry is not None and _same_worker(old, entry):
+            handle.model, handle.next_model = entry, None
+            handle.idle_timeout = self._idle_timeout(entry)
+            return
+        if entry is not None:
+            handle.next_model = entry
+        if handle.alive:
+            if handle.state == READY:
+                await self._measure(handle, after_load=False)
+            # changed: a request caught by the stop is retried on a fresh worker; removed: it answers 503
+            await self.supervisor.stop(handle, "changed" if entry is not None else "stopped", grace=1)
+
+    async def prestart_pinned(self, entries: list[ModelEntry]) -> None:
+        """At start-up: the zygotes of pinned models' backends, so their first worker is already a fork."""
+        for entry in entries:
+            if entry.pinned:
+                with contextlib.suppress(ModelhostError):
+                    await self.prestart_zygote(entry, keep=True)
 
     async def worker_info(self, model_id: str) -> dict[str, Any] | None:
         handle = self._handles.get(model_id)
@@ -656,6 +697,26 @@ def _mib(value: int) -> str:
 
 def _gpu_text(gpu: int) -> str:
     return f" and {_mib(gpu)} of GPU memory" if gpu else ""
+
+
+#: Catalog fields a running worker does not depend on: changing them keeps it running.
+_LIVE_FIELDS = frozenset(
+    {
+        "pinned",
+        "idle_timeout_seconds",
+        "memory_estimate_mb",
+        "memory_measured_mb",
+        "memory_peak_mb",
+        "gpu_memory_measured_mb",
+        "gpu_memory_peak_mb",
+        "description",
+        "created_at",
+    }
+)
+
+
+def _same_worker(old: ModelEntry, new: ModelEntry) -> bool:
+    return old.model_dump(exclude=set(_LIVE_FIELDS)) == new.model_dump(exclude=set(_LIVE_FIELDS))
 
 
 def worker_key(model: ModelEntry) -> str:
