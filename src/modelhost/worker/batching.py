@@ -3,6 +3,10 @@
 No fixed delay is added by default: a lone request runs at once, and everything that queued up behind a running
 batch forms the next one (up to ``max_batch_size`` requests). ``batch_wait_ms`` > 0 additionally holds the first
 request of a batch for that long to collect more.
+
+A batch of one runs on the event loop's own thread when ``inline_when()`` says the inference thread is idle: a lone
+request skips the hop to the inference thread and back (two thread wake-ups), and whatever arrives meanwhile waits
+in the socket and forms the next batch, which runs on the inference thread while the loop reads more.
 """
 
 from __future__ import annotations
@@ -45,9 +49,18 @@ class BatchStats:
 
 
 class Batcher:
-    def __init__(self, infer_batch: BatchFn, executor: Executor, *, max_batch_size: int, wait_ms: float) -> None:
+    def __init__(
+        self,
+        infer_batch: BatchFn,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        wait_ms: float,
+        inline_when: Callable[[], bool] | None = None,
+    ) -> None:
         self._infer_batch = infer_batch
         self._executor = executor
+        self._inline_when = inline_when
         self._max = max(1, max_batch_size)
         self._wait = max(0.0, wait_ms) / 1000.0
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = asyncio.Queue()
@@ -81,7 +94,10 @@ class Batcher:
             self.stats.record(len(batch))
             payloads = [payload for payload, _ in batch]
             try:
-                results = await loop.run_in_executor(self._executor, self._infer_batch, payloads)
+                if len(batch) == 1 and self._inline_when is not None and self._inline_when():
+                    results = self._infer_batch(payloads)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._infer_batch, payloads)
             except Exception as exc:
                 if len(batch) == 1:
                     self._fail(batch[0][1], exc)
