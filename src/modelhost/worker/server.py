@@ -48,10 +48,16 @@ try:  # orjson is faster, but a worker environment may not have it
     def _dumps(obj: Any) -> bytes:
         return orjson.dumps(obj)
 
+    def _parse_json(data: bytes | bytearray) -> Any:
+        return orjson.loads(data)
+
 except ImportError:  # pragma: no cover - depends on the environment
 
     def _dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
+
+    def _parse_json(data: bytes | bytearray) -> Any:
+        return json.loads(data)
 
 
 log = logging.getLogger(__name__)
@@ -471,7 +477,7 @@ def _file_paths(value: Any) -> dict[str, Path]:
 
 def _loads(data: bytes | bytearray) -> Any:
     try:
-        return json.loads(data)
+        return _parse_json(data)
     except ValueError as exc:
         raise BadInput(f"invalid JSON: {exc}", code="invalid_json") from exc
 
