@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,13 +68,14 @@ class Direct:
             self.onnx.encode(["hello world"])
         self.st.encode(SENTENCES[:64], batch_size=32)
 
-    def one(self, onnx: bool) -> float:
-        t = time.perf_counter()
+    def one(self, onnx: bool) -> tuple[float, int]:
+        """Wall seconds and CPU nanoseconds (this thread: one intra-op thread runs in the caller) of one sentence."""
+        t, cpu = time.perf_counter(), time.thread_time_ns()
         if onnx:
             self.onnx.encode(["hello world"])
         else:
             self.st.encode(["hello world"])
-        return time.perf_counter() - t
+        return time.perf_counter() - t, time.thread_time_ns() - cpu
 
     def batch(self, sentences: list[str]) -> float:
         t = time.perf_counter()
@@ -81,11 +83,33 @@ class Direct:
         return time.perf_counter() - t
 
 
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time used so far by every thread of ``pids`` (nanoseconds, from the scheduler's accounting). Unlike wall
+    time, it hardly changes when other work on the machine competes for the cores."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(stat.read_text().split()[0])
+    return total
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes of a process group (a peer and the processes it started)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
 def latency(
-    direct: Direct, ports: list[int], model: str, n: int, path: str = "/v1/embeddings"
-) -> tuple[list[float], list[list[float]]]:
+    direct: Direct, ports: list[int], model: str, n: int, path: str, pids: list[Callable[[], list[int]]]
+) -> tuple[list[float], list[list[float]], list[float]]:
     """One-sentence latency of the direct call and of each server, interleaved request by request, so that load
-    from elsewhere on the machine falls on all alike."""
+    from elsewhere on the machine falls on all alike; and the CPU each server's processes (``pids``) used per request
+    beyond the direct call's CPU (milliseconds)."""
     onnx = model.endswith("onnx")
     body = json.dumps({"model": model, "input": "hello world"})
     headers = {"Content-Type": "application/json"}
@@ -97,9 +121,14 @@ def latency(
         warm.close()
     conns = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
     direct_times: list[float] = []
+    direct_cpu = 0
     served: list[list[float]] = [[] for _ in ports]
+    processes = [get() for get in pids]
+    cpu_before = [cpu_ns(group) for group in processes]
     for _ in range(n):
-        direct_times.append(direct.one(onnx))
+        wall, cpu = direct.one(onnx)
+        direct_times.append(wall)
+        direct_cpu += cpu
         for conn, times in zip(conns, served, strict=True):
             t = time.perf_counter()
             conn.request("POST", path, body, headers)
@@ -107,9 +136,12 @@ def latency(
             response.read()
             times.append(time.perf_counter() - t)
             assert response.status == 200
+    cpu_added = [
+        (cpu_ns(group) - before - direct_cpu) / n / 1e6 for group, before in zip(processes, cpu_before, strict=True)
+    ]
     for conn in conns:
         conn.close()
-    return direct_times, served
+    return direct_times, served, cpu_added
 
 
 def throughput(
@@ -245,7 +277,7 @@ def run_peer(peer: Peer, venv: Path, direct: Direct, args: argparse.Namespace, l
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{peer.name} did not become healthy in 300 s")
             time.sleep(0.5)
-        return measure(direct, [port], "all-minilm-l6-v2", args, peer.path)[0]
+        return measure(direct, [port], "all-minilm-l6-v2", args, [lambda: group_pids(process.pid)], peer.path)[0]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)  # the peer and the processes it started (LitServe's workers)
@@ -268,6 +300,7 @@ def free_port() -> int:
 class Measured:
     direct_latency: list[float]
     latency: list[float]
+    cpu_added_ms: float  # CPU per one-sentence request in the server's processes beyond the direct call's
     throughput: float  # sentences/s through the server
     direct_throughput: float  # direct encode(batch_size=32), interleaved with it
 
@@ -277,26 +310,29 @@ def measure(
     ports: list[int],
     model: str,
     args: argparse.Namespace,
+    pids: list[Callable[[], list[int]]],
     path: str = "/v1/embeddings",
     tput: bool = True,
 ) -> list[Measured]:
     """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call."""
-    direct_latency, served = latency(direct, ports, model, args.requests, path)
+    direct_latency, served, cpu = latency(direct, ports, model, args.requests, path, pids)
     if not tput:
-        return [Measured(direct_latency, times, 0.0, 0.0) for times in served]
+        return [Measured(direct_latency, times, added, 0.0, 0.0) for times, added in zip(served, cpu, strict=True)]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     server_tputs, direct_tput = throughput(direct, urls, model, args.sentences, args.rounds, path)
     return [
-        Measured(direct_latency, times, tput, direct_tput) for times, tput in zip(served, server_tputs, strict=True)
+        Measured(direct_latency, times, added, tput, direct_tput)
+        for times, added, tput in zip(served, cpu, server_tputs, strict=True)
     ]
 
 
-def latency_line(name: str, direct: list[float], served: list[float]) -> str:
+def latency_line(name: str, measured: Measured) -> str:
+    direct, served = measured.direct_latency, measured.latency
     d50, s50 = statistics.median(direct) * 1000, statistics.median(served) * 1000
     d90, s90 = percentile(direct, 0.9) * 1000, percentile(served, 0.9) * 1000
     return (
         f"{name:22s} 1-sentence latency p50: direct {d50:.2f} ms, server {s50:.2f} ms, "
-        f"added {s50 - d50:+.2f} ms (p90 added {s90 - d90:+.2f} ms)"
+        f"added {s50 - d50:+.2f} ms (p90 added {s90 - d90:+.2f} ms); CPU added {measured.cpu_added_ms:.2f} ms/request"
     )
 
 
@@ -329,8 +365,21 @@ def main() -> None:
             for server in servers:
                 server.start()
             ports = [server.port for server in servers]
-            onnx_all = measure(direct, ports, "all-minilm-l6-v2-onnx", args, tput=False)
-            st_all = measure(direct, ports, "all-minilm-l6-v2", args)
+
+            def processes(server: ServerProcess, model: str) -> Callable[[], list[int]]:
+                def get() -> list[int]:
+                    worker = server.client().get(f"/v1/workers/{model}/info").json()
+                    return [server.process.pid, worker["pid"]] if server.process else []
+
+                return get
+
+            onnx_all = measure(
+                direct, ports, "all-minilm-l6-v2-onnx", args, [processes(s, "all-minilm-l6-v2-onnx") for s in servers],
+                tput=False,
+            )  # fmt: skip
+            st_all = measure(
+                direct, ports, "all-minilm-l6-v2", args, [processes(s, "all-minilm-l6-v2") for s in servers]
+            )
             infos = [server.client().get("/v1/workers/all-minilm-l6-v2/info").json() for server in servers]
         finally:
             for server in servers:
@@ -350,8 +399,8 @@ def main() -> None:
 
     print("== embeddings: modelhost vs direct library call (1 intra-op thread each; interleaved) ==")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
-    print(latency_line("sentence-transformers", st.direct_latency, st.latency))
-    print(latency_line("onnx int8", onnx.direct_latency, onnx.latency))
+    print(latency_line("sentence-transformers", st))
+    print(latency_line("onnx int8", onnx))
     print(
         f"throughput, 32 concurrent clients x 1 sentence: server {st.throughput:.0f} sent/s vs direct "
         f"encode(batch_size=32) {st.direct_throughput:.0f} sent/s -> ratio {st.throughput / st.direct_throughput:.3f}"
@@ -361,8 +410,8 @@ def main() -> None:
     if args.baseline:
         st_base, onnx_base, base_batching = st_all[1], onnx_all[1], infos[1].get("batching") or {}
         print(f"-- baseline {args.baseline}, measured in the same loops --")
-        print(latency_line("sentence-transformers", st_base.direct_latency, st_base.latency))
-        print(latency_line("onnx int8", onnx_base.direct_latency, onnx_base.latency))
+        print(latency_line("sentence-transformers", st_base))
+        print(latency_line("onnx int8", onnx_base))
         print(
             f"throughput: baseline {st_base.throughput:.0f} sent/s -> ratio "
             f"{st_base.throughput / st_base.direct_throughput:.3f}; mean batch {base_batching.get('mean_size')}"
@@ -372,7 +421,7 @@ def main() -> None:
             print(f"{name:10s} not measured: {outcome}")
             continue
         ratio = outcome.throughput / outcome.direct_throughput
-        print(latency_line(f"{name} (torch)", outcome.direct_latency, outcome.latency))
+        print(latency_line(f"{name} (torch)", outcome))
         print(
             f"{name:10s} throughput {outcome.throughput:.0f} sent/s vs direct {outcome.direct_throughput:.0f} sent/s "
             f"-> ratio {ratio:.3f}; modelhost's ratio / {name}'s = {st.throughput / st.direct_throughput / ratio:.3f}x"
