@@ -4,6 +4,11 @@ No fixed delay is added by default: a lone request runs at once, and everything 
 batch forms the next one (up to ``max_batch_size`` requests). ``batch_wait_ms`` > 0 additionally holds the first
 request of a batch for that long to collect more.
 
+Under load — when the last batch merged several requests — the next batch waits up to half the last batch's
+duration (at most 5 ms) until as many requests are queued as that batch held: the requests just answered are on
+their way back, and waiting for them keeps batches full instead of letting them shrink to whatever trickled in
+during the last run. A lone request (last batch of one) never waits.
+
 A batch of one runs on the event loop's own thread when ``inline_when()`` says the inference thread is idle: a lone
 request skips the hop to the inference thread and back (two thread wake-ups), and whatever arrives meanwhile waits
 in the socket and forms the next batch, which runs on the inference thread while the loop reads more.
@@ -21,6 +26,9 @@ from typing import Any
 from modelhost.errors import BadInput
 
 log = logging.getLogger(__name__)
+
+#: The longest a batch waits for more requests under load (when ``batch_wait_ms`` is 0).
+UNDER_LOAD_WAIT_S = 0.005
 
 BatchFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
@@ -77,11 +85,19 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        last_size, last_seconds = 1, 0.0
         while True:
             batch = [await self._queue.get()]
-            if self._wait:
-                deadline = time.monotonic() + self._wait
-                while len(batch) < self._max and (remaining := deadline - time.monotonic()) > 0:
+            wait = self._wait
+            if not wait and last_size > 1:
+                # Under load (the last batch merged several requests), the requests that were in it are on their
+                # way back: wait up to half the last batch's time (at most UNDER_LOAD_WAIT_S) for the queue to
+                # reach that size again, so batches stay full. A lone request never waits.
+                wait = min(UNDER_LOAD_WAIT_S, last_seconds / 2)
+            if wait:
+                target = self._max if self._wait else min(self._max, last_size)
+                deadline = time.monotonic() + wait
+                while len(batch) + self._queue.qsize() < target and (remaining := deadline - time.monotonic()) > 0:
                     try:
                         batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                     except TimeoutError:
@@ -93,6 +109,7 @@ class Batcher:
                 continue
             self.stats.record(len(batch))
             payloads = [payload for payload, _ in batch]
+            last_size, started = len(batch), time.perf_counter()
             try:
                 if len(batch) == 1 and self._inline_when is not None and self._inline_when():
                     results = self._infer_batch(payloads)
@@ -112,6 +129,7 @@ class Batcher:
                         if not fut.done():
                             fut.set_result(result)
                 continue
+            last_seconds = time.perf_counter() - started
             for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)
