@@ -262,7 +262,12 @@ def run_peer(peer: Peer, venv: Path, direct: Direct, args: argparse.Namespace, l
     log_path = log_dir / f"{peer.name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            peer.command(venv, port, model_path), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            peer.command(venv, port, model_path),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=log_dir,  # Infinity makes a cache folder in its working directory
         )
     try:
         deadline = time.monotonic() + 300
