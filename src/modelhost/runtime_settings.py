@@ -67,7 +67,10 @@ class RuntimeSettings(BaseModel):
         0,
         ge=0,
         le=1000,
-        description="extra wait to fill a batch; 0 batches only what queued behind a running batch",
+        description=(
+            "extra wait to fill a batch; 0: a lone request never waits, and under load (the last batch merged several "
+            "requests) a batch waits at most 5 ms for as many requests as the last one held"
+        ),
     )
     embeddings_max_inputs: int = Field(2048, ge=1, le=100_000, description="most inputs in one embeddings request")
     embeddings_max_input_chars: int = Field(

@@ -82,3 +82,22 @@ def test_stats(size: int) -> None:
     stats = run(main())
     assert stats["requests"] == 3
     assert stats["max_size"] == size
+
+
+def test_under_load_the_next_batch_waits_for_the_requests_on_their_way_back() -> None:
+    """After a batch of 4, three requests arriving one after another (the batcher runs between them) form one batch:
+    it waits (up to 5 ms) for the queue to refill rather than running a batch of 1 and then the rest."""
+    calls: list[int] = []
+
+    async def main() -> None:
+        batcher = Batcher(doubling(calls), ThreadPoolExecutor(1), max_batch_size=64, wait_ms=0)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit({"x": i}) for i in range(4)))
+        trickle = []
+        for i in range(3):
+            trickle.append(asyncio.ensure_future(batcher.submit({"x": i})))
+            await asyncio.sleep(0)
+        await asyncio.gather(*trickle)
+
+    run(main())
+    assert calls == [4, 3]

@@ -32,6 +32,7 @@ from modelhost.api.routes import (
 )
 from modelhost.api.routes import jobs as jobs_routes
 from modelhost.api.routes import settings as settings_routes
+from modelhost.api.routes.embeddings import PATH, EmbeddingsFastPath
 from modelhost.api.upload_limit import UploadLimitMiddleware
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
@@ -95,6 +96,10 @@ def create_app(settings: Settings) -> FastAPI:
     ):
         app.include_router(router)
     mount_dashboard(app)
+    # Innermost: the embeddings route's lean path, behind everything below (its route labels the metrics).
+    app.add_middleware(
+        EmbeddingsFastPath, route=next(r for r in embeddings.router.routes if getattr(r, "path", "") == PATH)
+    )
     # Outermost first: metrics see every answer, auth runs before the body is read.
     app.add_middleware(UploadLimitMiddleware, limit=settings.max_concurrent_uploads)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_request_bytes)

@@ -59,12 +59,23 @@ def without_validation_422(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def modelhost_error_body(exc: ModelhostError) -> dict[str, Any]:
+    """The envelope of a ``ModelhostError`` (answered with ``exc.status_code`` and ``exc.headers``)."""
+    if exc.status_code >= 500:
+        log.warning("%s: %s", type(exc).__name__, exc.message)
+    return exc.envelope()
+
+
+def unexpected_error_body(exc: Exception) -> dict[str, Any]:
+    """The envelope of an unexpected exception (answered 500); the traceback goes to the log."""
+    log.error("unhandled error", exc_info=exc)
+    return error_envelope(f"internal error: {type(exc).__name__}", "server_error", code="internal_error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelhostError)
     async def _modelhost_error(_request: Request, exc: ModelhostError) -> JSONResponse:
-        if exc.status_code >= 500:
-            log.warning("%s: %s", type(exc).__name__, exc.message)
-        return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(modelhost_error_body(exc), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -95,6 +106,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        message = f"internal error: {type(exc).__name__}"
-        return JSONResponse(error_envelope(message, "server_error", code="internal_error"), status_code=500)
+        return JSONResponse(unexpected_error_body(exc), status_code=500)

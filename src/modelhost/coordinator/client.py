@@ -1,13 +1,19 @@
-"""HTTP client for one worker, over its Unix socket (aiohttp: 0.19 ms p50 measured, 4x faster than httpx).
+"""Client for one worker, over its Unix sockets.
 
-Requests are JSON (files travel as paths the worker opens: same host, same user); answers are length-prefixed
-frames (``modelhost.worker.frames``), so binary results arrive as bytes with no line limit and no base64.
+Inference goes over one long-lived connection to the worker's inference socket (``modelhost.worker.frames``):
+requests are multiplexed on it by request id, so concurrent calls neither open connections nor wait for each other,
+and an answer costs one write and one read of length-prefixed frames (binary results as raw bytes, no HTTP, no
+base64). Requests are JSON (files travel as paths the worker opens: same host, same user). ``/healthz``, ``/info``
+and ``/shutdown`` stay on the worker's HTTP socket (aiohttp), off the hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+import collections
+import contextlib
+import itertools
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,6 @@ from modelhost.worker import frames
 from modelhost.worker.protocol import TOKEN_HEADER
 
 StreamItem = tuple[int, dict[str, Any] | bytes]
-_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class WorkerProtocolError(Exception):
@@ -29,12 +34,17 @@ class WorkerProtocolError(Exception):
 class WorkerClient:
     def __init__(self, socket_path: str, token: str) -> None:
         self.socket_path = socket_path
+        self._token = token
         self._session = aiohttp.ClientSession(
             base_url="http://worker",
-            connector=aiohttp.UnixConnector(path=socket_path, limit=1024, force_close=False),
+            connector=aiohttp.UnixConnector(path=socket_path, limit=16, force_close=False),
             headers={TOKEN_HEADER: token},
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        self._stream: _InferStream | None = None
+        self._connecting: asyncio.Lock | None = None
+        self._ids = itertools.count(1)
+        self._closed = False
 
     async def health(self, timeout: float = 2.0) -> dict[str, Any]:
         async with self._session.get("/healthz", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
@@ -54,15 +64,14 @@ class WorkerClient:
         idle_timeout: float,
         files: Mapping[str, Path] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """POST /infer → ``(status, body)``: the result envelope (binary values as ``bytes``) when the status is
+        """One request → ``(status, body)``: the result envelope (binary values as ``bytes``) when the status is
         200, else the error envelope. A cut answer raises ``WorkerProtocolError``."""
         envelope = encode_envelope(payload, request_id, idle_timeout, files, stream=False)
-        async with self._session.post("/infer", data=envelope, headers=_JSON_HEADERS) as resp:
-            if resp.status != 200 or resp.content_type != frames.MEDIA_TYPE:
-                return resp.status, await _error_body(resp)
+        async with self._call(envelope) as call:
             result: dict[str, Any] | None = None
             blobs: list[bytes] = []
-            async for kind, data in read_frames(resp.content):
+            while True:
+                kind, data = await call.next()
                 if kind == frames.JSON:
                     result = orjson.loads(data)
                 elif kind == frames.BYTES:
@@ -73,7 +82,8 @@ class WorkerClient:
                 elif result is not None:  # DONE
                     joined: dict[str, Any] = frames.join_binary(result, blobs)
                     return 200, joined
-            raise WorkerProtocolError("the worker's answer ended before it was complete")
+                else:
+                    raise WorkerProtocolError("the worker's answer ended before its result")
 
     async def infer_stream(
         self,
@@ -83,15 +93,14 @@ class WorkerClient:
         idle_timeout: float,
         files: Mapping[str, Path] | None = None,
     ) -> AsyncGenerator[StreamItem, None]:
-        """POST /infer with ``stream``: yields ``(status, item)``. While status is 200 ``item`` is a partial result
-        (a dict, or bytes for a binary chunk); a failure is one last ``(status, error envelope)``. The generator ends
-        normally only after the worker's ``DONE`` frame; a cut connection raises ``WorkerProtocolError``."""
+        """A streamed request: yields ``(status, item)``. While status is 200 ``item`` is a partial result (a dict,
+        or bytes for a binary chunk); a failure is one last ``(status, error envelope)``. The generator ends
+        normally only after the worker's ``DONE`` frame; a cut connection raises ``WorkerProtocolError``. Closing
+        it early sends ``CANCEL``: the worker stops generating."""
         envelope = encode_envelope(payload, request_id, idle_timeout, files, stream=True)
-        async with self._session.post("/infer", data=envelope, headers=_JSON_HEADERS) as resp:
-            if resp.status != 200 or resp.content_type != frames.MEDIA_TYPE:
-                yield resp.status, await _error_body(resp)
-                return
-            async for kind, data in read_frames(resp.content):
+        async with self._call(envelope) as call:
+            while True:
+                kind, data = await call.next()
                 if kind == frames.JSON:
                     yield 200, orjson.loads(data)
                 elif kind == frames.BYTES:
@@ -102,14 +111,145 @@ class WorkerClient:
                     return
                 else:  # DONE
                     return
-            raise WorkerProtocolError("the worker's stream ended before it was complete")
 
     async def shutdown(self) -> None:
         async with self._session.post("/shutdown", timeout=aiohttp.ClientTimeout(total=2)) as resp:
             await resp.read()
 
     async def close(self) -> None:
+        self._closed = True
+        if self._stream is not None:
+            self._stream.close()
         await self._session.close()
+
+    @contextlib.asynccontextmanager
+    async def _call(self, envelope: bytes) -> AsyncGenerator[_Call, None]:
+        """Send one request on the inference connection; on the way out, a call that did not finish (cancelled,
+        timed out, closed early) is cancelled in the worker too."""
+        stream = await self._connected()
+        rid = next(self._ids) & 0xFFFFFFFF
+        call = stream.start(rid, envelope)
+        try:
+            yield call
+        finally:
+            stream.finish(rid, cancel=not call.finished)
+
+    async def _connected(self) -> _InferStream:
+        stream = self._stream
+        if stream is not None and stream.open:
+            return stream
+        if self._closed:
+            raise WorkerProtocolError("the worker client is closed")
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:  # concurrent first calls share one connection
+            stream = self._stream
+            if stream is None or not stream.open:
+                loop = asyncio.get_running_loop()
+                path = frames.stream_socket_path(self.socket_path)
+                _, stream = await loop.create_unix_connection(_InferStream, path)
+                stream.send(frames.encode(frames.HELLO, 0, self._token.encode()))
+                self._stream = stream
+            return stream
+
+
+class _Call:
+    """The frames of one request as they arrive; ``next()`` waits for the next one."""
+
+    __slots__ = ("_frames", "_waiter", "broken", "finished")
+
+    def __init__(self) -> None:
+        self._frames: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.broken: str | None = None
+        self.finished = False
+
+    def push(self, kind: int, data: bytes) -> None:
+        self._frames.append((kind, data))
+        if kind in (frames.DONE, frames.ERROR):
+            self.finished = True
+        self._wake()
+
+    def fail(self, reason: str) -> None:
+        self.broken = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> tuple[int, bytes]:
+        while not self._frames:
+            if self.broken is not None:
+                raise WorkerProtocolError(self.broken)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._frames.popleft()
+
+
+class _InferStream(asyncio.Protocol):
+    """The connection to a worker's inference socket, demultiplexing answer frames to their calls."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = frames.FrameReader()
+        self.calls: dict[int, _Call] = {}
+        self.open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a Unix stream transport
+        self.open = True
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            received = self.reader.feed(data)
+        except ValueError as exc:
+            self._broken(f"the worker's answer was malformed: {exc}")
+            return
+        calls = self.calls
+        for kind, rid, body in received:
+            call = calls.get(rid)
+            if call is not None:  # else: a call already given up (cancelled): its late frames are dropped
+                call.push(kind, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio.Protocol signature
+        inside = " inside a frame" if self.reader.partial else ""
+        self._broken(f"the connection to the worker broke off{inside} before its answer was complete")
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost fails the calls in flight
+
+    def start(self, rid: int, envelope: bytes) -> _Call:
+        call = _Call()
+        if not self.open:
+            call.fail("the connection to the worker is closed")
+            return call
+        self.calls[rid] = call
+        self.send(frames.encode(frames.REQUEST, rid, envelope))
+        return call
+
+    def finish(self, rid: int, *, cancel: bool) -> None:
+        call = self.calls.pop(rid, None)
+        if cancel and call is not None and call.broken is None and self.open:
+            self.send(frames.encode(frames.CANCEL, rid))
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _broken(self, reason: str) -> None:
+        self.open = False
+        for call in self.calls.values():
+            call.fail(reason)
+        self.close()
 
 
 def check_encodable(payload: dict[str, Any]) -> None:
@@ -133,34 +273,3 @@ def encode_envelope(
             "the request holds text that is not valid Unicode (e.g. a lone surrogate such as \\ud800)",
             code="invalid_unicode",
         ) from None
-
-
-async def _error_body(resp: aiohttp.ClientResponse) -> dict[str, Any]:
-    raw = await resp.read()
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        message = f"the worker answered {resp.status} without an error envelope"
-        body = {"error": {"message": message, "type": "worker_error"}}
-    return body
-
-
-async def read_frames(stream: aiohttp.StreamReader) -> AsyncIterator[tuple[int, bytes]]:
-    """``(kind, payload)`` until the body ends; a body cut inside a frame raises ``WorkerProtocolError``."""
-    while True:
-        try:
-            head = await stream.readexactly(frames.HEADER.size)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise WorkerProtocolError("the worker's answer broke off inside a frame header") from None
-            return
-        try:
-            kind, length = frames.header(head)
-            data = await stream.readexactly(length) if length else b""
-        except ValueError as exc:
-            raise WorkerProtocolError(str(exc)) from None
-        except asyncio.IncompleteReadError:
-            raise WorkerProtocolError("the worker's answer broke off inside a frame") from None
-        yield kind, data

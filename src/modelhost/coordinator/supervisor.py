@@ -29,6 +29,7 @@ from modelhost.coordinator.handles import READY, STARTING, TERMINATED, WorkerHan
 from modelhost.coordinator.zygote import ForkedProcess, ZygotePool
 from modelhost.errors import ModelUnavailable
 from modelhost.metrics import Metrics
+from modelhost.worker.frames import stream_socket_path
 from modelhost.worker.protocol import ERROR, EXIT_IDLE, OUT_OF_MEMORY, SPEC_ENV, TOKEN_ENV, WorkerSpec
 from modelhost.worker.protocol import READY as WORKER_READY
 
@@ -154,12 +155,13 @@ class Supervisor:
         client, handle.client = handle.client, None
         if client is not None:
             await client.close()
-        if handle.socket_path:
-            with contextlib.suppress(OSError):
-                Path(handle.socket_path).unlink()
+        if handle.socket_path:  # a killed worker could not remove its sockets
+            for path in (handle.socket_path, stream_socket_path(handle.socket_path)):
+                with contextlib.suppress(OSError):
+                    Path(path).unlink()
 
     async def stop(self, handle: WorkerHandle, reason: str, grace: float = 5.0) -> None:
-        # reasons: stopped, evicted (memory admission), timeout, crash, startup, shutdown
+        # reasons: stopped, changed (catalog entry), evicted (memory admission), timeout, crash, startup, shutdown
         """Stop ``handle``'s process (SIGTERM, then SIGKILL after ``grace``); ``reason`` is recorded."""
         process = handle.process
         if process is None or process.returncode is not None:

@@ -3,6 +3,15 @@
 No fixed delay is added by default: a lone request runs at once, and everything that queued up behind a running
 batch forms the next one (up to ``max_batch_size`` requests). ``batch_wait_ms`` > 0 additionally holds the first
 request of a batch for that long to collect more.
+
+Under load — when the last batch merged several requests — the next batch waits up to half the last batch's
+duration (at most 5 ms) until as many requests are queued as that batch held: the requests just answered are on
+their way back, and waiting for them keeps batches full instead of letting them shrink to whatever trickled in
+during the last run. A lone request (last batch of one) never waits.
+
+A batch of one runs on the event loop's own thread when ``inline_when()`` says the inference thread is idle: a lone
+request skips the hop to the inference thread and back (two thread wake-ups), and whatever arrives meanwhile waits
+in the socket and forms the next batch, which runs on the inference thread while the loop reads more.
 """
 
 from __future__ import annotations
@@ -17,6 +26,9 @@ from typing import Any
 from modelhost.errors import BadInput
 
 log = logging.getLogger(__name__)
+
+#: The longest a batch waits for more requests under load (when ``batch_wait_ms`` is 0).
+UNDER_LOAD_WAIT_S = 0.005
 
 BatchFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
@@ -45,9 +57,18 @@ class BatchStats:
 
 
 class Batcher:
-    def __init__(self, infer_batch: BatchFn, executor: Executor, *, max_batch_size: int, wait_ms: float) -> None:
+    def __init__(
+        self,
+        infer_batch: BatchFn,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        wait_ms: float,
+        inline_when: Callable[[], bool] | None = None,
+    ) -> None:
         self._infer_batch = infer_batch
         self._executor = executor
+        self._inline_when = inline_when
         self._max = max(1, max_batch_size)
         self._wait = max(0.0, wait_ms) / 1000.0
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = asyncio.Queue()
@@ -64,11 +85,19 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        last_size, last_seconds = 1, 0.0
         while True:
             batch = [await self._queue.get()]
-            if self._wait:
-                deadline = time.monotonic() + self._wait
-                while len(batch) < self._max and (remaining := deadline - time.monotonic()) > 0:
+            wait = self._wait
+            if not wait and last_size > 1:
+                # Under load (the last batch merged several requests), the requests that were in it are on their
+                # way back: wait up to half the last batch's time (at most UNDER_LOAD_WAIT_S) for the queue to
+                # reach that size again, so batches stay full. A lone request never waits.
+                wait = min(UNDER_LOAD_WAIT_S, last_seconds / 2)
+            if wait:
+                target = self._max if self._wait else min(self._max, last_size)
+                deadline = time.monotonic() + wait
+                while len(batch) + self._queue.qsize() < target and (remaining := deadline - time.monotonic()) > 0:
                     try:
                         batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                     except TimeoutError:
@@ -80,8 +109,12 @@ class Batcher:
                 continue
             self.stats.record(len(batch))
             payloads = [payload for payload, _ in batch]
+            last_size, started = len(batch), time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._executor, self._infer_batch, payloads)
+                if len(batch) == 1 and self._inline_when is not None and self._inline_when():
+                    results = self._infer_batch(payloads)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._infer_batch, payloads)
             except Exception as exc:
                 if len(batch) == 1:
                     self._fail(batch[0][1], exc)
@@ -96,6 +129,7 @@ class Batcher:
                         if not fut.done():
                             fut.set_result(result)
                 continue
+            last_seconds = time.perf_counter() - started
             for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)

@@ -1,20 +1,22 @@
 """The coordinator ↔ worker protocol. Shared by both sides, so it imports nothing but the stdlib.
 
 * ``GET /healthz`` → ``{"state": STARTING|READY|BUSY|ERROR, "model", "error"?, "error_code"?}``
-* ``POST /infer``  → JSON body ``{"payload": {...}, "request_id", "idle_timeout"?, "stream"?, "files"?}`` where
-  ``files`` maps a name to an absolute path the worker opens (the coordinator spooled the upload there; same host,
-  same user): binary inputs never travel inside JSON. A request refused before it starts is answered with its
-  HTTP status and an error envelope. Otherwise the answer is a stream of length-prefixed frames
-  (``modelhost.worker.frames``): non-streamed, one JSON frame ``{"result", "request_id", "processing_time_ms",
-  "model"}`` (binary values as ``{"$bytes": i}``, followed by their BYTES frames) then DONE; streamed, one JSON or
-  BYTES frame per partial result, then DONE or ERROR. Closing the connection cancels.
+* inference: not HTTP, but the worker's inference socket (``modelhost.worker.frames.stream_socket_path``) — one
+  long-lived connection from the coordinator, ``HELLO`` with the token first, then ``REQUEST`` frames multiplexed by
+  request id. A request is the JSON object ``{"payload": {...}, "request_id", "idle_timeout"?, "stream"?, "files"?}``
+  where ``files`` maps a name to an absolute path the worker opens (the coordinator spooled the upload there; same
+  host, same user): binary inputs never travel inside JSON. A request refused before it starts is answered with one
+  ERROR frame (its status and error envelope). Otherwise, non-streamed, one JSON frame ``{"result", "request_id",
+  "processing_time_ms", "model"}`` (binary values as ``{"$bytes": i}``, followed by their BYTES frames) then DONE;
+  streamed, one JSON or BYTES frame per partial result, then DONE or ERROR. ``CANCEL`` (or closing the connection)
+  cancels: a stream stops generating.
 * ``POST /shutdown`` → exits after answering.
 * ``GET /info``   → load time, RSS and its peak, GPU memory (``gpu``: device, bytes, peak, total; on a GPU),
   requests served, batch statistics, interpreter and versions.
 
-Every request carries the per-worker token in ``TOKEN_HEADER``. Errors are the envelope of
-``modelhost.errors.error_envelope``; a backend's ``BadInput`` / ``BackendFault`` (``modelhost.errors``)
-travel with their own status and code.
+Every HTTP request carries the per-worker token in ``TOKEN_HEADER``; an inference connection sends it first.
+Errors are the envelope of ``modelhost.errors.error_envelope``; a backend's ``BadInput`` / ``BackendFault``
+(``modelhost.errors``) travel with their own status and code.
 """
 
 from __future__ import annotations

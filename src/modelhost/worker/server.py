@@ -1,9 +1,13 @@
-"""The worker process: loads one backend once and serves it over HTTP on a Unix socket."""
+"""The worker process: loads one backend once and serves it on two Unix sockets: HTTP for ``/healthz``, ``/info``
+and ``/shutdown``, and the inference stream (``modelhost.worker.frames``: multiplexed length-prefixed frames on
+long-lived connections) for requests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hmac
 import json
 import logging
 import os
@@ -12,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -42,13 +47,19 @@ from modelhost.worker.protocol import (
 try:  # orjson is faster, but a worker environment may not have it
     import orjson
 
-    def _dumps(obj: Any) -> str:
-        return orjson.dumps(obj).decode()
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def _parse_json(data: bytes | bytearray) -> Any:
+        return orjson.loads(data)
 
 except ImportError:  # pragma: no cover - depends on the environment
 
-    def _dumps(obj: Any) -> str:
-        return json.dumps(obj, separators=(",", ":"))
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def _parse_json(data: bytes | bytearray) -> Any:
+        return json.loads(data)
 
 
 log = logging.getLogger(__name__)
@@ -72,6 +83,8 @@ class WorkerServer:
         self.backend: Any = None
         self.batcher: Batcher | None = None
         self._stopping = False
+        self._executor_jobs = 0
+        self._stream_server: asyncio.AbstractServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -80,16 +93,18 @@ class WorkerServer:
             [
                 web.get("/healthz", self._healthz),
                 web.get("/info", self._info),
-                web.post("/infer", self._infer),
                 web.post("/shutdown", self._shutdown),
             ]
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.UnixSite(runner, self.spec.socket_path)
+        loop = asyncio.get_running_loop()
+        stream_path = frames.stream_socket_path(self.spec.socket_path)
+        self._stream_server = await loop.create_unix_server(lambda: InferConnection(self), stream_path)
+        os.chmod(stream_path, 0o600)
+        site = web.UnixSite(runner, self.spec.socket_path)  # last: the coordinator waits for this one
         await site.start()
         os.chmod(self.spec.socket_path, 0o600)
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.exit, 0, f"signal {sig.name}")
         log.info("listening on %s, loading %s", self.spec.socket_path, self.spec.backend)
@@ -105,7 +120,7 @@ class WorkerServer:
         try:
             cls = load_backend_class(self.spec.backend)
             self.backend = cls(self.spec)
-            await loop.run_in_executor(self.executor, self.backend.load)
+            await self._in_executor(self.backend.load)
         except Exception as exc:
             self.error, self.error_code = load_error(exc)
             self.state = ERROR
@@ -120,6 +135,7 @@ class WorkerServer:
                 self.executor,
                 max_batch_size=self.spec.max_batch_size,
                 wait_ms=self.spec.batch_wait_ms,
+                inline_when=self._inference_thread_idle,
             )
             self.batcher.start()
         self.last_activity = time.monotonic()
@@ -151,8 +167,9 @@ class WorkerServer:
             return
         self._stopping = True
         log.info("worker for %s exiting (%s)", self.spec.model_id, reason)
-        with contextlib.suppress(OSError):
-            os.unlink(self.spec.socket_path)
+        for path in (self.spec.socket_path, frames.stream_socket_path(self.spec.socket_path)):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         logging.shutdown()
         os._exit(code)
 
@@ -221,30 +238,34 @@ class WorkerServer:
         asyncio.get_running_loop().call_later(0.05, self.exit, 0, "shutdown requested")
         return _json({"state": "STOPPING"})
 
-    async def _infer(self, request: web.Request) -> web.StreamResponse:
+    # -- the inference stream ----------------------------------------------------------------------------------
+    async def _serve_request(self, conn: InferConnection, rid: int, raw: bytes) -> None:
+        """One ``REQUEST`` frame: its answer goes back as frames with the same request id."""
         if self.state != READY:
             message = f"model {self.spec.model_id} is {self.state.lower()}" + (f": {self.error}" if self.error else "")
-            return _json(error_envelope(message, "service_unavailable", code="model_unavailable"), 503)
+            conn.send(_error_frame(rid, error_envelope(message, "service_unavailable", code="model_unavailable"), 503))
+            return
         try:
-            body = _loads(await request.read())
+            body = _loads(raw)
             if not isinstance(body, dict):
                 raise BadInput("request body must be a JSON object", code="invalid_payload")
             files = _file_paths(body.get("files"))
         except BackendError as exc:
-            return _json(_backend_error(exc), exc.status)
+            conn.send(_error_frame(rid, _backend_error(exc), exc.status))
+            return
         if "idle_timeout" in body and isinstance(body["idle_timeout"], int | float):
             self.idle_timeout = float(body["idle_timeout"])
         payload = body.get("payload")
         request_id = str(body.get("request_id") or uuid.uuid4().hex)
         if not isinstance(payload, dict):
-            return _json(
-                error_envelope(
-                    "'payload' must be an object", "invalid_request_error", param="payload", code="invalid_payload"
-                ),
-                400,
+            envelope = error_envelope(
+                "'payload' must be an object", "invalid_request_error", param="payload", code="invalid_payload"
             )
+            conn.send(_error_frame(rid, envelope, 400))
+            return
         if body.get("stream"):
-            return await self._infer_stream(request, payload, files)
+            await self._serve_stream(conn, rid, payload, files)
+            return
         self.in_flight += 1
         self.last_activity = time.monotonic()
         started = time.perf_counter()
@@ -252,15 +273,15 @@ class WorkerServer:
             if self.batcher is not None and not files:
                 result = await self.batcher.submit(payload)
             else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self.executor, self.backend.run, payload, files)
+                result = await self._in_executor(self.backend.run, payload, files)
         except BackendError as exc:
-            return _json(_backend_error(exc), exc.status)
+            conn.send(_error_frame(rid, _backend_error(exc), exc.status))
+            return
         except Exception as exc:
             log.exception("inference failed for request %s", request_id)
-            return _json(
-                error_envelope(_failure_message(self.spec.model_id, exc), "worker_error", code="inference_failed"), 500
-            )
+            message = _failure_message(self.spec.model_id, exc)
+            conn.send(_error_frame(rid, error_envelope(message, "worker_error", code="inference_failed"), 500))
+            return
         finally:
             self.in_flight -= 1
             self.served += 1
@@ -269,21 +290,22 @@ class WorkerServer:
         envelope, blobs = frames.split_binary(
             {"result": result, "request_id": request_id, "processing_time_ms": elapsed_ms, "model": self.spec.model_id}
         )
-        parts = [frames.encode(frames.JSON, _dumps(envelope).encode())]
-        parts += [frames.encode(frames.BYTES, blob) for blob in blobs]
-        parts.append(frames.encode(frames.DONE, _dumps({"processing_time_ms": elapsed_ms}).encode()))
-        return web.Response(body=b"".join(parts), content_type=frames.MEDIA_TYPE)
+        parts = [frames.encode(frames.JSON, rid, _dumps(envelope))]
+        parts += [frames.encode(frames.BYTES, rid, blob) for blob in blobs]
+        parts.append(frames.encode(frames.DONE, rid, _dumps({"processing_time_ms": elapsed_ms})))
+        conn.send(b"".join(parts))
 
-    async def _infer_stream(
-        self, request: web.Request, payload: dict[str, Any], files: dict[str, Path]
-    ) -> web.StreamResponse:
-        """Run ``backend.infer_stream`` on the inference thread and forward each item as a frame: a dict as a
-        ``JSON`` frame, bytes as a ``BYTES`` frame; then ``DONE``, or ``ERROR`` if the backend raised."""
+    async def _serve_stream(
+        self, conn: InferConnection, rid: int, payload: dict[str, Any], files: dict[str, Path]
+    ) -> None:
+        """Run ``backend.run_stream`` on the inference thread and forward each item as a frame: a dict as a
+        ``JSON`` frame, bytes as a ``BYTES`` frame; then ``DONE``, or ``ERROR`` if the backend raised. A ``CANCEL``
+        frame or a closed connection sets the ``cancelled`` event the backend checks between chunks."""
         if not getattr(self.backend, "supports_streaming", False):
             message = f"model {self.spec.model_id} does not stream"
-            return _json(
-                error_envelope(message, "invalid_request_error", param="stream", code="streaming_unsupported"), 400
-            )
+            envelope = error_envelope(message, "invalid_request_error", param="stream", code="streaming_unsupported")
+            conn.send(_error_frame(rid, envelope, 400))
+            return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancelled = threading.Event()
@@ -302,14 +324,13 @@ class WorkerServer:
         self.in_flight += 1
         self.last_activity = time.monotonic()
         started = time.perf_counter()
-        response = web.StreamResponse(headers={"Content-Type": frames.MEDIA_TYPE})
-        future = loop.run_in_executor(self.executor, produce)
+        future = self._in_executor(produce)
         try:
-            await response.prepare(request)
             while True:
                 kind, item = await queue.get()
                 if kind == "chunk":
-                    await response.write(_chunk_frame(item))
+                    conn.send(_chunk_frame(rid, item))
+                    await conn.drain()
                     continue
                 if kind == "error":
                     if isinstance(item, BackendError):
@@ -318,13 +339,11 @@ class WorkerServer:
                         log.error("streaming inference failed", exc_info=item)
                         message = _failure_message(self.spec.model_id, item)
                         error, status = error_envelope(message, "worker_error", code="inference_failed"), 500
-                    await response.write(frames.encode(frames.ERROR, _dumps({**error, "status": status}).encode()))
+                    conn.send(_error_frame(rid, error, status))
                 else:
                     elapsed = round((time.perf_counter() - started) * 1000, 3)
-                    done = _dumps({"processing_time_ms": elapsed}).encode()
-                    await response.write(frames.encode(frames.DONE, done))
+                    conn.send(frames.encode(frames.DONE, rid, _dumps({"processing_time_ms": elapsed})))
                 break
-            await response.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             log.info("stream client went away; cancelling generation")
             cancelled.set()
@@ -335,16 +354,108 @@ class WorkerServer:
             self.in_flight -= 1
             self.served += 1
             self.last_activity = time.monotonic()
-        return response
+
+    def _in_executor(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn`` on the inference thread, counted so the batcher knows when it may run a batch inline."""
+        self._executor_jobs += 1
+        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        future.add_done_callback(self._executor_job_done)
+        return future
+
+    def _executor_job_done(self, _future: asyncio.Future[Any]) -> None:
+        self._executor_jobs -= 1
+
+    def _inference_thread_idle(self) -> bool:
+        return self._executor_jobs == 0
 
 
-def _chunk_frame(item: Any) -> bytes:
+class InferConnection(asyncio.Protocol):
+    """One coordinator connection to the inference socket: ``HELLO`` with the token first, then any number of
+    ``REQUEST`` frames in flight at once (each served by its own task) and ``CANCEL`` frames."""
+
+    def __init__(self, server: WorkerServer) -> None:
+        self.server = server
+        self.reader = frames.FrameReader()
+        self.transport: asyncio.Transport | None = None
+        self.authenticated = False
+        self.calls: dict[int, asyncio.Task[None]] = {}
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a Unix stream transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            received = self.reader.feed(data)
+        except ValueError as exc:
+            log.warning("closing an inference connection: %s", exc)
+            self._close()
+            return
+        for kind, rid, body in received:
+            if kind == frames.REQUEST and self.authenticated:
+                task = asyncio.get_running_loop().create_task(self.server._serve_request(self, rid, body))
+                self.calls[rid] = task
+                task.add_done_callback(functools.partial(self._finished, rid))
+            elif kind == frames.CANCEL and self.authenticated:
+                call = self.calls.get(rid)
+                if call is not None:
+                    call.cancel()
+            elif kind == frames.HELLO and hmac.compare_digest(body, self.server.token.encode()):
+                self.authenticated = True
+            else:  # no token, a wrong one, or a frame only a worker sends
+                log.warning("closing an inference connection: unexpected %s frame", frames.KINDS[kind])
+                self._close()
+                return
+
+    def _finished(self, rid: int, task: asyncio.Task[None]) -> None:
+        if self.calls.get(rid) is task:
+            del self.calls[rid]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("serving request %s failed", rid, exc_info=task.exception())
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio.Protocol signature
+        for task in list(self.calls.values()):
+            task.cancel()  # a stream stops generating; a queued request leaves its batch
+        self._resume()
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the coordinator reads slower than a stream produces."""
+        if self._paused:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._resume()
+
+    def _resume(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _error_frame(rid: int, envelope: dict[str, Any], status: int) -> bytes:
+    return frames.encode(frames.ERROR, rid, _dumps({**envelope, "status": status}))
+
+
+def _chunk_frame(rid: int, item: Any) -> bytes:
     if isinstance(item, bytes | bytearray | memoryview):
-        return frames.encode(frames.BYTES, bytes(item))
+        return frames.encode(frames.BYTES, rid, bytes(item))
     value, blobs = frames.split_binary(item)
     if blobs:
         raise TypeError("a streamed partial result is either bytes or a JSON object without bytes inside")
-    return frames.encode(frames.JSON, _dumps(value).encode())
+    return frames.encode(frames.JSON, rid, _dumps(value))
 
 
 def _failure_message(model_id: str, exc: BaseException) -> str:
@@ -370,7 +481,7 @@ def _file_paths(value: Any) -> dict[str, Path]:
 
 def _loads(data: bytes | bytearray) -> Any:
     try:
-        return json.loads(data)
+        return _parse_json(data)
     except ValueError as exc:
         raise BadInput(f"invalid JSON: {exc}", code="invalid_json") from exc
 
@@ -380,7 +491,7 @@ def _backend_error(exc: BackendError) -> dict[str, Any]:
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(text=_dumps(obj), status=status, content_type="application/json")
+    return web.Response(body=_dumps(obj), status=status, content_type="application/json")
 
 
 def _mib(value: int | None) -> str:

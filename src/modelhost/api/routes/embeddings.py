@@ -1,4 +1,11 @@
-"""``POST /v1/embeddings`` (OpenAI-compatible)."""
+"""``POST /v1/embeddings`` (OpenAI-compatible), with a lean path for the common request.
+
+``EmbeddingsFastPath`` (pure ASGI, innermost middleware) answers a JSON body that validates without Starlette's
+routing or FastAPI's request layer (dependency solving, body field machinery, response classes): the same
+``EmbeddingRequest`` validation, the same limits, the same coordinator call and the same answer bytes. A request
+it does not take — another content type, a body that is not JSON or does not validate — goes on to the FastAPI
+route below with its body replayed, so every validation error is answered exactly as the route answers it.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +14,22 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelhost.api.composition import Services
 from modelhost.api.deps import CatalogDep, CoordinatorDep, RuntimeDep
-from modelhost.api.errors import INFERENCE_ERRORS, error_responses
+from modelhost.api.errors import INFERENCE_ERRORS, error_responses, modelhost_error_body, unexpected_error_body
 from modelhost.catalog.aliases import resolve_model_or_raise
-from modelhost.errors import InvalidRequest
-from modelhost.media.vectors import float32_rows
+from modelhost.catalog.models import Catalog
+from modelhost.coordinator.coordinator import Coordinator
+from modelhost.errors import InvalidRequest, ModelhostError
+from modelhost.media.vectors import float32_values
+from modelhost.runtime_settings import RuntimeSettingsStore
 from modelhost.schemas.embeddings import EmbeddingRequest, EmbeddingResult
 
 router = APIRouter(tags=["embeddings"])
+PATH = "/v1/embeddings"
 
 
 def _check_limits(request: EmbeddingRequest, max_inputs: int, max_chars: int) -> None:
@@ -36,29 +50,26 @@ def _check_limits(request: EmbeddingRequest, max_inputs: int, max_chars: int) ->
             )
 
 
-@router.post(
-    "/v1/embeddings",
-    summary="Create embeddings (OpenAI-compatible)",
-    responses=error_responses(*INFERENCE_ERRORS),
-)
-async def create_embeddings(
-    request: EmbeddingRequest, catalog: CatalogDep, coordinator: CoordinatorDep, runtime: RuntimeDep
-) -> Response:
+async def embed(
+    request: EmbeddingRequest, catalog: Catalog, coordinator: Coordinator, runtime: RuntimeSettingsStore
+) -> bytes:
+    """The answer's JSON for a validated request (both paths)."""
     settings = runtime.current
     _check_limits(request, settings.embeddings_max_inputs, settings.embeddings_max_input_chars)
     model = resolve_model_or_raise(catalog, "embeddings", request.model)
     result = EmbeddingResult.model_validate(await coordinator.infer(model, request.model_dump()))
     raw = result.embeddings  # little-endian float32 rows, sent by the worker as a binary frame
     dim, count = result.dim, result.count
-    row_bytes = dim * 4
     data: list[dict[str, Any]] = []
-    if request.encoding_format == "base64":
+    if request.encoding_format == "base64":  # what OpenAI's client asks for by default: the same bytes, in base64
+        row_bytes = dim * 4
         for i in range(count):
             chunk = raw[i * row_bytes : (i + 1) * row_bytes]
             data.append({"object": "embedding", "index": i, "embedding": base64.b64encode(chunk).decode("ascii")})
     else:
-        for i, row in enumerate(float32_rows(raw, count, dim)):
-            data.append({"object": "embedding", "index": i, "embedding": row})
+        values = float32_values(raw)
+        for i in range(count):
+            data.append({"object": "embedding", "index": i, "embedding": values[i * dim : (i + 1) * dim]})
     tokens = result.prompt_tokens
     body = {
         "object": "list",
@@ -66,4 +77,85 @@ async def create_embeddings(
         "model": model.id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return orjson.dumps(body)
+
+
+@router.post(PATH, summary="Create embeddings (OpenAI-compatible)", responses=error_responses(*INFERENCE_ERRORS))
+async def create_embeddings(
+    request: EmbeddingRequest, catalog: CatalogDep, coordinator: CoordinatorDep, runtime: RuntimeDep
+) -> Response:
+    return Response(await embed(request, catalog, coordinator, runtime), media_type="application/json")
+
+
+class EmbeddingsFastPath:
+    """Pure ASGI: ``POST /v1/embeddings`` with a JSON body that validates, answered without the FastAPI layer.
+    Installed innermost (inside the access, body-limit and metrics middleware, which therefore still apply);
+    ``route`` is the FastAPI route, recorded in the scope as routing would (metrics label requests by it)."""
+
+    def __init__(self, app: ASGIApp, route: Any = None) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST" or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            parsed = orjson.loads(body)
+            request = EmbeddingRequest.model_validate(parsed) if isinstance(parsed, dict) else None
+        except (orjson.JSONDecodeError, ValidationError):
+            request = None
+        if request is None:  # the route answers it (and its error) exactly as before
+            await self.app(scope, _replay(body, receive), send)
+            return
+        if self.route is not None:
+            scope["route"] = self.route
+        services: Services = scope["app"].state.services
+        status, headers = 200, {}
+        try:
+            answer = await embed(request, services.catalog, services.coordinator, services.runtime)
+        except ModelhostError as exc:
+            status, headers, answer = exc.status_code, exc.headers, orjson.dumps(modelhost_error_body(exc))
+        except Exception as exc:
+            status, answer = 500, orjson.dumps(unexpected_error_body(exc))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(answer)).encode()),
+                    (b"content-type", b"application/json"),
+                    *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value).split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

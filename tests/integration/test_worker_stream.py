@@ -1,0 +1,112 @@
+"""The worker's inference stream with real worker processes: requests multiplexed over one long-lived connection,
+answers matched to their requests, and a connection without the worker's token refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelhost.api.composition import Services, build_services
+from modelhost.catalog.schemas import ModelCreate
+from modelhost.config import Settings
+from modelhost.coordinator.client import WorkerClient, WorkerProtocolError
+from modelhost.metrics import Metrics
+from modelhost.worker import frames
+from tests.support.server import REPO_ROOT
+
+SLEEPY = ModelCreate(id="sleepy", task="embeddings", backend="tests.support.backends:SleepyEmbeddings", source="-")
+
+
+@pytest.fixture
+def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    services = build_services(Settings(data_dir=tmp_path, allow_custom_backends=True), Metrics())
+    services.catalog.create(SLEEPY)
+    yield services
+    services.engine.dispose()
+
+
+def run(services: Services, coro: Any) -> Any:
+    async def wrapper() -> Any:
+        await services.coordinator.start()
+        try:
+            return await coro()
+        finally:
+            await services.coordinator.stop()
+
+    return asyncio.run(wrapper())
+
+
+def test_concurrent_requests_share_one_connection_and_get_their_own_answers(services: Services) -> None:
+    texts = [f"sentence number {i}" for i in range(40)]
+
+    async def main() -> tuple[list[bytes], list[bytes], dict[str, Any]]:
+        model = services.catalog.get_or_raise("sleepy")
+        coordinator = services.coordinator
+        alone = [(await coordinator.infer(model, {"model": "sleepy", "input": t}))["embeddings"] for t in texts[:3]]
+        # The first of these holds the inference thread for a moment, so the others queue up behind it together.
+        calls = [coordinator.infer(model, {"model": "sleepy", "input": ["sleep:0.3", t]}) for t in texts[:1]]
+        calls += [coordinator.infer(model, {"model": "sleepy", "input": t}) for t in texts]
+        together = await asyncio.gather(*calls)
+        info = await coordinator._handles["sleepy"].client.info()  # type: ignore[union-attr]
+        return alone, [r["embeddings"] for r in together[1:]], info
+
+    alone, together, info = run(services, main)
+    assert together[:3] == alone  # each answer went to its own request
+    assert len(set(together)) == len(texts)
+    batching = info["batching"]
+    assert batching["requests"] == 3 + 1 + len(texts)
+    assert batching["max_size"] > 1  # requests were in flight at the same time on the one connection
+
+
+def test_a_connection_without_the_token_is_closed(services: Services) -> None:
+    async def main() -> tuple[str, str]:
+        model = services.catalog.get_or_raise("sleepy")
+        await services.coordinator.infer(model, {"model": "sleepy", "input": "warm"})
+        socket_path = services.coordinator._handles["sleepy"].socket_path
+        assert socket_path is not None
+        outcomes = []
+        for token in ("guess", ""):
+            intruder = WorkerClient(socket_path, token)
+            try:
+                await intruder.infer({"model": "sleepy", "input": "x"}, request_id="r", idle_timeout=60)
+            except WorkerProtocolError as exc:
+                outcomes.append(str(exc))
+            finally:
+                await intruder.close()
+        return outcomes[0], oct(Path(frames.stream_socket_path(socket_path)).stat().st_mode & 0o777)
+
+    refused, mode = run(services, main)
+    assert "broke off" in refused
+    assert mode == "0o600"
+
+
+def test_frames_are_cut_the_same_whatever_the_chunking() -> None:
+    stream = b"".join(
+        [
+            frames.encode(frames.JSON, 7, b'{"a":1}'),
+            frames.encode(frames.BYTES, 7, bytes(range(256)) * 3),
+            frames.encode(frames.DONE, 7),
+            frames.encode(frames.ERROR, 2**32 - 1, b"{}"),
+        ]
+    )
+    whole = frames.FrameReader().feed(stream)
+    reader = frames.FrameReader()
+    bytewise = [frame for i in range(len(stream)) for frame in reader.feed(stream[i : i + 1])]
+    assert bytewise == whole
+    assert [(kind, rid, len(data)) for kind, rid, data in whole] == [
+        (frames.JSON, 7, 7),
+        (frames.BYTES, 7, 768),
+        (frames.DONE, 7, 0),
+        (frames.ERROR, 2**32 - 1, 2),
+    ]
+    assert not reader.partial
+    assert reader.feed(stream[:3]) == []
+    assert reader.partial  # a stream that ends here was cut inside a frame
+    with pytest.raises(ValueError, match="unknown frame kind 99"):
+        frames.FrameReader().feed(bytes([99]) + bytes(8))
