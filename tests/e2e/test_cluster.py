@@ -372,43 +372,68 @@ def test_kill_9_of_the_node_running_a_step_redelivers_it(
 def test_redis_wiped_mid_job_the_front_requeues_what_it_lost(
     cluster: Cluster, deck: Path, single_machine: dict[str, Any]
 ) -> None:
-    """FLUSHALL (or a Redis restarted without persistence) while the narration chord is in flight: once its first
-    item (a silent slide: milliseconds) is done and while the spoken ones still run, both nodes are frozen
-    (SIGSTOP) around the wipe, so the chord's counter (the done item) and the leases are surely lost and the chord's
-    callback never comes; the front's reconciler queues the step again and the job completes, the front never
-    restarted."""
+    """FLUSHALL (or a Redis restarted without persistence), the front never restarted:
+
+    1. while the narration chord is in flight: once its first item (a silent slide: milliseconds) is done and while
+       the spoken ones may still run, both nodes are frozen (SIGSTOP) around the wipe; when the chord had counted that
+       item (its ``.j`` set in Redis), the callback can never come and the front's reconciler must queue the step;
+    2. a job whose first step is queued while both nodes are frozen: the wipe surely loses that task, and the
+       reconciler queues it again.
+    Both jobs complete with the one-machine result."""
     import redis
 
     reference, reference_notes = single_machine["presentation"]
     front_pid = cluster.front.process.pid if cluster.front.process else None
-    job_id = submit_deck(cluster.front, deck)
-    deadline = time.monotonic() + 180
-    while not any(items_run(cluster, job_id).values()) and time.monotonic() < deadline:
-        time.sleep(0.01)
     nodes = [node for node in cluster.nodes.values() if node.process is not None and node.process.poll() is None]
-    for node in nodes:
-        node.freeze(True)
-    try:
-        done_before = sum(len(items) for items in items_run(cluster, job_id).values())
-        slides = len(json.loads(reference_notes)["slides"])
-        assert 0 < done_before < slides, f"{done_before} of {slides} narration items done before the wipe"
-        client = redis.Redis.from_url(cluster.broker_url)
+    client = redis.Redis.from_url(cluster.broker_url)
+
+    def wipe() -> None:
         if cluster.private_redis is not None:
             client.flushall()  # our own redis-server: wipe everything, as a restart without persistence does
         else:
             client.flushdb()  # the machine's shared Redis: only the test database
-        client.close()
-    finally:
+
+    def freeze(frozen: bool) -> None:
         for node in nodes:
-            node.freeze(False)
-    job = wait_done(cluster.front, job_id)
-    assert job["status"] == "completed", job
-    assert job["result"] == reference["result"]
-    with cluster.front.client() as http:
-        assert http.get(f"/v1/jobs/{job_id}/artifacts/notes.json").content == reference_notes
+            node.freeze(frozen)
+
+    mid_job = submit_deck(cluster.front, deck)
+    deadline = time.monotonic() + 180
+    while not any(items_run(cluster, mid_job).values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    freeze(True)
+    try:
+        done_before = sum(len(items) for items in items_run(cluster, mid_job).values())
+        slides = len(json.loads(reference_notes)["slides"])
+        assert 0 < done_before < slides, f"{done_before} of {slides} narration items done before the wipe"
+        counted = bool(client.keys("celery-taskset-meta-*.j"))
+        wipe()
+    finally:
+        freeze(False)
+
+    freeze(True)
+    try:
+        queued = submit_deck(cluster.front, deck)
+        deadline = time.monotonic() + 10
+        while queued.encode() not in b"".join(client.lrange("jobs", 0, -1)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert queued.encode() in b"".join(client.lrange("jobs", 0, -1)), "the job's first step was not queued"
+        wipe()
+    finally:
+        freeze(False)
+    client.close()
+
+    for job_id in (mid_job, queued):
+        job = wait_done(cluster.front, job_id)
+        assert job["status"] == "completed", job
+        assert job["result"] == reference["result"]
+        with cluster.front.client() as http:
+            assert http.get(f"/v1/jobs/{job_id}/artifacts/notes.json").content == reference_notes
     assert cluster.front.process is not None
     assert cluster.front.process.pid == front_pid
     assert cluster.front.process.poll() is None
     front_log = cluster.front.log_path.read_text(errors="replace")
     assert "Redis lost its data" in front_log
-    assert f"job {job_id} has no task in Redis and no lease" in front_log, front_log[-3000:]
+    assert f"job {queued} has no task in Redis and no lease" in front_log, front_log[-3000:]
+    if counted:
+        assert f"job {mid_job} has no task in Redis and no lease" in front_log, front_log[-3000:]
