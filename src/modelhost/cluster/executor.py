@@ -48,6 +48,7 @@ class CeleryExecutor:
         self.registry = registry
         self.deps = deps
         self.celery = build_celery(deps.settings)
+        self._reconciler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Queue the next step of every unfinished job: a node that already runs it makes the copy wait on its lease
@@ -132,7 +133,6 @@ class CeleryExecutor:
 
     async def stop(self) -> None:
         """Only the reconciler runs here."""
-        task = getattr(self, "_reconciler", None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
