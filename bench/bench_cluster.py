@@ -11,7 +11,8 @@ Prints:
 * the same for a transcription of the ~14 s recording, whose upload goes to the blob store (S3) and the task carries
   its key.
 
-Needs Redis and PostgreSQL on 127.0.0.1 (as the cluster test). Run: ``python bench/bench_cluster.py``.
+Both setups run at once and the measurements alternate between them, so a shared machine's changing load weighs on
+both alike. Needs Redis and PostgreSQL on 127.0.0.1 (as the cluster test). Run: ``python bench/bench_cluster.py``.
 """
 
 from __future__ import annotations
@@ -81,11 +82,11 @@ def job_seconds(server: ServerProcess, kind: str, upload: tuple[str, bytes, str]
     return elapsed
 
 
-def embedding_latencies(server: ServerProcess, n: int) -> list[float]:
+def embedding_latencies(server: ServerProcess, n: int, warm: bool = True) -> list[float]:
     body = {"model": EMBEDDER, "input": "The quick brown fox jumps over the lazy dog."}
     times: list[float] = []
     with server.client() as client:
-        for _ in range(5):
+        for _ in range(5 if warm else 0):
             client.post("/v1/embeddings", json=body).raise_for_status()  # warm-up: worker started, caches filled
         for _ in range(n):
             started = time.perf_counter()
@@ -94,12 +95,13 @@ def embedding_latencies(server: ServerProcess, n: int) -> list[float]:
     return times
 
 
-def transcription_latencies(server: ServerProcess, recording: Path, n: int) -> list[float]:
+def transcription_latencies(server: ServerProcess, recording: Path, n: int, warm: bool = True) -> list[float]:
     upload = (recording.name, recording.read_bytes(), "audio/flac")
     data = {"model": "whisper-tiny.en", "response_format": "json"}
     times: list[float] = []
     with server.client() as client:
-        client.post("/v1/audio/transcriptions", files={"file": upload}, data=data).raise_for_status()  # warm-up
+        if warm:
+            client.post("/v1/audio/transcriptions", files={"file": upload}, data=data).raise_for_status()
         for _ in range(n):
             started = time.perf_counter()
             client.post("/v1/audio/transcriptions", files={"file": upload}, data=data).raise_for_status()
@@ -128,7 +130,7 @@ def ratio(label: str, local: list[float], cluster: list[float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=3, help="meeting jobs per side (median reported)")
+    parser.add_argument("--jobs", type=int, default=5, help="meeting and presentation jobs per side (median reported)")
     parser.add_argument("--requests", type=int, default=200, help="embedding requests per side")
     parser.add_argument("--transcriptions", type=int, default=10, help="transcription requests per side")
     args = parser.parse_args()
@@ -138,17 +140,8 @@ def main() -> None:
     preload_a = ["--queues", "jobs,model.hibari", "--preload", "whisper-tiny.en"]
     preload_b = ["--queues", "jobs", "--preload", f"diarizer,resemblyzer,{EMBEDDER}"]
 
-    local = ServerProcess(root / "single").start()
-    try:
-        local_latency = embedding_latencies(local, args.requests)
-        local_transcriptions = transcription_latencies(local, recording, args.transcriptions)
-        meeting_seconds(local, recording)  # warm-up: every model loaded
-        local_jobs = [meeting_seconds(local, recording) for _ in range(args.jobs)]
-        presentation_seconds(local, deck)
-        local_presentations = [presentation_seconds(local, deck) for _ in range(args.jobs)]
-    finally:
-        local.stop()
-
+    # Both run at once and the measurements alternate between them (block by block, job by job), so the load of a
+    # shared machine drifting during the run weighs on both sides alike.
     broker_url = redis_url_or_skip()
     with fresh_postgres() as database_url, moto_s3(root) as endpoint:
         import boto3
@@ -169,24 +162,44 @@ def main() -> None:
             "MODELHOST_STORAGE__URL": f"s3://{bucket}/bench",
             "MODELHOST_STORAGE__ENDPOINT_URL": endpoint,
         }
+        local = ServerProcess(root / "single").start()
         front = ServerProcess(root / "front", env, args=FRONT_COMMAND[2:]).start()
         nodes = [
             NodeProcess("bench-a", root / "node-a", env, preload_a),
             NodeProcess("bench-b", root / "node-b", env, preload_b),
         ]
+        sides = {"local": local, "node": front}
+        times: dict[str, dict[str, list[float]]] = {
+            k: {"embed": [], "asr": [], "meeting": [], "slides": []} for k in sides
+        }
         try:
             for node in nodes:
                 node.start(broker_url)
-            node_latency = embedding_latencies(front, args.requests)
-            node_transcriptions = transcription_latencies(front, recording, args.transcriptions)
-            meeting_seconds(front, recording)  # warm-up
-            cluster_jobs = [meeting_seconds(front, recording) for _ in range(args.jobs)]
-            presentation_seconds(front, deck)
-            cluster_presentations = [presentation_seconds(front, deck) for _ in range(args.jobs)]
+            for server in sides.values():  # warm-up: every model loaded, caches filled
+                embedding_latencies(server, 5)
+                transcription_latencies(server, recording, 1)
+                meeting_seconds(server, recording)
+                presentation_seconds(server, deck)
+            blocks = 10
+            for _ in range(blocks):
+                for side, server in sides.items():
+                    times[side]["embed"] += embedding_latencies(server, max(1, args.requests // blocks), warm=False)
+            for _ in range(args.transcriptions):
+                for side, server in sides.items():
+                    times[side]["asr"] += transcription_latencies(server, recording, 1, warm=False)
+            for _ in range(args.jobs):
+                for side, server in sides.items():
+                    times[side]["meeting"].append(meeting_seconds(server, recording))
+                    times[side]["slides"].append(presentation_seconds(server, deck))
         finally:
             for node in nodes:
                 node.stop()
             front.stop()
+            local.stop()
+    local_latency, node_latency = times["local"]["embed"], times["node"]["embed"]
+    local_transcriptions, node_transcriptions = times["local"]["asr"], times["node"]["asr"]
+    local_jobs, cluster_jobs = times["local"]["meeting"], times["node"]["meeting"]
+    local_presentations, cluster_presentations = times["local"]["slides"], times["node"]["slides"]
 
     added(f"one-sentence embedding ({EMBEDDER}), {args.requests} sequential requests:", local_latency, node_latency)
     added(
@@ -194,9 +207,12 @@ def main() -> None:
         local_transcriptions,
         node_transcriptions,
     )
-    ratio(f"meeting job (~14 s of audio), median of {args.jobs}:", local_jobs, cluster_jobs)
-    ratio(f"presentation job (4 slides, narration as a chord), median of {args.jobs}:", local_presentations,
-          cluster_presentations)  # fmt: skip
+    ratio(f"meeting job (~14 s of audio), median of {args.jobs} (alternating):", local_jobs, cluster_jobs)
+    ratio(
+        f"presentation job (4 slides, narration as a chord), median of {args.jobs} (alternating):",
+        local_presentations,
+        cluster_presentations,
+    )
 
 
 if __name__ == "__main__":
