@@ -261,8 +261,10 @@ def test_transcription_through_a_node_sends_the_upload_through_s3(cluster: Clust
     assert re.search(rf"PUT /{cluster.bucket}/cluster/requests/[0-9a-f]{{32}}/file ", moto_log), moto_log[-2000:]
     assert re.search(rf"GET /{cluster.bucket}/cluster/requests/[0-9a-f]{{32}}/file ", moto_log)
     s3 = boto3.client("s3", endpoint_url=cluster.endpoint, **_boto_credentials())
-    left = s3.list_objects_v2(Bucket=cluster.bucket, Prefix="cluster/requests/")
-    assert left.get("KeyCount", 0) == 0, left.get("Contents")
+    deadline = time.monotonic() + 10  # deleted in the background, after the answer
+    while (left := s3.list_objects_v2(Bucket=cluster.bucket, Prefix="cluster/requests/")).get("KeyCount", 0):
+        assert time.monotonic() < deadline, left.get("Contents")
+        time.sleep(0.1)
 
 
 def test_streamed_chat_through_a_node_equals_the_whole_answer(cluster: Cluster) -> None:

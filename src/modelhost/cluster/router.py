@@ -168,6 +168,7 @@ class ClusterRouter:
             from modelhost.storage.blobs import build_blob_store
 
             self.blobs = build_blob_store(settings.data_dir, settings.storage)
+        self._deleting: set[asyncio.Task[None]] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.local, name)
@@ -184,6 +185,7 @@ class ClusterRouter:
         await self.local.start()
 
     async def stop(self) -> None:
+        await asyncio.gather(*self._deleting, return_exceptions=True)
         await self.local.stop()
         await self.redis.aclose()
         self.registry.close()
@@ -228,11 +230,19 @@ class ClusterRouter:
         return reply
 
     async def _forget(self, reply: str, encoded: dict[str, Any] | None = None) -> None:
-        """Delete a finished request's files from the blob store."""
+        """Delete a finished request's files from the blob store, in the background: the answer does not wait for
+        the S3 round trips (``stop`` waits for the deletions still running)."""
         if self.blobs is None or (encoded is not None and not encoded):
             return
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.blobs.delete, REQUEST_FILES_PREFIX + reply.removeprefix(REPLY_PREFIX))
+        blobs = self.blobs
+
+        async def delete() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(blobs.delete, REQUEST_FILES_PREFIX + reply.removeprefix(REPLY_PREFIX))
+
+        task = asyncio.create_task(delete())
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
 
     async def _next(self, reply: str, timeout: float, model: ModelEntry) -> dict[str, Any]:
         import redis
