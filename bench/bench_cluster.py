@@ -4,10 +4,15 @@ Prints:
 * a meeting-transcription job (a 4-turn, ~14 s two-voice recording) through Celery — front with
   ``--no-local-workers``, two ``modelhost node`` processes, PostgreSQL, Redis, S3 through moto (an S3 emulator) —
   vs the local executor of one ``modelhost serve`` (SQLite, local blobs); goal ≤ 1.1×;
+* a presentation-video job (the 4 visible slides of the tests' standard deck): its per-slide narration is a Celery
+  chord (one task per slide, spread over both nodes) under the Celery executor, an in-process gather locally;
 * the added latency (p50, p90) of a one-sentence embedding through a node (front → Celery task on Redis → node's
-  coordinator → worker → reply on a Redis list) over the same request to a server whose worker is local.
+  coordinator → worker → reply on a Redis list) over the same request to a server whose worker is local;
+* the same for a transcription of the ~14 s recording, whose upload goes to the blob store (S3) and the task carries
+  its key.
 
-Needs Redis and PostgreSQL on 127.0.0.1 (as the cluster test). Run: ``python bench/bench_cluster.py``.
+Both setups run at once and the measurements alternate between them, so a shared machine's changing load weighs on
+both alike. Needs Redis and PostgreSQL on 127.0.0.1 (as the cluster test). Run: ``python bench/bench_cluster.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from tests.support.cluster import NodeProcess, aws_env, fresh_postgres, moto_s3, redis_url_or_skip  # noqa: E402
+from tests.support.cluster import FRONT_COMMAND, NodeProcess, aws_env, fresh_postgres, moto_s3, redis_url_or_skip  # noqa: E402
+from tests.support.decks import build_deck  # noqa: E402
 from tests.support.diarization import conversation  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
@@ -41,15 +47,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+
+
 def meeting_seconds(server: ServerProcess, recording: Path) -> float:
+    return job_seconds(
+        server,
+        "meeting-transcription",
+        (recording.name, recording.read_bytes(), "audio/flac"),
+        {"model": "whisper-tiny.en", "num_speakers": "2"},
+    )
+
+
+def presentation_seconds(server: ServerProcess, deck: Path) -> float:
+    return job_seconds(
+        server, "presentation-video", (deck.name, deck.read_bytes(), PPTX), {"silence_seconds": "0.8", "width": "640"}
+    )
+
+
+def job_seconds(server: ServerProcess, kind: str, upload: tuple[str, bytes, str], data: dict[str, str]) -> float:
     with server.client() as client:
         started = time.perf_counter()
-        with recording.open("rb") as audio:
-            resp = client.post(
-                "/v1/jobs/meeting-transcription",
-                files={"file": (recording.name, audio, "audio/flac")},
-                data={"model": "whisper-tiny.en", "num_speakers": "2"},
-            )
+        resp = client.post(f"/v1/jobs/{kind}", files={"file": upload}, data=data)
+        resp.raise_for_status()
         job_id = resp.json()["id"]
         while True:
             job = client.get(f"/v1/jobs/{job_id}").json()
@@ -62,11 +82,11 @@ def meeting_seconds(server: ServerProcess, recording: Path) -> float:
     return elapsed
 
 
-def embedding_latencies(server: ServerProcess, n: int) -> list[float]:
+def embedding_latencies(server: ServerProcess, n: int, warm: bool = True) -> list[float]:
     body = {"model": EMBEDDER, "input": "The quick brown fox jumps over the lazy dog."}
     times: list[float] = []
     with server.client() as client:
-        for _ in range(5):
+        for _ in range(5 if warm else 0):
             client.post("/v1/embeddings", json=body).raise_for_status()  # warm-up: worker started, caches filled
         for _ in range(n):
             started = time.perf_counter()
@@ -75,24 +95,53 @@ def embedding_latencies(server: ServerProcess, n: int) -> list[float]:
     return times
 
 
+def transcription_latencies(server: ServerProcess, recording: Path, n: int, warm: bool = True) -> list[float]:
+    upload = (recording.name, recording.read_bytes(), "audio/flac")
+    data = {"model": "whisper-tiny.en", "response_format": "json"}
+    times: list[float] = []
+    with server.client() as client:
+        if warm:
+            client.post("/v1/audio/transcriptions", files={"file": upload}, data=data).raise_for_status()
+        for _ in range(n):
+            started = time.perf_counter()
+            client.post("/v1/audio/transcriptions", files={"file": upload}, data=data).raise_for_status()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def added(label: str, local: list[float], node: list[float]) -> None:
+    local_p50, node_p50 = percentile(local, 0.5), percentile(node, 0.5)
+    local_p90, node_p90 = percentile(local, 0.9), percentile(node, 0.9)
+    print(label)
+    print(f"  local worker     p50 {local_p50 * 1000:7.2f} ms   p90 {local_p90 * 1000:7.2f} ms")
+    print(f"  through a node   p50 {node_p50 * 1000:7.2f} ms   p90 {node_p90 * 1000:7.2f} ms")
+    print(
+        f"  added            p50 {(node_p50 - local_p50) * 1000:7.2f} ms   p90 {(node_p90 - local_p90) * 1000:7.2f} ms"
+    )
+
+
+def ratio(label: str, local: list[float], cluster: list[float]) -> None:
+    local_median, cluster_median = statistics.median(local), statistics.median(cluster)
+    print(label)
+    print(f"  local executor   {local_median:6.2f} s   {' '.join(f'{t:.2f}' for t in local)}")
+    print(f"  Celery, 2 nodes  {cluster_median:6.2f} s   {' '.join(f'{t:.2f}' for t in cluster)}")
+    print(f"  ratio            {cluster_median / local_median:6.2f}x (goal <= 1.1x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=3, help="meeting jobs per side (median reported)")
+    parser.add_argument("--jobs", type=int, default=5, help="meeting and presentation jobs per side (median reported)")
     parser.add_argument("--requests", type=int, default=200, help="embedding requests per side")
+    parser.add_argument("--transcriptions", type=int, default=10, help="transcription requests per side")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     recording, _ = conversation(TURNS, 0.5, root, "meeting")
-    preload_a = ["--queues", "jobs", "--preload", "whisper-tiny.en"]
+    deck = build_deck(root / "deck.pptx")
+    preload_a = ["--queues", "jobs,model.hibari", "--preload", "whisper-tiny.en"]
     preload_b = ["--queues", "jobs", "--preload", f"diarizer,resemblyzer,{EMBEDDER}"]
 
-    local = ServerProcess(root / "single").start()
-    try:
-        local_latency = embedding_latencies(local, args.requests)
-        meeting_seconds(local, recording)  # warm-up: every model loaded
-        local_jobs = [meeting_seconds(local, recording) for _ in range(args.jobs)]
-    finally:
-        local.stop()
-
+    # Both run at once and the measurements alternate between them (block by block, job by job), so the load of a
+    # shared machine drifting during the run weighs on both sides alike.
     broker_url = redis_url_or_skip()
     with fresh_postgres() as database_url, moto_s3(root) as endpoint:
         import boto3
@@ -113,35 +162,57 @@ def main() -> None:
             "MODELHOST_STORAGE__URL": f"s3://{bucket}/bench",
             "MODELHOST_STORAGE__ENDPOINT_URL": endpoint,
         }
-        front = ServerProcess(root / "front", env, args=("--no-local-workers",)).start()
+        local = ServerProcess(root / "single").start()
+        front = ServerProcess(root / "front", env, args=FRONT_COMMAND[2:]).start()
         nodes = [
             NodeProcess("bench-a", root / "node-a", env, preload_a),
             NodeProcess("bench-b", root / "node-b", env, preload_b),
         ]
+        sides = {"local": local, "node": front}
+        times: dict[str, dict[str, list[float]]] = {
+            k: {"embed": [], "asr": [], "meeting": [], "slides": []} for k in sides
+        }
         try:
             for node in nodes:
                 node.start(broker_url)
-            node_latency = embedding_latencies(front, args.requests)
-            meeting_seconds(front, recording)  # warm-up
-            cluster_jobs = [meeting_seconds(front, recording) for _ in range(args.jobs)]
+            for server in sides.values():  # warm-up: every model loaded, caches filled
+                embedding_latencies(server, 5)
+                transcription_latencies(server, recording, 1)
+                meeting_seconds(server, recording)
+                presentation_seconds(server, deck)
+            blocks = 10
+            for _ in range(blocks):
+                for side, server in sides.items():
+                    times[side]["embed"] += embedding_latencies(server, max(1, args.requests // blocks), warm=False)
+            for _ in range(args.transcriptions):
+                for side, server in sides.items():
+                    times[side]["asr"] += transcription_latencies(server, recording, 1, warm=False)
+            for _ in range(args.jobs):
+                for side, server in sides.items():
+                    times[side]["meeting"].append(meeting_seconds(server, recording))
+                    times[side]["slides"].append(presentation_seconds(server, deck))
         finally:
             for node in nodes:
                 node.stop()
             front.stop()
+            local.stop()
+    local_latency, node_latency = times["local"]["embed"], times["node"]["embed"]
+    local_transcriptions, node_transcriptions = times["local"]["asr"], times["node"]["asr"]
+    local_jobs, cluster_jobs = times["local"]["meeting"], times["node"]["meeting"]
+    local_presentations, cluster_presentations = times["local"]["slides"], times["node"]["slides"]
 
-    local_p50, node_p50 = percentile(local_latency, 0.5), percentile(node_latency, 0.5)
-    local_p90, node_p90 = percentile(local_latency, 0.9), percentile(node_latency, 0.9)
-    print(f"one-sentence embedding ({EMBEDDER}), {args.requests} sequential requests:")
-    print(f"  local worker     p50 {local_p50 * 1000:7.2f} ms   p90 {local_p90 * 1000:7.2f} ms")
-    print(f"  through a node   p50 {node_p50 * 1000:7.2f} ms   p90 {node_p90 * 1000:7.2f} ms")
-    print(
-        f"  added            p50 {(node_p50 - local_p50) * 1000:7.2f} ms   p90 {(node_p90 - local_p90) * 1000:7.2f} ms"
+    added(f"one-sentence embedding ({EMBEDDER}), {args.requests} sequential requests:", local_latency, node_latency)
+    added(
+        f"transcription of ~14 s (whisper-tiny.en), {args.transcriptions} sequential requests (upload through S3):",
+        local_transcriptions,
+        node_transcriptions,
     )
-    local_median, cluster_median = statistics.median(local_jobs), statistics.median(cluster_jobs)
-    print(f"meeting job (~14 s of audio), median of {args.jobs}:")
-    print(f"  local executor   {local_median:6.2f} s   {' '.join(f'{t:.2f}' for t in local_jobs)}")
-    print(f"  Celery, 2 nodes  {cluster_median:6.2f} s   {' '.join(f'{t:.2f}' for t in cluster_jobs)}")
-    print(f"  ratio            {cluster_median / local_median:6.2f}x (goal <= 1.1x)")
+    ratio(f"meeting job (~14 s of audio), median of {args.jobs} (alternating):", local_jobs, cluster_jobs)
+    ratio(
+        f"presentation job (4 slides, narration as a chord), median of {args.jobs} (alternating):",
+        local_presentations,
+        cluster_presentations,
+    )
 
 
 if __name__ == "__main__":

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     node. A running step keeps a lease in Redis, so a redelivered copy of a live step waits instead of running
     twice; lower it for faster recovery, at the cost of more redelivery checks."""
 
+    broker_reconcile_seconds: float = Field(30.0, gt=0)
+    """How often the front looks for running jobs with no queued task and no lease in Redis (the broker lost them:
+    a FLUSHALL, a restart without persistence) and queues their next step again; it also does so as soon as it sees
+    that Redis lost its data or after it reconnects."""
+
     node_heartbeat_seconds: float = Field(5.0, gt=0)
     """How often a ``modelhost node`` writes its heartbeat (models, workers, queues) to Redis; a node silent for
     three periods is gone."""

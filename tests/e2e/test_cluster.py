@@ -4,13 +4,22 @@ in server mode — an S3 EMULATOR, since no real S3 server installs here — a f
 embedded Qdrant (no Qdrant server runs here; no speaker is enrolled in these tests, so every process answers "no
 match", as one machine does). The commands are the ones deploy/ runs.
 
-Checks: a meeting job completes with the same result as on one machine (local executor, SQLite, local blobs);
+Qdrant: no Qdrant server installs here — none is packaged on PyPI (``qdrant-client`` is a client with an embedded
+local mode; ``qdrant-edge-py`` is an in-process engine), Debian or npm (clients only), and Docker images and GitHub
+release binaries cannot be fetched — so ``MODELHOST_QDRANT__URL`` is not tested against a server.
+
+Checks: a meeting job completes with the same result as on one machine (local executor, SQLite, local blobs); a
+presentation job too, its per-slide narration a Celery chord whose items both nodes run (their logs say which);
 ``kill -9`` of the node running a step (and its workers) → the step is redelivered and the job completes with the
-same result; synchronous embeddings, errors and a streamed chat completion through a node.
+same result; Redis restarted, or wiped with FLUSHALL, mid-job → the job completes (the front's reconciler queues
+what Redis lost) without restarting the front; synchronous embeddings, errors, a transcription whose upload travels
+through S3 (deleted after the call) and a streamed chat completion through a node.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +31,7 @@ import httpx
 import pytest
 
 from tests.support.cluster import (
+    FRONT_COMMAND,
     NodeProcess,
     PrivateRedis,
     aws_env,
@@ -54,6 +64,8 @@ class Cluster:
     broker_url: str
     root: Path
     private_redis: PrivateRedis | None
+    endpoint: str
+    bucket: str
 
     def node(self, name: str, args: list[str]) -> NodeProcess:
         node = NodeProcess(name, self.root / f"node-{name}", self.env, args).start(self.broker_url)
@@ -87,9 +99,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "MODELHOST_STORAGE__ENDPOINT_URL": endpoint,
             "MODELHOST_BROKER_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY_SECONDS),
             "MODELHOST_NODE_HEARTBEAT_SECONDS": "1",
+            "MODELHOST_BROKER_RECONCILE_SECONDS": "5",
         }
-        front = ServerProcess(root / "front", env, args=("--no-local-workers",)).start()
-        running = Cluster(front, {}, env, broker_url, root, private_redis)
+        front = ServerProcess(root / "front", env, args=FRONT_COMMAND[2:]).start()
+        running = Cluster(front, {}, env, broker_url, root, private_redis, endpoint, bucket)
         try:
             running.node("a", NODE_A)
             running.node("b", NODE_B)
@@ -199,7 +212,6 @@ def test_health_and_cluster_status_list_the_nodes(cluster: Cluster) -> None:
     assert {"diarizer", "resemblyzer"} <= set(nodes["b"]["models"])
     assert "jobs" in nodes["b"]["queue_depth"]
     # the CLI reads the same records straight from Redis
-    import json
     import os
     import subprocess
     import sys
@@ -233,9 +245,29 @@ def test_embeddings_through_a_node(cluster: Cluster) -> None:
         assert bad.status_code == 400, bad.text
 
 
-def test_streamed_chat_through_a_node_equals_the_whole_answer(cluster: Cluster) -> None:
-    import json
+def test_transcription_through_a_node_sends_the_upload_through_s3(cluster: Cluster, recording: Path) -> None:
+    import boto3
 
+    with cluster.front.client(timeout=180) as client, recording.open("rb") as audio:
+        resp = client.post(
+            "/v1/audio/transcriptions",
+            files={"file": (recording.name, audio, "audio/flac")},
+            data={"model": WHISPER, "response_format": "json"},
+        )
+    assert resp.status_code == 200, resp.text
+    assert "budget" in resp.json()["text"].lower()
+    # The upload went to the bucket under requests/<id>/ (the node read it there), and is gone after the call.
+    moto_log = (cluster.root / "moto.log").read_text(errors="replace")
+    assert re.search(rf"PUT /{cluster.bucket}/cluster/requests/[0-9a-f]{{32}}/file ", moto_log), moto_log[-2000:]
+    assert re.search(rf"GET /{cluster.bucket}/cluster/requests/[0-9a-f]{{32}}/file ", moto_log)
+    s3 = boto3.client("s3", endpoint_url=cluster.endpoint, **_boto_credentials())
+    deadline = time.monotonic() + 10  # deleted in the background, after the answer
+    while (left := s3.list_objects_v2(Bucket=cluster.bucket, Prefix="cluster/requests/")).get("KeyCount", 0):
+        assert time.monotonic() < deadline, left.get("Contents")
+        time.sleep(0.1)
+
+
+def test_streamed_chat_through_a_node_equals_the_whole_answer(cluster: Cluster) -> None:
     body: dict[str, Any] = {
         "model": GEMMA,
         "messages": [{"role": "user", "content": "Name a large animal that lives in the sea."}],
@@ -281,6 +313,18 @@ def test_presentation_job_matches_one_machine(cluster: Cluster, deck: Path, sing
         video = client.get(f"/v1/jobs/{job['id']}/artifacts/video.mp4")
     assert video.status_code == 200
     assert video.content[4:8] == b"ftyp"
+    # The per-slide narration ran as a chord: one task per slide, spread over both nodes (each logs what it ran).
+    slides = len(json.loads(reference_notes)["slides"])
+    ran = items_run(cluster, job["id"])
+    assert sorted(i for items in ran.values() for i in items) == list(range(slides)), ran  # each once
+    assert ran["a"], ran  # both nodes ran items
+    assert ran["b"], ran
+
+
+def items_run(cluster: Cluster, job_id: str) -> dict[str, list[int]]:
+    """Which chord items of the job's narration step each node ran and recorded, from the nodes' logs."""
+    pattern = re.compile(rf"job {job_id} \(presentation-video\) step synthesizing_audio/~fan-0/(\d+) item \d+ done")
+    return {name: [int(i) for i in pattern.findall(node.log(whole=True))] for name, node in cluster.nodes.items()}
 
 
 def test_redis_restarted_mid_job_the_job_completes(
@@ -325,3 +369,73 @@ def test_kill_9_of_the_node_running_a_step_redelivers_it(
     assert started_again >= 1, "the step did not run again on a surviving or restarted node"
     assert restarted.process is not None
     assert restarted.process.poll() is None
+
+
+def test_redis_wiped_mid_job_the_front_requeues_what_it_lost(
+    cluster: Cluster, deck: Path, single_machine: dict[str, Any]
+) -> None:
+    """FLUSHALL (or a Redis restarted without persistence), the front never restarted:
+
+    1. while the narration chord is in flight: once its first item (a silent slide: milliseconds) is done and while
+       the spoken ones may still run, both nodes are frozen (SIGSTOP) around the wipe; when the chord had counted that
+       item (its ``.j`` set in Redis), the callback can never come and the front's reconciler must queue the step;
+    2. a job whose first step is queued while both nodes are frozen: the wipe surely loses that task, and the
+       reconciler queues it again.
+    Both jobs complete with the one-machine result."""
+    import redis
+
+    reference, reference_notes = single_machine["presentation"]
+    front_pid = cluster.front.process.pid if cluster.front.process else None
+    nodes = [node for node in cluster.nodes.values() if node.process is not None and node.process.poll() is None]
+    client = redis.Redis.from_url(cluster.broker_url)
+
+    def wipe() -> None:
+        if cluster.private_redis is not None:
+            client.flushall()  # our own redis-server: wipe everything, as a restart without persistence does
+        else:
+            client.flushdb()  # the machine's shared Redis: only the test database
+
+    def freeze(frozen: bool) -> None:
+        for node in nodes:
+            node.freeze(frozen)
+
+    mid_job = submit_deck(cluster.front, deck)
+    deadline = time.monotonic() + 180
+    while not any(items_run(cluster, mid_job).values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    freeze(True)
+    try:
+        done_before = sum(len(items) for items in items_run(cluster, mid_job).values())
+        slides = len(json.loads(reference_notes)["slides"])
+        assert 0 < done_before < slides, f"{done_before} of {slides} narration items done before the wipe"
+        counted = bool(client.keys("celery-taskset-meta-*.j"))
+        wipe()
+    finally:
+        freeze(False)
+
+    freeze(True)
+    try:
+        queued = submit_deck(cluster.front, deck)
+        deadline = time.monotonic() + 10
+        while queued.encode() not in b"".join(client.lrange("jobs", 0, -1)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert queued.encode() in b"".join(client.lrange("jobs", 0, -1)), "the job's first step was not queued"
+        wipe()
+    finally:
+        freeze(False)
+    client.close()
+
+    for job_id in (mid_job, queued):
+        job = wait_done(cluster.front, job_id)
+        assert job["status"] == "completed", job
+        assert job["result"] == reference["result"]
+        with cluster.front.client() as http:
+            assert http.get(f"/v1/jobs/{job_id}/artifacts/notes.json").content == reference_notes
+    assert cluster.front.process is not None
+    assert cluster.front.process.pid == front_pid
+    assert cluster.front.process.poll() is None
+    front_log = cluster.front.log_path.read_text(errors="replace")
+    assert "Redis lost its data" in front_log
+    assert f"job {queued} has no task in Redis and no lease" in front_log, front_log[-3000:]
+    if counted:
+        assert f"job {mid_job} has no task in Redis and no lease" in front_log, front_log[-3000:]

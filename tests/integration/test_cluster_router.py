@@ -84,6 +84,19 @@ def test_request_files_survive_the_task_encoding(tmp_path: Path) -> None:
     assert decode_files(encode_files(None)) is None
 
 
+def test_request_files_travel_by_key_through_a_blob_store(tmp_path: Path) -> None:
+    from modelhost.storage.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    upload = io.BytesIO(b"upload bytes")
+    encoded = encode_files({"file": upload, "raw": b"\x00\xff"}, blobs, "requests/abc/")
+    assert encoded == {"file": {"blob": "requests/abc/file"}, "raw": {"blob": "requests/abc/raw"}}
+    assert len(json.dumps(encoded)) < 100  # keys, not the bytes
+    assert decode_files(encoded, blobs) == {"file": b"upload bytes", "raw": b"\x00\xff"}
+    with pytest.raises(ValueError, match="not a request file"):  # a task cannot make a node read any other blob
+        decode_files({"file": {"blob": "jobs/x/artifacts/video.mp4"}}, blobs)
+
+
 def test_binary_results_survive_the_reply_encoding() -> None:
     reply = {"result": {"audio": b"\x00RIFF\xff", "embeddings": [b"\x01\x02"], "text": "hi", "n": 3}}
     assert unpack_message(json.loads(json.dumps(pack_message(reply)))) == reply

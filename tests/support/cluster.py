@@ -19,6 +19,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+#: The commands of a cluster, as deploy/ (compose.yaml, systemd units) runs them: ``modelhost serve`` with these
+#: arguments on the front, ``modelhost node`` with node options (``NODE_OPTIONS``) on each node.
+FRONT_COMMAND = ("modelhost", "serve", "--no-local-workers")
+NODE_COMMAND = ("modelhost", "node")
+NODE_OPTIONS = ("--queues", "--preload", "--concurrency", "--name")
+
 REDIS_URL = os.environ.get("MODELHOST_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 #: Redis database reserved for these tests (flushed before each use).
 REDIS_TEST_DB = int(os.environ.get("MODELHOST_TEST_REDIS_DB", "13"))
@@ -128,7 +134,7 @@ class NodeProcess:
         )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "modelhost", "node", "--name", self.name, *self.args],
+                [sys.executable, "-m", *NODE_COMMAND, "--name", self.name, *self.args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -170,11 +176,19 @@ class NodeProcess:
         with contextlib_suppress():
             os.killpg(self.process.pid, signal.SIGKILL)  # any worker left behind
 
-    def log(self) -> str:
+    def log(self, whole: bool = False) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-6000:]
+            text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+        return text if whole else text[-6000:]
+
+    def freeze(self, frozen: bool) -> None:
+        """SIGSTOP (``frozen``) or SIGCONT to the node and its worker processes: a node that stalls."""
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
 
 def contextlib_suppress() -> Any:

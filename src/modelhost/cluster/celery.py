@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 JOBS_QUEUE = "jobs"
 STEP_TASK = "modelhost.step"
+STEP_ITEM_TASK = "modelhost.step_item"
 INFER_TASK = "modelhost.infer"
 INFER_STREAM_TASK = "modelhost.infer_stream"
 
@@ -59,3 +60,22 @@ def build_celery(settings: Settings) -> Celery:
     }
     app.conf.update(conf)
     return app
+
+
+def send(app: Celery, task: str, args: list[Any], queue: str) -> None:
+    """Queue ``task(*args)`` on ``queue`` (no result kept). Celery publishes a message for a direct queue through
+    the anonymous exchange, straight onto the queue's Redis list, so sending needs no routing table in Redis and works
+    right after a FLUSHALL."""
+    app.send_task(task, args=args, queue=queue, ignore_result=True)
+
+
+def send_chord(app: Celery, job_id: str, index: int, ordinal: int, missing: list[int]) -> None:
+    """The missing items of a step's gather (``modelhost.cluster.fanout``) as a chord on the ``jobs`` queue; its
+    callback is the step again (``modelhost.step(job, index)``, immutable: it ignores the members' results), which
+    replays the step past the gather. A chord Redis lost (FLUSHALL) is found by the front's reconciler
+    (``executor.CeleryExecutor``)."""
+    from celery import chord, group
+
+    header = group(app.signature(STEP_ITEM_TASK, args=[job_id, index, ordinal, i], queue=JOBS_QUEUE) for i in missing)
+    callback = app.signature(STEP_TASK, args=[job_id, index], queue=JOBS_QUEUE, immutable=True)
+    chord(header)(callback)

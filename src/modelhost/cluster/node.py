@@ -24,9 +24,12 @@ from modelhost.cluster.celery import (
     INFER_STREAM_TASK,
     INFER_TASK,
     JOBS_QUEUE,
+    STEP_ITEM_TASK,
     STEP_TASK,
     build_celery,
     model_queue,
+    send,
+    send_chord,
 )
 from modelhost.cluster.router import REPLY_TTL_SECONDS, ClusterRouter, decode_files, pack_message
 from modelhost.cluster.steps import LEASE_SECONDS, StepRunner
@@ -179,7 +182,8 @@ class Node:
     async def infer(self, model_id: str, payload: dict[str, Any], files: dict[str, Any], reply: str) -> None:
         try:
             entry = self._entry(model_id)
-            result = await self.router.local.infer(entry, payload, decode_files(files))
+            received = await asyncio.to_thread(decode_files, files, self.services.jobs.deps.blobs)
+            result = await self.router.local.infer(entry, payload, received)
             await self._push(reply, {"result": result})
         except ModelhostError as exc:
             await self._push(reply, {"status": exc.status_code, **exc.envelope()})
@@ -191,7 +195,8 @@ class Node:
         redis = self.runner.redis
         try:
             entry = self._entry(model_id)
-            stream = self.router.local.infer_stream(entry, payload, decode_files(files))
+            received = await asyncio.to_thread(decode_files, files, self.services.jobs.deps.blobs)
+            stream = self.router.local.infer_stream(entry, payload, received)
             checked = time.monotonic()
             try:
                 async for chunk in stream:
@@ -239,11 +244,29 @@ def register_tasks(app: Celery, node: Node) -> None:
     )
     def step(self: Any, job_id: str, index: int) -> None:
         outcome = node.call(node.runner.run(job_id, index))
-        if outcome.next_index is not None:
-            app.send_task(STEP_TASK, args=[job_id, outcome.next_index], queue=JOBS_QUEUE, ignore_result=True)
+        if outcome.fan_out is not None:
+            send_chord(app, job_id, *outcome.fan_out)
+        elif outcome.next_index is not None:
+            send(app, STEP_TASK, [job_id, outcome.next_index], JOBS_QUEUE)
         elif outcome.retry_index is not None:
             # Another node holds the job's lease (runs this step now, or died less than LEASE_SECONDS ago).
             raise self.retry(args=[job_id, outcome.retry_index], countdown=LEASE_SECONDS / 3, max_retries=None)
+
+    @app.task(  # type: ignore[untyped-decorator]  # celery is untyped
+        name=STEP_ITEM_TASK,
+        bind=True,
+        acks_late=True,
+        autoretry_for=infrastructure,
+        retry_backoff=2,
+        retry_backoff_max=60,
+        retry_jitter=True,
+        max_retries=100,
+    )
+    def step_item(self: Any, job_id: str, index: int, ordinal: int, item: int) -> None:
+        """A chord member: its return value is nothing; the chord's callback reads the recorded items."""
+        outcome = node.call(node.runner.run_item(job_id, index, ordinal, item))
+        if outcome.retry_index is not None:  # another node runs this item now (or died less than a lease ago)
+            raise self.retry(countdown=LEASE_SECONDS / 3, max_retries=None)
 
     @app.task(name=INFER_TASK, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]  # untyped
     def infer(model_id: str, payload: dict[str, Any], files: dict[str, Any], reply: str) -> None:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelhost.cluster.celery import INFER_STREAM_TASK, INFER_TASK, device_queue, model_queue
+from modelhost.cluster.celery import INFER_STREAM_TASK, INFER_TASK, device_queue, model_queue, send
 from modelhost.cluster.registry import NodeRegistry
 from modelhost.errors import (
     ModelhostError,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from modelhost.catalog.models import ModelEntry
     from modelhost.config import Settings
     from modelhost.coordinator.coordinator import Coordinator
+    from modelhost.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -85,25 +86,43 @@ def error_from_reply(status: int, error: dict[str, Any]) -> ModelhostError:
     return RemoteError(status, error)
 
 
-def encode_files(files: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Request files (the coordinator's ``FileRef``: a path, an open binary file or bytes) as JSON for a task."""
+REQUEST_FILES_PREFIX = "requests/"
+
+
+def encode_files(files: Mapping[str, Any] | None, blobs: BlobStore | None = None, prefix: str = "") -> dict[str, Any]:
+    """Request files (the coordinator's ``FileRef``: a path, an open binary file or bytes) as JSON for a task: with
+    a shared blob store (S3 in a cluster), each is stored under ``<prefix><name>`` and the task carries the key
+    (``{"blob": key}``); without one (local blobs: another machine could not read them), inline as base64."""
     encoded: dict[str, Any] = {}
     for name, ref in (files or {}).items():
         if isinstance(ref, str | Path):
-            raw = Path(ref).read_bytes()
+            data: Any = Path(ref)
         elif isinstance(ref, bytes | bytearray | memoryview):
-            raw = bytes(ref)
+            data = bytes(ref)
         else:  # an open binary file (an upload): read from its start
             ref.seek(0)
-            raw = ref.read()
-        encoded[name] = {"data": base64.b64encode(raw).decode()}
+            data = ref
+        if blobs is not None:
+            encoded[name] = {"blob": blobs.put(prefix + name, data).key}
+        else:
+            raw = data.read_bytes() if isinstance(data, Path) else data if isinstance(data, bytes) else data.read()
+            encoded[name] = {"data": base64.b64encode(raw).decode()}
     return encoded
 
 
-def decode_files(encoded: dict[str, Any]) -> dict[str, bytes] | None:
+def decode_files(encoded: dict[str, Any], blobs: BlobStore | None = None) -> dict[str, bytes] | None:
+    """The files of a task: read from the blob store (``{"blob": key}``) or decoded (``{"data": base64}``)."""
     if not encoded:
         return None
-    return {name: base64.b64decode(f["data"]) for name, f in encoded.items()}
+    decoded: dict[str, bytes] = {}
+    for name, ref in encoded.items():
+        if "blob" in ref:
+            if blobs is None or not str(ref["blob"]).startswith(REQUEST_FILES_PREFIX):
+                raise ValueError(f"request file {name!r}: no blob store here, or not a request file's key")
+            decoded[name] = blobs.get(str(ref["blob"]))
+        else:
+            decoded[name] = base64.b64decode(ref["data"])
+    return decoded
 
 
 _BYTES_KEY = "__bytes__"
@@ -143,6 +162,13 @@ class ClusterRouter:
         #: ``settings.local_workers``.
         self.local_queues: set[str] | None = None
         self._celery: Celery | None = None
+        #: Where request files travel to a node: the shared blob store (S3) when one is configured.
+        self.blobs: BlobStore | None = None
+        if settings.storage.url:
+            from modelhost.storage.blobs import build_blob_store
+
+            self.blobs = build_blob_store(settings.data_dir, settings.storage)
+        self._deleting: set[asyncio.Task[None]] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.local, name)
@@ -159,6 +185,7 @@ class ClusterRouter:
         await self.local.start()
 
     async def stop(self) -> None:
+        await asyncio.gather(*self._deleting, return_exceptions=True)
         await self.local.stop()
         await self.redis.aclose()
         self.registry.close()
@@ -188,14 +215,34 @@ class ClusterRouter:
         )
 
     async def _send(self, task: str, model: ModelEntry, payload: dict[str, Any], files: Any) -> str:
+        """Queue the request; its files go to the blob store first (``requests/<id>/``: ``_forget`` deletes them
+        after the call)."""
         queue = await asyncio.to_thread(self.target_queue, model)
-        reply = REPLY_PREFIX + uuid.uuid4().hex
-        args = [model.id, payload, encode_files(files), reply]
+        request = uuid.uuid4().hex
+        reply = REPLY_PREFIX + request
+        encoded = await asyncio.to_thread(encode_files, files, self.blobs, f"{REQUEST_FILES_PREFIX}{request}/")
+        args = [model.id, payload, encoded, reply]
         try:
-            await asyncio.to_thread(self.celery.send_task, task, args=args, queue=queue, ignore_result=True)
+            await asyncio.to_thread(send, self.celery, task, args, queue)
         except Exception as exc:  # kombu raises OperationalError and friends once its retries are spent
+            await self._forget(reply, encoded)
             raise BrokerUnavailable(f"cannot queue the request for model {model.id!r}: {exc}") from None
         return reply
+
+    async def _forget(self, reply: str, encoded: dict[str, Any] | None = None) -> None:
+        """Delete a finished request's files from the blob store, in the background: the answer does not wait for
+        the S3 round trips (``stop`` waits for the deletions still running)."""
+        if self.blobs is None or (encoded is not None and not encoded):
+            return
+        blobs = self.blobs
+
+        async def delete() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(blobs.delete, REQUEST_FILES_PREFIX + reply.removeprefix(REPLY_PREFIX))
+
+        task = asyncio.create_task(delete())
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
 
     async def _next(self, reply: str, timeout: float, model: ModelEntry) -> dict[str, Any]:
         import redis
@@ -228,7 +275,11 @@ class ClusterRouter:
         if self.serves_locally(model):
             return await self.local.infer(model, payload, files)
         reply = await self._send(INFER_TASK, model, payload, files)
-        message = await self._next(reply, self._timeout(), model)
+        try:
+            message = await self._next(reply, self._timeout(), model)
+        finally:
+            if files:
+                await self._forget(reply)
         result: dict[str, Any] = message["result"]
         return result
 
@@ -254,6 +305,8 @@ class ClusterRouter:
                     await self.redis.set(reply + ":cancel", "1", ex=REPLY_TTL_SECONDS)
             with contextlib.suppress(Exception):
                 await self.redis.delete(reply)
+            if files:
+                await self._forget(reply)
 
     async def nodes(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.registry.nodes)

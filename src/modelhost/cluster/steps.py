@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from modelhost.cluster.fanout import ChordFanOut, FanOutRequested, ItemFinished, item_key
 from modelhost.errors import ModelhostError
 from modelhost.jobs.executor import LocalExecutor, error_fields
 from modelhost.jobs.pipeline import JobCancelled, StepContext
@@ -32,6 +33,21 @@ CANCEL_POLL_SECONDS = 1.0
 ENDED_PREFIX = "modelhost:ended:"
 ENDED_TTL_SECONDS = 7 * 24 * 3600
 
+#: Renew a lease we hold, or take it again when Redis lost it (FLUSHALL, a restart without persistence) — but never
+#: take over one that another runner holds.
+_RENEW = """
+local held = redis.call('get', KEYS[1])
+if held == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
+if not held then return redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) and 1 or 0 end
+return 0
+"""
+
+
+def lease_key(job_id: str, item: str | None = None) -> str:
+    """``modelhost:lease:<job>`` for a step, ``modelhost:lease:<job>:<step>/~fan-<n>/<i>`` for an item of a chord:
+    every lease of a job starts with ``modelhost:lease:<job>``."""
+    return LEASE_PREFIX + job_id + (f":{item}" if item else "")
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -40,6 +56,8 @@ class Outcome:
     done: bool = False
     next_index: int | None = None
     retry_index: int | None = None
+    #: ``(step index, gather ordinal, missing items)``: send the items as a chord whose callback replays the step.
+    fan_out: tuple[int, int, list[int]] | None = None
 
 
 class StepRunner:
@@ -84,32 +102,84 @@ class StepRunner:
             if index < first and not await self.redis.exists(LEASE_PREFIX + job_id):
                 return Outcome(next_index=first)
             return Outcome(done=True)
+        key = lease_key(job_id)
         token = uuid.uuid4().hex
-        if not await self.redis.set(LEASE_PREFIX + job_id, token, nx=True, ex=LEASE_SECONDS):
+        if not await self.redis.set(key, token, nx=True, ex=LEASE_SECONDS):
             return Outcome(retry_index=index)
         cancelled = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_lease(job_id, token, cancelled))
+        keeper = asyncio.create_task(self._keep_lease(job_id, key, token, cancelled, ("cancelled",)))
         try:
             return await self._run_step(job_id, row.kind, row.status, dict(row.params or {}), index, outputs, cancelled)
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                if await self.redis.get(LEASE_PREFIX + job_id) == token.encode():
-                    await self.redis.delete(LEASE_PREFIX + job_id)
+            await self._release(keeper, key, token)
 
-    async def _keep_lease(self, job_id: str, token: str, cancelled: asyncio.Event) -> None:
-        """Renew the lease and watch for cancellation while the step runs."""
-        ticks = 0
+    async def _release(self, keeper: asyncio.Task[None], key: str, token: str) -> None:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            if await self.redis.get(key) == token.encode():
+                await self.redis.delete(key)
+
+    async def _keep_lease(
+        self, job_id: str, key: str, token: str, cancelled: asyncio.Event, stop_on: tuple[str, ...]
+    ) -> None:
+        """Renew the lease (every second: one lost with Redis's data is back within a second) and watch for
+        cancellation (a status in ``stop_on``) while the step or item runs."""
         while True:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            ticks += 1
             with contextlib.suppress(Exception):
                 row = await asyncio.to_thread(self.store.row, job_id)
-                if row is not None and row.status == "cancelled":
+                if row is not None and row.status in stop_on:
                     cancelled.set()
-                if ticks % 3 == 0:
-                    await self.redis.set(LEASE_PREFIX + job_id, token, xx=True, ex=LEASE_SECONDS)
+                await self.redis.eval(_RENEW, 1, key, token, LEASE_SECONDS)
+
+    async def run_item(self, job_id: str, index: int, ordinal: int, item: int) -> Outcome:
+        """Item ``item`` of gather ``ordinal`` of step ``index`` (a chord member): run and record it unless it is
+        recorded; a transient failure retries with the local executor's backoff, a permanent one fails the job (the
+        chord's callback then finds the job failed). ``retry_index`` set: another runner holds the item's lease."""
+        row = await asyncio.to_thread(self.store.row, job_id)
+        pipeline = self.registry.get(row.kind) if row is not None else None
+        if row is None or pipeline is None or row.status != "running" or index >= len(pipeline.steps):
+            return Outcome(done=True)
+        step = pipeline.steps[index]
+        name = item_key(step.name, ordinal, item)
+        outputs = await asyncio.to_thread(self.store.step_outputs, job_id)
+        if name in outputs or step.name in outputs:
+            return Outcome(done=True)  # a redelivered copy
+        key = lease_key(job_id, name)
+        token = uuid.uuid4().hex
+        if not await self.redis.set(key, token, nx=True, ex=LEASE_SECONDS):
+            return Outcome(retry_index=index)
+        cancelled = asyncio.Event()
+        # A job failed by another item (or cancelled) stops this one at its next check.
+        keeper = asyncio.create_task(self._keep_lease(job_id, key, token, cancelled, ("cancelled", "failed")))
+        ctx = await self._context(job_id, row.kind, dict(row.params or {}), pipeline, cancelled, outputs)
+        ctx._enter(index)
+        fan_out = ChordFanOut((ordinal, item))
+        ctx.fan_out = fan_out
+
+        async def attempt(ctx: StepContext) -> Any:
+            fan_out.reset()
+            return await step.fn(ctx)
+
+        log.info("job %s (%s) step %s item %d starting", job_id, row.kind, name, item)
+        try:
+            await self._local._run_step(ctx, name, attempt)
+        except ItemFinished:
+            log.info("job %s (%s) step %s item %d done", job_id, row.kind, name, item)
+        except (JobCancelled, FanOutRequested):
+            pass  # the job ended meanwhile / an earlier gather is incomplete: the chord's callback sorts it out
+        except Exception as exc:
+            error = error_fields(exc)
+            if isinstance(exc, ModelhostError):
+                log.info("job %s (%s) failed at %s: %s", job_id, row.kind, name, error["message"])
+            else:
+                log.exception("job %s (%s) failed at %s", job_id, row.kind, name)
+            await self._end_once(ctx, pipeline, "failed", error)
+            await asyncio.to_thread(self.store.transition, job_id, "failed", error=error)
+        finally:
+            await self._release(keeper, key, token)
+        return Outcome(done=True)
 
     async def _run_step(
         self,
@@ -131,11 +201,23 @@ class StepRunner:
         ctx = await self._context(job_id, kind, params, pipeline, cancelled, outputs)
         ctx._enter(index)
         step = pipeline.steps[index]
+        fan_out = ChordFanOut()
+        ctx.fan_out = fan_out
+
+        async def attempt(ctx: StepContext) -> Any:
+            fan_out.reset()
+            return await step.fn(ctx)
+
         log.info("job %s (%s) step %s starting", job_id, kind, step.name)
         try:
-            await asyncio.to_thread(self.store.set_stage, job_id, step.name, pipeline.progress_at(index, 0.0))
-            result = await self._local._run_step(ctx, step.name, step.fn)
+            if not any(name.startswith(step.name + "/") for name in outputs):  # not a replay after a chord
+                await asyncio.to_thread(self.store.set_stage, job_id, step.name, pipeline.progress_at(index, 0.0))
+            result = await self._local._run_step(ctx, step.name, attempt)
             await asyncio.to_thread(self.store.record_step, job_id, step.name, result)
+        except FanOutRequested as fan:
+            log.info("job %s (%s) step %s fans out %d of %d items as a chord", job_id, kind, step.name,
+                     len(fan.missing), fan.size)  # fmt: skip
+            return Outcome(fan_out=(index, fan.ordinal, fan.missing))
         except JobCancelled:
             log.info("job %s (%s) cancelled at %s", job_id, kind, step.name)
             await self._end_once(ctx, pipeline, "cancelled", None)

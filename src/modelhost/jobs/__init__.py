@@ -70,5 +70,7 @@ Creating a job from a route (``modelhost/api/routes/meetings.py``)::
 ``jobs_max_concurrency`` at once, and restarts pending and running jobs when the server starts. With
 ``MODELHOST_BROKER_URL``, ``modelhost.cluster.executor.CeleryExecutor`` runs each step as a Celery task on a
 ``modelhost node`` (``modelhost.cluster.steps.StepRunner``): same pipelines, so steps must stay idempotent and their
-files must go through the blob store (another machine may run the next step).
+files must go through the blob store (another machine may run the next step). There ``gather`` is a Celery chord
+(``modelhost.cluster.fanout``): each call runs on whichever node takes it, after replaying the step up to the
+``gather``, so the code before a ``gather`` must be deterministic and cheap and the gathered results JSON.
 """

@@ -136,6 +136,9 @@ class StepContext:
         self._step_index = 0
         self._cancelled = cancelled
         self._last_progress = -1.0
+        #: Set by a distributed executor: ``fan_out.gather(ctx, calls, limit)`` replaces the in-process gather
+        #: (``modelhost.cluster.fanout``: the items run as a Celery chord). None: the calls run here.
+        self.fan_out: Any = None
 
     # -- shortcuts -------------------------------------------------------------------------------------------
     @property
@@ -186,7 +189,13 @@ class StepContext:
 
     async def gather(self, *calls: Coroutine[Any, Any, T], limit: int | None = None) -> list[T]:
         """Run coroutines concurrently (at most ``limit`` at a time), results in order; the first failure
-        cancels the rest and is raised."""
+        cancels the rest and is raised.
+
+        Under the Celery executor each call is one task of a chord (``modelhost.cluster.fanout``): the step is
+        replayed up to this call on the node that runs an item, so the code before it must be deterministic and
+        the results JSON."""
+        if self.fan_out is not None:
+            return await self.fan_out.gather(self, calls, limit)  # type: ignore[no-any-return]
         semaphore = asyncio.Semaphore(limit or len(calls) or 1)
 
         async def bounded(call: Coroutine[Any, Any, T]) -> T:
