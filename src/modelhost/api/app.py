@@ -50,7 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
         await services.coordinator.start()
         app.state.services = services
         await services.jobs.start()
-        services.coordinator.supervisor.track(services.coordinator.prestart_pinned(services.catalog.list()))
+        if settings.local_workers:  # a front with no local workers starts no zygotes
+            services.coordinator.supervisor.track(services.coordinator.prestart_pinned(services.catalog.list()))
         log.info(
             "modelhost %s ready: %d models in the catalog",
             modelhost.__version__,
