@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 
 from modelhost.catalog.builtin import BUILTIN_MODELS
-from modelhost.catalog.models import ModelEntry
+from modelhost.catalog.schemas import ModelEntry
 from modelhost.cluster.registry import NodeRegistry
 from modelhost.cluster.router import (
     BrokerUnavailable,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelhost.api.composition import Services, build_services
-from modelhost.catalog.models import ModelCreate
+from modelhost.catalog.schemas import ModelCreate
 from modelhost.config import Settings
 from modelhost.coordinator.supervisor import log_tail
 from modelhost.errors import ModelUnavailable

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from modelhost.api.composition import build_services
-from modelhost.catalog.models import ModelCreate
+from modelhost.catalog.schemas import ModelCreate
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
 

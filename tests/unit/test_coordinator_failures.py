@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from modelhost.api.composition import Services, build_services
-from modelhost.catalog.models import ModelCreate
+from modelhost.catalog.schemas import ModelCreate
 from modelhost.config import Settings
 from modelhost.coordinator.coordinator import Coordinator, _WorkerWentIdle, worker_error
 from modelhost.coordinator.handles import WorkerHandle

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from modelhost.api.composition import Services
-from modelhost.catalog.models import Catalog
+from modelhost.catalog.store import Catalog
 from modelhost.coordinator.coordinator import Coordinator
 from modelhost.jobs.service import JobService
 from modelhost.runtime_settings import RuntimeSettingsStore

@@ -6,7 +6,8 @@ alias and to the model share one worker. A catalog model with the alias's id win
 
 from __future__ import annotations
 
-from modelhost.catalog.models import Catalog, ModelEntry
+from modelhost.catalog.schemas import ModelEntry
+from modelhost.catalog.store import Catalog
 
 #: alias → (task, model id)
 ALIASES: dict[str, tuple[str, str]] = {

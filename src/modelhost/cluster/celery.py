@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from celery import Celery
 
-    from modelhost.catalog.models import ModelEntry
+    from modelhost.catalog.schemas import ModelEntry
     from modelhost.config import Settings
 
 JOBS_QUEUE = "jobs"

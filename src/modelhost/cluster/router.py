@@ -35,7 +35,7 @@ from modelhost.jobs.pipeline import TransientError
 if TYPE_CHECKING:
     from celery import Celery
 
-    from modelhost.catalog.models import ModelEntry
+    from modelhost.catalog.schemas import ModelEntry
     from modelhost.config import Settings
     from modelhost.coordinator.coordinator import Coordinator
     from modelhost.storage.blobs import BlobStore

@@ -27,7 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelhost.catalog.models import ModelEntry
+from modelhost.catalog.schemas import ModelEntry
 from modelhost.metrics import Metrics
 
 #: Consecutive GPU-lock grants to the model holding the GPU while requests for other models wait.

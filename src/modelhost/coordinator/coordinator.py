@@ -28,8 +28,8 @@ from typing import IO, Any
 import aiohttp
 
 from modelhost.catalog.envs import EnvManager
-from modelhost.catalog.models import ModelEntry
 from modelhost.catalog.registry import backend_reference
+from modelhost.catalog.schemas import ModelEntry
 from modelhost.config import Settings
 from modelhost.coordinator.admission import FAIR_SECONDS, GpuAdmission, Occupant, Plan, combine, plan_room
 from modelhost.coordinator.client import WorkerClient, WorkerProtocolError, check_encodable

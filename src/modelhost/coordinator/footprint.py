@@ -12,7 +12,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from modelhost.catalog.models import ModelEntry
+from modelhost.catalog.schemas import ModelEntry
 
 MiB = 2**20
 #: Resident memory of a loaded worker before its weights: Python, the backend's libraries, runtime buffers.

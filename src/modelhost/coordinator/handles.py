@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelhost.catalog.models import ModelEntry
+from modelhost.catalog.schemas import ModelEntry
 from modelhost.coordinator.client import WorkerClient
 from modelhost.coordinator.zygote import ForkedProcess
 

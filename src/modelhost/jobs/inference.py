@@ -20,7 +20,7 @@ from modelhost.schemas.text_to_speech import SpeechRequest
 from modelhost.schemas.voice_conversion import VoiceConversionRequest, VoiceConversionResult
 
 if TYPE_CHECKING:
-    from modelhost.catalog.models import Catalog
+    from modelhost.catalog.store import Catalog
     from modelhost.coordinator.coordinator import Coordinator, FileRef
 
 ASR_TASK = "speech-recognition"

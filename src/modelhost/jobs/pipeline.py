@@ -14,7 +14,7 @@ from modelhost.errors import ModelhostError
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from modelhost.catalog.models import Catalog
+    from modelhost.catalog.store import Catalog
     from modelhost.config import Settings
     from modelhost.coordinator.coordinator import Coordinator
     from modelhost.jobs.store import JobStore

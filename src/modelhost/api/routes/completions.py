@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from modelhost.api.deps import CatalogDep, CoordinatorDep
 from modelhost.api.errors import INFERENCE_ERRORS, error_responses
 from modelhost.catalog.aliases import resolve_model_or_raise
-from modelhost.catalog.models import ModelEntry
+from modelhost.catalog.schemas import ModelEntry
 from modelhost.errors import ModelhostError, error_envelope
 from modelhost.schemas.text_generation import ChatCompletionRequest, CompletionRequest
 

@@ -21,7 +21,7 @@ from modelhost.api.composition import Services
 from modelhost.api.deps import CatalogDep, CoordinatorDep, RuntimeDep
 from modelhost.api.errors import INFERENCE_ERRORS, error_responses, modelhost_error_body, unexpected_error_body
 from modelhost.catalog.aliases import resolve_model_or_raise
-from modelhost.catalog.models import Catalog
+from modelhost.catalog.store import Catalog
 from modelhost.coordinator.coordinator import Coordinator
 from modelhost.errors import InvalidRequest, ModelhostError
 from modelhost.media.vectors import float32_values

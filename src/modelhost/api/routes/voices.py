@@ -19,7 +19,7 @@ from modelhost.api.deps import ServicesDep
 from modelhost.api.errors import error_responses
 from modelhost.api.uploads import UploadField, upload_files
 from modelhost.catalog.aliases import resolve_model_or_raise
-from modelhost.catalog.models import Catalog
+from modelhost.catalog.store import Catalog
 from modelhost.config import Settings
 from modelhost.coordinator.coordinator import Coordinator
 from modelhost.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
