@@ -8,7 +8,7 @@ Prints:
   (goal ≤ 1.15×).
 
 The recording is a flite conversation of four voices (three enrolled). Run: ``python bench/bench_meeting.py
-[--repeat N] [--turns N]``.
+[--repeat N] [--turns N] [--chunk-seconds S]`` (``--chunk-seconds 15``: several chunks, fanned out).
 """
 
 from __future__ import annotations
@@ -84,8 +84,10 @@ class Direct:
         self.encoder = ResemblyzerSpeakerEmbedding(spec("resemblyzer", "speaker-embedding", "resemblyzer"))
         self.encoder.load()
 
-    def run(self, audio: bytes, clips: list[bytes]) -> dict[str, float]:
+    def run(self, audio: bytes, path: Path, clips: list[Path]) -> dict[str, float]:
         from modelhost.media.audio import decode_audio
+        from modelhost.schemas.diarization import DiarizationRequest
+        from modelhost.schemas.speaker_embedding import SpeakerEmbeddingRequest
 
         times: dict[str, float] = {}
         started = time.perf_counter()
@@ -93,16 +95,16 @@ class Direct:
         [w for s in segments for w in (s.words or ())]
         times["faster-whisper"] = time.perf_counter() - started
         started = time.perf_counter()
-        self.diarizer.infer({}, {"file": audio})
+        self.diarizer.infer(DiarizationRequest(model="diarizer"), {"file": path})
         times["diarizer"] = time.perf_counter() - started
         started = time.perf_counter()
         for clip in clips:
-            self.encoder.infer({}, {"file": clip})
+            self.encoder.infer(SpeakerEmbeddingRequest(model="resemblyzer"), {"file": clip})
         times["resemblyzer"] = time.perf_counter() - started
         return times
 
 
-def speaker_clips(job: dict[str, Any], audio_path: Path, folder: Path) -> list[bytes]:
+def speaker_clips(job: dict[str, Any], audio_path: Path, folder: Path) -> list[Path]:
     """Per diarized speaker, up to 30 s of their longest segments (as the job's identify step cuts them)."""
     import subprocess
 
@@ -125,7 +127,7 @@ def speaker_clips(job: dict[str, Any], audio_path: Path, folder: Path) -> list[b
              f"aselect='{select}',asetpts=N/SR/TB", "-ar", "16000", "-ac", "1", str(target)],
             check=True,
         )  # fmt: skip
-        clips.append(target.read_bytes())
+        clips.append(target)
     return clips
 
 
@@ -133,6 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each side (after one warm-up)")
     parser.add_argument("--turns", type=int, default=16, help="turns in the conversation (about 3 s each)")
+    parser.add_argument(
+        "--chunk-seconds", type=float, default=None, help="the server's meeting_chunk_seconds (default: its own, 300)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-meeting-") as tmp:
         folder = Path(tmp)
@@ -144,6 +149,8 @@ def main() -> None:
         scores: list[str] = []
         try:
             with server.client(timeout=600) as http:
+                if args.chunk_seconds is not None:
+                    http.patch("/v1/settings", json={"meeting_chunk_seconds": args.chunk_seconds}).raise_for_status()
                 for voice in VOICES[:3]:
                     sample = flite_wav(" ".join(SENTENCES), voice, folder / f"{voice}.wav")
                     meta = json.dumps({"external_id": voice, "name": voice.upper()})
@@ -159,20 +166,22 @@ def main() -> None:
                     job_times.append(elapsed)
                 clips = speaker_clips(warm, path, folder)
                 for speaker, clip in zip(warm["result"]["speakers"], clips, strict=True):
-                    matches = http.post("/v1/speakers/identify", files={"file": ("c.wav", clip)}).json()["matches"]
+                    files = {"file": ("c.wav", clip.read_bytes())}
+                    matches = http.post("/v1/speakers/identify", files=files).json()["matches"]
                     listed = ", ".join(f"{m['external_id']} {m['score']:.3f}" for m in matches)
                     scores.append(f"  {speaker['label']} ({speaker['external_id']}): {listed}")
         finally:
             server.stop()
         direct = Direct(folder / "direct")
-        direct.run(audio, clips)  # warm-up
-        direct_runs = [direct.run(audio, clips) for _ in range(args.repeat)]
+        direct.run(audio, path, clips)  # warm-up
+        direct_runs = [direct.run(audio, path, clips) for _ in range(args.repeat)]
 
     job_s = statistics.median(job_times)
     parts = {name: statistics.median(r[name] for r in direct_runs) for name in direct_runs[0]}
     total = sum(parts.values())
     named = sum(1 for s in job["result"]["speakers"] if s["external_id"])
-    print(f"recording: {seconds:.1f} s, {args.turns} turns, 4 voices (3 enrolled; job named {named})")
+    chunks = f", chunks of at most {args.chunk_seconds:g} s" if args.chunk_seconds is not None else ""
+    print(f"recording: {seconds:.1f} s, {args.turns} turns, 4 voices (3 enrolled; job named {named}){chunks}")
     print(f"job: {job_s:.2f} s  RTF {job_s / seconds:.3f}  (runs {', '.join(f'{t:.2f}' for t in job_times)})")
     print("direct: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()) + f"; sum {total:.2f} s "
           f"RTF {total / seconds:.3f}")  # fmt: skip
