@@ -8,9 +8,11 @@ with 0.5 s pauses (~33 s, three chunks of 15 s).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelhost.jobs.meeting import SAMPLE_RATE, wav_bytes
 from tests.support.audio import SENTENCES, duration_of, flite_wav, join_with_silence
 from tests.support.diarization import Turn, trim_silence
 from tests.support.server import REPO_ROOT, ServerProcess
@@ -354,6 +357,81 @@ def test_events_arrive_in_order_until_the_job_ends(finished_meeting: dict[str, A
     assert progress[-1] == 1.0
     # Two chunks: one progress event per chunk of transcription.
     assert sum(1 for kind, e in events if kind == "progress" and e["stage"] == "transcribe") >= 1
+
+
+def recorded_steps(data_dir: Path, job_id: str) -> dict[str, Any]:
+    """The job's recorded steps and sub-steps (``step/chunk-N``), read from the server's SQLite database."""
+    with contextlib.closing(sqlite3.connect(data_dir / "modelhost.db")) as db:
+        rows = db.execute("SELECT name, output FROM job_steps WHERE job_id = ?", (job_id,)).fetchall()
+    return {name: json.loads(output) for name, output in rows}
+
+
+def sequential_words(client: httpx.Client, path: Path, chunks: list[list[int]]) -> tuple[str, list[dict[str, Any]]]:
+    """What one-chunk-after-the-other transcription gives: each chunk through ``/v1/audio/transcriptions`` in turn,
+    the chunks after the first in the language detected in the first, timestamps moved to the meeting's clock."""
+    pcm = subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-vn", "-f", "s16le", "-acodec", "pcm_s16le",
+         "-ac", "1", "-ar", str(SAMPLE_RATE), "-"],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    language: str | None = None
+    words: list[dict[str, Any]] = []
+    for first, last in chunks:
+        data: dict[str, Any] = {"model": "whisper-tiny.en", "response_format": "verbose_json"}
+        data["timestamp_granularities[]"] = ["word", "segment"]
+        if language:
+            data["language"] = language
+        clip = wav_bytes(pcm[first * 2 : last * 2])
+        response = client.post("/v1/audio/transcriptions", files={"file": ("c.wav", clip)}, data=data)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        language = language or body["language"]
+        offset = first / SAMPLE_RATE
+        words += [
+            {"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
+            for w in body["words"]
+        ]
+    assert language is not None
+    return language, words
+
+
+def test_chunks_fan_out_concurrently_recorded_each_and_equal_the_sequential_result(
+    meeting_server: ServerProcess, data_dir: Path, audio: dict[str, Any], finished_meeting: dict[str, Any]
+) -> None:
+    """Chunks 2..N of the transcription (after the first, whose language they keep) and all chunks of the
+    diarization are sent at once: the worker of each model has several of the job's requests at the same time.
+    Each chunk is still recorded on its own, and the words are those of transcribing the chunks one by one."""
+    busiest: dict[str, int] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for worker in meeting_server.health()["workers"]:
+                pending = worker["queued"] + worker["in_flight"]
+                busiest[worker["model"]] = max(busiest.get(worker["model"], 0), pending)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with meeting_server.client() as client:
+        watcher.start()
+        try:
+            job = wait_job(client, submit_meeting(client, audio["meeting"], num_speakers="5").json()["id"])
+        finally:
+            stop.set()
+            watcher.join()
+        assert job["status"] == "completed", job["error"]
+        assert job["result"] == finished_meeting["job"]["result"]
+        steps = recorded_steps(data_dir, job["id"])
+        chunks = steps["decode"]["chunks"]
+        assert len(chunks) >= 3, chunks
+        for step in ("transcribe", "diarize"):
+            assert all(f"{step}/chunk-{i}" in steps for i in range(len(chunks))), sorted(steps)
+        assert busiest.get("whisper-tiny.en", 0) >= 2, busiest  # chunks 2 and 3 together
+        assert busiest.get("diarizer", 0) >= 2, busiest
+        language, words = sequential_words(client, audio["meeting"], chunks)
+    assert steps["transcribe"] == {"language": language, "words": words}
+    said = [{**w, "word": w["word"].strip()} for w in words if w["word"].strip()]
+    assert [w for s in job["result"]["segments"] for w in s["words"]] == said
 
 
 def test_corrupt_audio_fails_the_job_clearly_and_leaves_no_artifact(

@@ -6,8 +6,11 @@ Steps (each a recorded stage):
 1. ``decode`` — ffmpeg → 16 kHz mono 16-bit PCM (a work blob); plans chunks of at most ``meeting_chunk_seconds``
    (and at most ``worker_request_timeout_seconds`` of audio) cut at the quietest 50 ms of the last 5 s before
    each limit.
-2. ``transcribe`` — ASR with word timestamps, one worker call per chunk (recorded per chunk, progress per chunk).
-3. ``diarize`` — the diarizer per chunk; with several chunks, chunk speakers are joined into meeting speakers by
+2. ``transcribe`` — ASR with word timestamps, one worker call per chunk (recorded per chunk, progress per chunk):
+   the first chunk alone (its detected language holds for the rest), then the others in one ``ctx.gather`` (at most
+   ``CONCURRENCY`` requests at once here, a Celery chord on a cluster); with a given language, all in one gather.
+3. ``diarize`` — the diarizer per chunk, all chunks in one ``ctx.gather`` (recorded per chunk, progress per
+   chunk); with several chunks, chunk speakers are then joined in chunk order into meeting speakers by
    the cosine of their voiceprints (``LINK_SIMILARITY``), then merged most-similar-first down to a given
    ``num_speakers`` / ``max_speakers``.
 4. ``identify`` — per speaker: up to ``IDENTIFY_SECONDS`` of their longest turns → the speaker-embedding model →
@@ -59,6 +62,10 @@ CUT_FRAME = 800  # samples (50 ms)
 LINK_SIMILARITY = 0.8
 IDENTIFY_SECONDS = 30.0
 CANDIDATES = 5
+# Chunk requests of one job in flight at once on one machine (a cluster runs its chord items as the nodes' Celery
+# threads allow): enough to keep a worker's queue full, few enough that a long meeting's chunks do not all sit in
+# memory and in the model's queue at once.
+CONCURRENCY = 4
 
 
 def wav_bytes(pcm: bytes) -> bytes:
@@ -146,30 +153,43 @@ def _chunks(ctx: StepContext) -> list[list[int]]:
     return chunks
 
 
+async def _transcribe_chunk(ctx: StepContext, first: int, last: int, language: str | None) -> dict[str, Any]:
+    """ASR of samples [first, last) → its language and its words, timestamps on the meeting's clock."""
+    audio = wav_bytes(await _read_pcm(ctx, first, last))
+    result = await inference.transcribe(ctx.deps, audio, model=ctx.params["model"], language=language)
+    offset = first / SAMPLE_RATE
+    return {
+        "language": result.get("language"),
+        "words": [
+            {"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
+            for w in result.get("words", [])
+        ],
+    }
+
+
 @PIPELINE.step("transcribe", weight=6)
 async def transcribe(ctx: StepContext) -> dict[str, Any]:
     chunks = _chunks(ctx)
-    words: list[dict[str, Any]] = []
-    language: str | None = ctx.params.get("language")
-    for index, (first, last) in enumerate(chunks):
-        # Chunks after the first keep the language detected in the first.
-        async def call(first: int = first, last: int = last, language: str | None = language) -> dict[str, Any]:
-            audio = wav_bytes(await _read_pcm(ctx, first, last))
-            result = await inference.transcribe(ctx.deps, audio, model=ctx.params["model"], language=language)
-            offset = first / SAMPLE_RATE
-            return {
-                "language": result.get("language"),
-                "words": [
-                    {"word": w["word"], "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)}
-                    for w in result.get("words", [])
-                ],
-            }
+    given: str | None = ctx.params.get("language")
+    done = 0
 
-        part = await ctx.once(f"chunk-{index}", call)
-        language = language or part["language"]
-        words.extend(part["words"])
-        await ctx.progress((index + 1) / len(chunks))
-    return {"language": language, "words": words}
+    async def chunk(index: int, language: str | None) -> dict[str, Any]:
+        nonlocal done
+        first, last = chunks[index]
+        part: dict[str, Any] = await ctx.once(f"chunk-{index}", lambda: _transcribe_chunk(ctx, first, last, language))
+        done += 1
+        await ctx.progress(done / len(chunks))
+        return part
+
+    # The first chunk runs alone unless the language was given: the language it detects holds for the others. The
+    # others depend on nothing but that: one fan-out (concurrent requests here, a chord over the nodes on a
+    # cluster). Before the gather only the recorded first chunk runs: deterministic, and cheap when replayed.
+    head = [] if given and len(chunks) > 1 else [await chunk(0, given)]
+    language = given or (head[0]["language"] if head else None)
+    parts = head + await ctx.gather(*(chunk(i, language) for i in range(len(head), len(chunks))), limit=CONCURRENCY)
+    if language is None:  # nothing detected in the first chunk (no speech): the first language any chunk found
+        language = next((p["language"] for p in parts if p["language"]), None)
+    return {"language": language, "words": [word for part in parts for word in part["words"]]}
 
 
 @PIPELINE.step("diarize", weight=3)
@@ -180,11 +200,13 @@ async def diarize(ctx: StepContext) -> dict[str, Any]:
     high: int | None = ctx.params.get("max_speakers")
     if len(chunks) > 1:  # a chunk may hold fewer speakers than the meeting: only the upper bound holds per chunk
         num, low, high = None, None, num or high
-    turns: list[tuple[float, float, int]] = []
-    voices: list[tuple[list[float], float]] = []  # meeting speakers: (mean voiceprint, seconds)
-    for index, (first, last) in enumerate(chunks):
+    done = 0
 
-        async def call(first: int = first, last: int = last) -> dict[str, Any]:
+    async def chunk(index: int) -> dict[str, Any]:
+        nonlocal done
+        first, last = chunks[index]
+
+        async def call() -> dict[str, Any]:
             audio = wav_bytes(await _read_pcm(ctx, first, last))
             result = await inference.diarize(ctx.deps, audio, num_speakers=num, min_speakers=low, max_speakers=high)
             offset = first / SAMPLE_RATE
@@ -193,7 +215,18 @@ async def diarize(ctx: StepContext) -> dict[str, Any]:
                 "speakers": result["speakers"],
             }
 
-        part = await ctx.once(f"chunk-{index}", call)
+        part: dict[str, Any] = await ctx.once(f"chunk-{index}", call)
+        done += 1
+        await ctx.progress(done / len(chunks))
+        return part
+
+    # Chunks are diarized independently (one fan-out); only the linking of their speakers below is in order.
+    parts = (
+        [await chunk(0)] if len(chunks) == 1 else await ctx.gather(*map(chunk, range(len(chunks))), limit=CONCURRENCY)
+    )
+    turns: list[tuple[float, float, int]] = []
+    voices: list[tuple[list[float], float]] = []  # meeting speakers: (mean voiceprint, seconds)
+    for part in parts:
         mapping: dict[str, int] = {}
         for speaker in part["speakers"]:
             vector = speaker.get("embedding")
@@ -212,7 +245,6 @@ async def diarize(ctx: StepContext) -> dict[str, Any]:
                 voices[best] = (weighted_mean(embedding, seconds, vector, weight), seconds + weight)
             mapping[speaker["speaker"]] = best
         turns.extend((float(s), float(e), mapping[label]) for s, e, label in part["segments"])
-        await ctx.progress((index + 1) / len(chunks))
     # Chunks may split one person in two; a given count (or upper bound) holds for the whole meeting.
     bound = ctx.params.get("num_speakers") or ctx.params.get("max_speakers")
     owner = merge_closest(voices, bound) if bound and len(chunks) > 1 else list(range(len(voices)))
