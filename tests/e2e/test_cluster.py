@@ -8,12 +8,13 @@ Qdrant: no Qdrant server installs here — none is packaged on PyPI (``qdrant-cl
 local mode; ``qdrant-edge-py`` is an in-process engine), Debian or npm (clients only), and Docker images and GitHub
 release binaries cannot be fetched — so ``MODELHOST_QDRANT__URL`` is not tested against a server.
 
-Checks: a meeting job completes with the same result as on one machine (local executor, SQLite, local blobs); a
-presentation job too, its per-slide narration a Celery chord whose items both nodes run (their logs say which);
-``kill -9`` of the node running a step (and its workers) → the step is redelivered and the job completes with the
-same result; Redis restarted, or wiped with FLUSHALL, mid-job → the job completes (the front's reconciler queues
-what Redis lost) without restarting the front; synchronous embeddings, errors, a transcription whose upload travels
-through S3 (deleted after the call) and a streamed chat completion through a node.
+Checks: a meeting job (in two chunks: chord items on both nodes) completes with the same result as on one machine
+(local executor, SQLite, local blobs); a presentation job too, its per-slide narration a Celery chord whose items
+both nodes run (their logs say which); ``kill -9`` of the node running a step (and its workers) → the step is
+redelivered and the job completes with the same result; Redis restarted, or wiped with FLUSHALL, mid-job → the job
+completes (the front's reconciler queues what Redis lost) without restarting the front; synchronous embeddings,
+errors, a transcription whose upload travels through S3 (deleted after the call) and a streamed chat completion
+through a node.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ GEMMA = "gemma-3-270m"
 NODE_A = ["--queues", f"jobs,model.{GEMMA},model.hibari", "--preload", WHISPER, "--concurrency", "4"]
 NODE_B = ["--queues", "jobs", "--preload", "diarizer,resemblyzer,all-minilm-l6-v2-onnx", "--concurrency", "4"]
 VISIBILITY_SECONDS = 8
+# The ~14 s recording in chunks of at most 10 s (the least allowed): two chunks, so the meeting job fans out — chunk 2
+# of the transcription and both chunks of the diarization are chord items. Nodes read runtime settings when they
+# start, so the front stores it before they do; the one-machine reference uses it too.
+CHUNK_SECONDS = 10
 
 
 @dataclass
@@ -102,6 +107,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "MODELHOST_BROKER_RECONCILE_SECONDS": "5",
         }
         front = ServerProcess(root / "front", env, args=FRONT_COMMAND[2:]).start()
+        set_chunk_seconds(front)
         running = Cluster(front, {}, env, broker_url, root, private_redis, endpoint, bucket)
         try:
             running.node("a", NODE_A)
@@ -113,6 +119,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             front.stop()
             if private_redis is not None:
                 private_redis.stop()
+
+
+def set_chunk_seconds(server: ServerProcess) -> None:
+    with server.client() as client:
+        response = client.patch("/v1/settings", json={"meeting_chunk_seconds": CHUNK_SECONDS})
+    assert response.status_code == 200, response.text
 
 
 def _boto_credentials() -> dict[str, str]:
@@ -181,6 +193,7 @@ def single_machine(tmp_path_factory: pytest.TempPathFactory, recording: Path, de
     """The same jobs on one machine: `modelhost serve` with no broker (local executor, SQLite, local blobs)."""
     server = ServerProcess(tmp_path_factory.mktemp("single")).start()
     try:
+        set_chunk_seconds(server)
         meeting = wait_done(server, submit(server, recording))
         assert meeting["status"] == "completed", meeting
         presentation = wait_done(server, submit_deck(server, deck))
@@ -300,6 +313,12 @@ def test_meeting_job_matches_one_machine(
     assert transcript(cluster.front, job["id"]) == reference_transcript
     # the artifacts live in the (emulated) S3 bucket, not on the front's disk
     assert not (cluster.front.data_dir / "blobs").exists()
+    # Chunks ran as chord items: chunk 2 of the transcription (chunk 1 ran in the step's task: its language holds for
+    # the rest) and both chunks of the diarization, each once, spread over both nodes.
+    ran = {step: items_run(cluster, job["id"], "meeting-transcription", step) for step in ("transcribe", "diarize")}
+    assert sorted(i for items in ran["transcribe"].values() for i in items) == [0], ran
+    assert sorted(i for items in ran["diarize"].values() for i in items) == [0, 1], ran
+    assert all(any(ran[step][node] for step in ran) for node in cluster.nodes), ran  # both nodes ran items
 
 
 def test_presentation_job_matches_one_machine(cluster: Cluster, deck: Path, single_machine: dict[str, Any]) -> None:
@@ -321,9 +340,12 @@ def test_presentation_job_matches_one_machine(cluster: Cluster, deck: Path, sing
     assert ran["b"], ran
 
 
-def items_run(cluster: Cluster, job_id: str) -> dict[str, list[int]]:
-    """Which chord items of the job's narration step each node ran and recorded, from the nodes' logs."""
-    pattern = re.compile(rf"job {job_id} \(presentation-video\) step synthesizing_audio/~fan-0/(\d+) item \d+ done")
+def items_run(
+    cluster: Cluster, job_id: str, kind: str = "presentation-video", step: str = "synthesizing_audio"
+) -> dict[str, list[int]]:
+    """Which chord items of the job's step (its first gather; by default the narration) each node ran and recorded,
+    from the nodes' logs."""
+    pattern = re.compile(rf"job {job_id} \({kind}\) step {step}/~fan-0/(\d+) item \d+ done")
     return {name: [int(i) for i in pattern.findall(node.log(whole=True))] for name, node in cluster.nodes.items()}
 
 
