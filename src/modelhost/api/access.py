@@ -14,6 +14,7 @@ time taken says nothing about a key's value, length or position.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -52,6 +53,12 @@ def is_admin_route(method: str, path: str) -> bool:
 
 def is_loopback_name(host: str) -> bool:
     host = host.lower().rstrip(".")
+    # no loopback name or address is longer (and a long one would not be kept in the cache)
+    return len(host) <= 64 and _is_loopback(host)
+
+
+@functools.lru_cache(maxsize=256)  # checked on every request (ipaddress parsing: ~10 µs); the same names come back
+def _is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
     try:

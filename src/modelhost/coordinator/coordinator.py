@@ -71,6 +71,7 @@ class Coordinator:
         self.runtime = runtime
         self.envs = envs
         self.metrics = metrics
+        self._queue_metrics: dict[str, tuple[Any, Any]] = {}  # model id → its queue-depth and inference-time series
         self.admission = GpuAdmission(metrics)
         self.supervisor = Supervisor(
             metrics,
@@ -228,14 +229,19 @@ class Coordinator:
                 headers={"Retry-After": "1"},
             )
         handle.pending += 1
-        self.metrics.queue_depth.labels(model_id).set(handle.pending)
+        children = self._queue_metrics.get(model_id)
+        if children is None:  # labels() costs a lock and a dict lookup each: once per model, not three per request
+            children = (self.metrics.queue_depth.labels(model_id), self.metrics.inference_seconds.labels(model_id))
+            self._queue_metrics[model_id] = children
+        depth, seconds = children
+        depth.set(handle.pending)
         started = time.monotonic()
         try:
             yield
         finally:
             handle.pending -= 1
-            self.metrics.queue_depth.labels(model_id).set(handle.pending)
-            self.metrics.inference_seconds.labels(model_id).observe(time.monotonic() - started)
+            depth.set(handle.pending)
+            seconds.observe(time.monotonic() - started)
 
     @contextlib.asynccontextmanager
     async def _admitted(self, handle: WorkerHandle) -> AsyncIterator[None]:
