@@ -8,7 +8,7 @@ Qdrant: no Qdrant server installs here — none is packaged on PyPI (``qdrant-cl
 local mode; ``qdrant-edge-py`` is an in-process engine), Debian or npm (clients only), and Docker images and GitHub
 release binaries cannot be fetched — so ``MODELHOST_QDRANT__URL`` is not tested against a server.
 
-Checks: a meeting job (in two chunks: chord items on both nodes) completes with the same result as on one machine
+Checks: a meeting job (in two chunks: its chunk calls run as chord items) completes with the same result as on one machine
 (local executor, SQLite, local blobs); a presentation job too, its per-slide narration a Celery chord whose items
 both nodes run (their logs say which); ``kill -9`` of the node running a step (and its workers) → the step is
 redelivered and the job completes with the same result; Redis restarted, or wiped with FLUSHALL, mid-job → the job
@@ -314,11 +314,11 @@ def test_meeting_job_matches_one_machine(
     # the artifacts live in the (emulated) S3 bucket, not on the front's disk
     assert not (cluster.front.data_dir / "blobs").exists()
     # Chunks ran as chord items: chunk 2 of the transcription (chunk 1 ran in the step's task: its language holds for
-    # the rest) and both chunks of the diarization, each once, spread over both nodes.
+    # the rest) and both chunks of the diarization, each once. (Three items need not spread over both nodes: a node
+    # may take them all; the presentation test, with one item per slide, checks the spread.)
     ran = {step: items_run(cluster, job["id"], "meeting-transcription", step) for step in ("transcribe", "diarize")}
     assert sorted(i for items in ran["transcribe"].values() for i in items) == [0], ran
     assert sorted(i for items in ran["diarize"].values() for i in items) == [0, 1], ran
-    assert all(any(ran[step][node] for step in ran) for node in cluster.nodes), ran  # both nodes ran items
 
 
 def test_presentation_job_matches_one_machine(cluster: Cluster, deck: Path, single_machine: dict[str, Any]) -> None:
