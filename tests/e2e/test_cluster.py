@@ -8,13 +8,12 @@ Qdrant: no Qdrant server installs here — none is packaged on PyPI (``qdrant-cl
 local mode; ``qdrant-edge-py`` is an in-process engine), Debian or npm (clients only), and Docker images and GitHub
 release binaries cannot be fetched — so ``MODELHOST_QDRANT__URL`` is not tested against a server.
 
-Checks: a meeting job (in two chunks: its chunk calls run as chord items) completes with the same result as on
-one machine (local executor, SQLite, local blobs); a presentation job too, its per-slide narration a Celery chord
-whose items both nodes run (their logs say which); ``kill -9`` of the node running a step (and its workers) → the
-step is redelivered and the job completes with the same result; Redis restarted, or wiped with FLUSHALL, mid-job → the job
-completes (the front's reconciler queues what Redis lost) without restarting the front; synchronous embeddings,
-errors, a transcription whose upload travels through S3 (deleted after the call) and a streamed chat completion
-through a node.
+Checks: a meeting job (in two chunks: its chunk calls run as chord items) completes with the same result as on one
+machine (local executor, SQLite, local blobs); a presentation job too, its per-slide narration a Celery chord whose
+items both nodes run (their logs say which); ``kill -9`` of the node running a step (and its workers) → the step is
+redelivered and the job completes with the same result; Redis restarted, or wiped with FLUSHALL, mid-job → the job
+completes (the front's reconciler queues what Redis lost) without restarting the front; synchronous embeddings, errors,
+a transcription whose upload travels through S3 (deleted after the call) and a streamed chat completion through a node.
 """
 
 from __future__ import annotations
