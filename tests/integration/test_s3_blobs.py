@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelhost.config import Settings
+from modelhost.storage import s3
 from modelhost.storage.blobs import build_blob_store
 from modelhost.storage.s3 import S3BlobStore, StorageUnavailable
 from tests.support.cluster import aws_env, free_port, moto_s3
@@ -92,6 +93,31 @@ def test_local_path_and_presigned_url(store: S3BlobStore) -> None:
     assert data == b"RIFF...."
     assert not path.exists()
     assert httpx.get(store.url("jobs/c/inputs/audio.wav")).content == b"RIFF...."
+
+
+@pytest.mark.parametrize("single_get_bytes", [s3.SINGLE_GET_BYTES, 1000], ids=["one-get", "ranged-transfer"])
+def test_open_and_local_path_read_whole_objects(
+    store: S3BlobStore, monkeypatch: pytest.MonkeyPatch, single_get_bytes: int
+) -> None:
+    """Small objects come in one streamed GET, those above ``SINGLE_GET_BYTES`` through boto3's ranged transfer;
+    both give every byte, and a missing key is a ``KeyError`` either way."""
+    monkeypatch.setattr(s3, "SINGLE_GET_BYTES", single_get_bytes)
+    data = bytes(range(256)) * 9_000  # 2.3 MB: above one read chunk, above the lowered threshold
+    store.put("jobs/d/work/audio.pcm", data)
+    with store.open("jobs/d/work/audio.pcm") as stream:
+        assert stream.read() == data
+        stream.seek(1_000_000)
+        assert stream.read(4) == data[1_000_000:1_000_004]
+
+    async def read(key: str) -> bytes:
+        async with store.local_path(key) as path:
+            return path.read_bytes()
+
+    assert asyncio.run(read("jobs/d/work/audio.pcm")) == data
+    with pytest.raises(KeyError):
+        store.open("jobs/d/work/none")
+    with pytest.raises(KeyError):
+        asyncio.run(read("jobs/d/work/none"))
 
 
 def test_unreachable_storage_is_a_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
