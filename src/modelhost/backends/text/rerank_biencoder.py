@@ -15,17 +15,10 @@ from modelhost.backends.text.rerank_base import RerankBackend
 
 
 class BiEncoderReranker(RerankBackend):
-    requires = ("torch", "sentence_transformers", "numpy")
-    extra = "embeddings"
-    # what loading a model imports besides: the model modules of sentence-transformers and BERT's (the architecture of
-    # MiniLM and most sentence-transformers models), with transformers' generation code they pull in (0.15 s)
-    zygote_preload = (
-        "torch",
-        "sentence_transformers",
-        "sentence_transformers.models",
-        "transformers.models.bert.modeling_bert",
-        "numpy",
-    )
+    # it loads its models with SentenceTransformersEmbeddings: the same libraries, the same zygote preload
+    requires = SentenceTransformersEmbeddings.requires
+    extra = SentenceTransformersEmbeddings.extra
+    zygote_preload = SentenceTransformersEmbeddings.zygote_preload
     supports_batching: ClassVar[bool] = False
 
     def load(self) -> None:
