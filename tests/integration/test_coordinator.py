@@ -5,41 +5,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelhost.api.composition import Services, build_services
+from modelhost.api.composition import Services
 from modelhost.catalog.schemas import ModelCreate
-from modelhost.config import Settings
 from modelhost.errors import InvalidRequest, WorkerFailed
-from modelhost.metrics import Metrics
-from tests.support.server import REPO_ROOT
+from tests.support.services import in_process_services, run_with_coordinator
 
 STREAM = ModelCreate(id="counter", task="text-generation", backend="tests.support.backends:CountingStream", source="-")
 
 
 @pytest.fixture
 def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    services = build_services(Settings(data_dir=tmp_path, allow_custom_backends=True), Metrics())
-    services.catalog.create(STREAM)
-    yield services
-    services.engine.dispose()
+    with in_process_services(tmp_path, monkeypatch, STREAM) as services:
+        yield services
 
 
-def run(services: Services, coro: Any) -> Any:
-    async def wrapper() -> Any:
-        await services.coordinator.start()
-        try:
-            return await coro()
-        finally:
-            await services.coordinator.stop()
-
-    return asyncio.run(wrapper())
+run = run_with_coordinator
 
 
 def test_stream_runs_to_the_end(services: Services, tmp_path: Path) -> None:

@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from modelhost.api.composition import Services, build_services
+from modelhost.api.composition import Services
 from modelhost.catalog.schemas import ModelCreate
-from modelhost.config import Settings
 from modelhost.coordinator.supervisor import log_tail
 from modelhost.errors import ModelUnavailable
-from modelhost.metrics import Metrics
-from tests.support.server import REPO_ROOT
+from tests.support.services import in_process_services
 
 
 @pytest.fixture
 def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    services = build_services(Settings(data_dir=tmp_path, allow_custom_backends=True), Metrics())
-    services.catalog.create(
-        ModelCreate(id="m", task="text-generation", backend="tests.support.backends:CountingStream", source="-")
-    )
-    yield services
-    services.engine.dispose()
+    model = ModelCreate(id="m", task="text-generation", backend="tests.support.backends:CountingStream", source="-")
+    with in_process_services(tmp_path, monkeypatch, model) as services:
+        yield services
 
 
 def test_stream_failure_before_the_first_chunk_is_the_same_error_as_infer(services: Services) -> None:

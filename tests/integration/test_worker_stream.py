@@ -4,42 +4,28 @@ answers matched to their requests, and a connection without the worker's token r
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelhost.api.composition import Services, build_services
+from modelhost.api.composition import Services
 from modelhost.catalog.schemas import ModelCreate
-from modelhost.config import Settings
 from modelhost.coordinator.client import WorkerClient, WorkerProtocolError
-from modelhost.metrics import Metrics
 from modelhost.worker import frames
-from tests.support.server import REPO_ROOT
+from tests.support.services import in_process_services, run_with_coordinator
 
 SLEEPY = ModelCreate(id="sleepy", task="embeddings", backend="tests.support.backends:SleepyEmbeddings", source="-")
 
 
 @pytest.fixture
 def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    services = build_services(Settings(data_dir=tmp_path, allow_custom_backends=True), Metrics())
-    services.catalog.create(SLEEPY)
-    yield services
-    services.engine.dispose()
+    with in_process_services(tmp_path, monkeypatch, SLEEPY) as services:
+        yield services
 
 
-def run(services: Services, coro: Any) -> Any:
-    async def wrapper() -> Any:
-        await services.coordinator.start()
-        try:
-            return await coro()
-        finally:
-            await services.coordinator.stop()
-
-    return asyncio.run(wrapper())
+run = run_with_coordinator
 
 
 def test_concurrent_requests_share_one_connection_and_get_their_own_answers(services: Services) -> None:

@@ -4,32 +4,25 @@ fork, is kept without workers while a model keeps it, and stops after the idle t
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from modelhost.api.composition import Services, build_services
+from modelhost.api.composition import Services
 from modelhost.catalog.schemas import ModelCreate
-from modelhost.config import Settings
-from modelhost.metrics import Metrics
-from tests.support.server import REPO_ROOT
+from tests.support.services import in_process_services
 
 SLEEPY = "tests.support.backends:SleepyEmbeddings"
 
 
 @pytest.fixture
 def services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Services]:
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    services = build_services(Settings(data_dir=tmp_path, allow_custom_backends=True), Metrics())
-    services.catalog.create(ModelCreate(id="pinned", task="embeddings", backend=SLEEPY, source="-"))
-    services.catalog.create(
-        ModelCreate(id="opted-out", task="embeddings", backend=SLEEPY, source="-", options={"zygote": False})
-    )
-    services.runtime.update({"zygote_idle_timeout_seconds": 0})
-    yield services
-    services.engine.dispose()
+    pinned = ModelCreate(id="pinned", task="embeddings", backend=SLEEPY, source="-")
+    opted_out = ModelCreate(id="opted-out", task="embeddings", backend=SLEEPY, source="-", options={"zygote": False})
+    with in_process_services(tmp_path, monkeypatch, pinned, opted_out) as services:
+        services.runtime.update({"zygote_idle_timeout_seconds": 0})
+        yield services
 
 
 async def until(predicate: object, timeout: float = 60) -> bool:
