@@ -23,13 +23,34 @@ from modelhost.storage.db import build_engine, build_sessionmaker, migrate
 from tests.support.cluster import redis_url_or_skip
 
 
+def step_runner(tmp_path: Path, redis_url: str, pipeline: Pipeline, ended: list[str]) -> tuple[JobStore, StepRunner]:
+    """A ``StepRunner`` of ``pipeline`` over a fresh SQLite database (retries without backoff); ``ended`` collects the
+    statuses its end hook sees."""
+    engine = build_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    sessions = build_sessionmaker(engine)
+    runtime = RuntimeSettingsStore(sessions)
+    runtime.update({"jobs_retry_backoff_seconds": 0.0})
+
+    @pipeline.on_end
+    async def on_end(ctx: StepContext, status: str, error: dict[str, Any] | None) -> None:  # noqa: ARG001
+        ended.append(status)
+
+    store = JobStore(sessions)
+    deps = JobDeps(
+        Settings(data_dir=tmp_path),
+        runtime,
+        cast(Any, None),
+        cast(Any, None),
+        LocalBlobStore(tmp_path / "blobs"),
+        sessions,
+        cast(Any, None),
+    )
+    return store, StepRunner(store, PipelineRegistry([pipeline]), deps, redis_url)
+
+
 class Setup:
     def __init__(self, tmp_path: Path, redis_url: str) -> None:
-        engine = build_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-        migrate(engine)
-        sessions = build_sessionmaker(engine)
-        runtime = RuntimeSettingsStore(sessions)
-        runtime.update({"jobs_retry_backoff_seconds": 0.0})
         self.calls: list[str] = []
         self.gate = asyncio.Event()
         pipeline = Pipeline("two")
@@ -47,22 +68,8 @@ class Setup:
                 await asyncio.sleep(0.05)
             return {"n": ctx.outputs["first"]["n"] + 1}
 
-        @pipeline.on_end
-        async def ended(ctx: StepContext, status: str, error: dict[str, Any] | None) -> None:  # noqa: ARG001
-            self.ended.append(status)
-
         self.ended: list[str] = []
-        self.store = JobStore(sessions)
-        deps = JobDeps(
-            Settings(data_dir=tmp_path),
-            runtime,
-            cast(Any, None),
-            cast(Any, None),
-            LocalBlobStore(tmp_path / "blobs"),
-            sessions,
-            cast(Any, None),
-        )
-        self.runner = StepRunner(self.store, PipelineRegistry([pipeline]), deps, redis_url)
+        self.store, self.runner = step_runner(tmp_path, redis_url, pipeline, self.ended)
 
     def create(self) -> str:
         return self.store.create("two", {"inputs": {}}, None).id
@@ -143,11 +150,6 @@ class FanOutSetup:
     def __init__(self, tmp_path: Path, redis_url: str, fail_permanently: bool = False) -> None:
         from modelhost.jobs.pipeline import TransientError
 
-        engine = build_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-        migrate(engine)
-        sessions = build_sessionmaker(engine)
-        runtime = RuntimeSettingsStore(sessions)
-        runtime.update({"jobs_retry_backoff_seconds": 0.0})
         self.before: list[str] = []
         self.calls: list[int] = []
         self.ended: list[str] = []
@@ -168,21 +170,7 @@ class FanOutSetup:
             timings = await ctx.gather(*(one(i) for i in range(3)))
             return {"slides": timings}
 
-        @pipeline.on_end
-        async def ended(ctx: StepContext, status: str, error: dict[str, Any] | None) -> None:  # noqa: ARG001
-            self.ended.append(status)
-
-        self.store = JobStore(sessions)
-        deps = JobDeps(
-            Settings(data_dir=tmp_path),
-            runtime,
-            cast(Any, None),
-            cast(Any, None),
-            LocalBlobStore(tmp_path / "blobs"),
-            sessions,
-            cast(Any, None),
-        )
-        self.runner = StepRunner(self.store, PipelineRegistry([pipeline]), deps, redis_url)
+        self.store, self.runner = step_runner(tmp_path, redis_url, pipeline, self.ended)
 
     def create(self) -> str:
         return self.store.create("fan", {"inputs": {}}, None).id
