@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.audio import SENTENCES, convert, flite_wav, join_with_silence, word_errors
+from tests.support.audio import SENTENCES, convert, ffmpeg, flite_wav, join_with_silence, word_errors
 from tests.support.server import ServerProcess
 
 TALK = " ".join(SENTENCES)
@@ -104,22 +104,7 @@ def test_m4a_without_faststart_works_for_vad_voiceprints_and_diarization(server:
 
 def test_input_that_decodes_to_no_samples_is_415_not_an_empty_200(server: ServerProcess, tmp_path: Path) -> None:
     header_only = tmp_path / "header-only.wav"  # a valid WAV header announcing no samples
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "anullsrc=r=16000:cl=mono",
-            "-t",
-            "0",
-            str(header_only),
-        ],
-        check=True,
-    )
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "0", str(header_only))
     assert header_only.stat().st_size > 0
     truncated = tmp_path / "truncated.m4a"  # an mp4 cut before its index
     truncated.write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isommp42" + b"\x00" * 50_000)
@@ -214,26 +199,7 @@ def test_a_failure_after_the_answer_started_breaks_the_transfer(server: ServerPr
 
 def test_audio_over_the_duration_limit_is_413_before_decoding(tmp_path: Path) -> None:
     hour = tmp_path / "hour.ogg"  # 1 h of silence, a small file
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "anullsrc=r=16000:cl=mono",
-            "-t",
-            "3600",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "8k",
-            str(hour),
-        ],
-        check=True,
-    )
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3600", "-c:a", "libopus", "-b:a", "8k", str(hour))
     server = ServerProcess(tmp_path / "data", env={"MODELHOST_MAX_AUDIO_SECONDS": "600"}).start()
     try:
         with server.client() as http:
