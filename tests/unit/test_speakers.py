@@ -113,3 +113,21 @@ def test_concurrent_sample_additions_for_one_speaker_lose_none(directory: Speake
     top = directory.search("enc-a", expected)[0]
     assert top.external_id == "eve"
     assert top.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_job_whose_samples_are_stored_adds_nothing_when_its_store_step_runs_again(
+    directory: SpeakerDirectory,
+) -> None:
+    """A restart between the ``store`` step's commit and its record runs the step again on resume: the same job's
+    samples must not be counted twice, while another job's samples still add."""
+    directory.reserve("fay", "Fay", {"external_id": "fay"}, "enc-a")
+    first = directory.add_voiceprints("fay", [unit(1, 0, 0, 0), unit(1, 0.1, 0, 0)], "job-1")
+    again = directory.add_voiceprints("fay", [unit(1, 0, 0, 0), unit(1, 0.1, 0, 0)], "job-1")
+    assert first.samples == again.samples == 2
+    assert len(directory.row_or_raise("fay").sample_embeddings) == 2
+    more = directory.add_voiceprints("fay", [unit(0, 1, 0, 0)], "job-2")
+    assert more.samples == 3
+    assert directory.add_voiceprints("fay", [unit(0, 1, 0, 0)], "job-2").samples == 3
+    expected = normalized_mean([unpack(pack(v)) for v in [unit(1, 0, 0, 0), unit(1, 0.1, 0, 0), unit(0, 1, 0, 0)]])
+    top = directory.search("enc-a", expected)[0]
+    assert (top.external_id, top.score) == ("fay", pytest.approx(1.0, abs=1e-4))

@@ -23,6 +23,9 @@ from modelhost.schemas.speakers import SpeakerPage, SpeakerView
 from modelhost.speakers.vectors import VoiceprintIndex, VoiceprintMatch
 from modelhost.storage.orm import SpeakerRow, utcnow
 
+#: How many enrollment job ids a speaker row remembers (a resumed job is among the latest few).
+_APPLIED_JOBS_KEPT = 256
+
 
 def pack(vector: list[float]) -> str:
     values = array("f", vector)
@@ -141,8 +144,11 @@ class SpeakerDirectory:
             self.index.set_payload(model, external_id, {"name": row.name, "metadata": row.metadata_})
         return _view(row)
 
-    def add_voiceprints(self, external_id: str, vectors: list[list[float]]) -> SpeakerView:
+    def add_voiceprints(self, external_id: str, vectors: list[list[float]], job_id: str | None = None) -> SpeakerView:
         """Average these samples with the ones already enrolled, store the voiceprint, mark the speaker ready.
+
+        ``job_id``: the enrollment job adding them. A job whose samples are already in the row adds nothing (its
+        ``store`` step ran again after a restart that came between this commit and the step's own record).
 
         Two additions for one speaker (two ``POST …/samples`` jobs, on one server or two nodes) are serialized: the
         transaction writes the row before reading it, which takes PostgreSQL's row lock and SQLite's write lock, so
@@ -156,11 +162,16 @@ class SpeakerDirectory:
             row = session.get(SpeakerRow, external_id, with_for_update=True, populate_existing=True)
             if not touched.rowcount or row is None:  # type: ignore[attr-defined]
                 raise NotFound(f"speaker {external_id!r} was deleted", param="external_id", code="speaker_not_found")
+            applied = list(row.applied_jobs or [])
+            if job_id is not None and job_id in applied:
+                return _view(row)
             samples = [*row.sample_embeddings, *(pack(v) for v in vectors)]
             voiceprint = normalized_mean([unpack(s) for s in samples])
             self.index.upsert(row.model, external_id, voiceprint, {"name": row.name, "metadata": row.metadata_})
             row.sample_embeddings = samples
             row.samples = len(samples)
+            if job_id is not None:
+                row.applied_jobs = [*applied, job_id][-_APPLIED_JOBS_KEPT:]
             row.status = "ready"
             row.error = None
             row.updated_at = utcnow()

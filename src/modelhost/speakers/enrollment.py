@@ -64,7 +64,7 @@ async def embed(ctx: StepContext) -> list[str]:
 @PIPELINE.step("store", weight=1)
 async def store(ctx: StepContext) -> dict[str, Any]:
     vectors = [unpack(v) for v in ctx.outputs["embed"]]
-    speaker = await asyncio.to_thread(ctx.deps.speakers.add_voiceprints, ctx.params["external_id"], vectors)
+    speaker = await asyncio.to_thread(ctx.deps.speakers.add_voiceprints, ctx.params["external_id"], vectors, ctx.job_id)
     return {"external_id": speaker.external_id, "samples": speaker.samples, "model": speaker.model}
 
 

@@ -105,6 +105,9 @@ class SpeakerRow(Base):
     model: Mapped[str] = mapped_column(String(200))
     samples: Mapped[int] = mapped_column(Integer, default=0)
     sample_embeddings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: The enrollment jobs whose samples are in ``sample_embeddings``: a resumed job's ``store`` step that runs
+    #: again after its samples were committed adds nothing twice.
+    applied_jobs: Mapped[list[str]] = mapped_column(JSON, default=list)
     job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
