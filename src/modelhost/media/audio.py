@@ -130,6 +130,30 @@ def audio_windows(
                     proc.stdout.close()
 
 
+#: A window of long audio ends at the quietest 200 ms within its last ``CUT_SEARCH_SECONDS`` (at most a quarter of
+#: the window), not at a fixed sample: a word or speech region running across the edge is not cut in two.
+CUT_SEARCH_SECONDS = 10.0
+_CUT_FRAME_SECONDS = 0.02  # cuts fall on 20 ms frames from the window's start (whole multiples of a 10 ms hop)
+_CUT_SPAN_FRAMES = 10
+
+
+def quiet_cut(samples: np.ndarray, sample_rate: int) -> int:
+    """Where to end a window of ``samples`` that more audio follows: the middle of the quietest 200 ms in its last
+    ``CUT_SEARCH_SECONDS`` (a quarter of it for short windows), on a 20 ms frame boundary."""
+    import numpy as np
+
+    frame = max(1, int(round(sample_rate * _CUT_FRAME_SECONDS)))
+    frames_total = len(samples) // frame
+    search = min(int(CUT_SEARCH_SECONDS / _CUT_FRAME_SECONDS), frames_total // 4)
+    if search < _CUT_SPAN_FRAMES:
+        return len(samples)
+    first = frames_total - search
+    tail = samples[first * frame : frames_total * frame].astype(np.float64).reshape(search, frame)
+    energy = np.einsum("ij,ij->i", tail, tail)
+    smoothed = np.convolve(energy, np.ones(_CUT_SPAN_FRAMES), mode="valid")
+    return (first + int(np.argmin(smoothed)) + _CUT_SPAN_FRAMES // 2) * frame
+
+
 def _read_windows(
     stream: IO[bytes] | None,
     window_bytes: int,
@@ -140,16 +164,24 @@ def _read_windows(
     import numpy as np
 
     assert stream is not None
-    total = 0
+    total = 0  # bytes decoded so far
+    yielded = 0  # samples handed out so far
+    carry = np.zeros(0, dtype=np.float32)  # the tail of the last window, after its cut
     while True:
-        block = _read_exactly(stream, window_bytes)
+        block = _read_exactly(stream, window_bytes - len(carry) * 4)
         usable = len(block) - len(block) % 4
-        if usable:
-            if limit is not None and total + usable > limit:
-                raise _too_long((total + usable) / 4 / sample_rate, max_seconds or 0.0)
-            yield total / 4 / sample_rate, np.frombuffer(block[:usable], dtype=np.float32).copy()
-            total += usable
-        if len(block) < window_bytes:
+        if limit is not None and total + usable > limit:
+            raise _too_long((total + usable) / 4 / sample_rate, max_seconds or 0.0)
+        total += usable
+        window = np.frombuffer(block[:usable], dtype=np.float32)
+        window = np.concatenate([carry, window]) if len(carry) else window.copy()
+        final = len(block) < window_bytes - len(carry) * 4
+        cut = len(window) if final else quiet_cut(window, sample_rate)
+        if cut:
+            yield yielded / sample_rate, window[:cut]
+            yielded += cut
+        carry = window[cut:].copy()
+        if final:
             return total
 
 

@@ -165,8 +165,7 @@ class BuiltinDiarizer(Backend[DiarizationRequest]):
         for offset, audio in chunks:
             duration = offset + len(audio) / SAMPLE_RATE
             first_sample = int(round(offset * SAMPLE_RATE))
-            first_frame = first_sample // MEL_HOP  # windows are whole multiples of the hop (600 s = 60000 frames)
-            # (MEL_HOP is 10 ms and audio_window_seconds a multiple of 0.01 s: the frames of the windows line up)
+            first_frame = first_sample // MEL_HOP  # windows start on 20 ms frames (``quiet_cut``): whole hops
             local = speech_spans(audio, settings["vad_threshold"], int(settings["min_silence_ms"]))
             if not local:
                 continue
