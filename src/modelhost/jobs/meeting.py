@@ -98,28 +98,36 @@ def _quietest(pcm: bytes, offset: int) -> int:
     return offset + best
 
 
-@PIPELINE.step("decode", weight=1)
-async def decode(ctx: StepContext) -> dict[str, Any]:
+async def _ffmpeg(*args: str) -> tuple[int, str]:
+    """Run ffmpeg quietly with ``args``; its exit status and error output. Cancelled: ffmpeg is killed too."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise InvalidRequest("ffmpeg is not installed on the server", code="ffmpeg_missing")
+    process = await asyncio.create_subprocess_exec(
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, errors = await process.communicate()
+    finally:
+        if process.returncode is None:  # cancelled: do not leave ffmpeg running
+            process.kill()
+            await process.wait()
+    return process.returncode or 0, errors.decode("utf-8", "replace")
+
+
+@PIPELINE.step("decode", weight=1)
+async def decode(ctx: StepContext) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="modelhost-decode-") as folder:
         target = Path(folder) / "audio.pcm"  # a file, not a pipe: hours of audio never sit in memory
         async with ctx.input_path("file") as source:
-            process = await asyncio.create_subprocess_exec(
-                ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(source), "-vn",
+            returncode, errors = await _ffmpeg(
+                "-i", str(source), "-vn",
                 "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), str(target),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
-            try:
-                _, errors = await process.communicate()
-            finally:
-                if process.returncode is None:  # cancelled: do not leave ffmpeg running
-                    process.kill()
-                    await process.wait()
-        if process.returncode != 0:
-            lines = errors.decode("utf-8", "replace").strip().splitlines()
-            reason = lines[-1] if lines else f"ffmpeg exited with {process.returncode}"
+        if returncode != 0:
+            lines = errors.strip().splitlines()
+            reason = lines[-1] if lines else f"ffmpeg exited with {returncode}"
             raise UnsupportedMediaType(
                 f"the uploaded file could not be decoded as audio: {reason}", param="file", code="invalid_audio"
             )
@@ -354,23 +362,13 @@ async def render(ctx: StepContext) -> dict[str, Any]:
 async def _put_audio(ctx: StepContext) -> None:
     """The recording as the transcript heard it (16 kHz mono, Opus at 24 kbit/s: ~11 MB an hour) for players
     such as the dashboard's, whose timestamps then match the transcript's."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise InvalidRequest("ffmpeg is not installed on the server", code="ffmpeg_missing")
     with tempfile.TemporaryDirectory(prefix="modelhost-render-") as folder:
         target = Path(folder) / AUDIO_ARTIFACT
         async with ctx.work_path(PCM) as pcm:
-            process = await asyncio.create_subprocess_exec(
-                ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(SAMPLE_RATE),
-                "-ac", "1", "-i", str(pcm), "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", str(target),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            returncode, errors = await _ffmpeg(
+                "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(pcm),
+                "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", str(target),
             )  # fmt: skip
-            try:
-                _, errors = await process.communicate()
-            finally:
-                if process.returncode is None:  # cancelled: do not leave ffmpeg running
-                    process.kill()
-                    await process.wait()
-        if process.returncode != 0:
-            raise RuntimeError(f"ffmpeg could not encode the meeting audio: {errors.decode('utf-8', 'replace')[-300:]}")
+        if returncode != 0:
+            raise RuntimeError(f"ffmpeg could not encode the meeting audio: {errors[-300:]}")
         await ctx.put_artifact(AUDIO_ARTIFACT, target, "audio/ogg")
