@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_worker_lifecycle import ONNX, add_model, embed, process_gone
+from tests.e2e.test_worker_lifecycle import ONNX, SLEEPY, add_model, embed, process_gone
 from tests.support.server import ServerProcess
 
 
@@ -150,6 +150,39 @@ def test_a_backend_whose_import_starts_a_thread_is_never_forked(own_server: Serv
     server_log = Path(own_server.log_path).read_text()
     assert server_log.count("cannot fork safely") == 1  # recognised once, then plain spawns without retries
     assert log.read_text().count("zygote pid=") == 1
+
+
+def test_gpu_workers_fork_unless_the_zygote_loaded_the_cuda_driver(own_server: ServerProcess) -> None:
+    """A GPU model's worker is forked like a CPU one (it initializes CUDA itself after the fork); a zygote whose
+    imports mapped the CUDA driver refuses GPU workers — they are spawned plainly — and still forks CPU workers.
+    (The test backends never touch a GPU: ``device`` only decides how their workers start.)"""
+    for name in ("g1", "g2"):
+        add_model(own_server, name, SLEEPY, device="cuda", idle_timeout_seconds=-1)
+    assert embed(own_server, "g1").status_code == 200
+    assert own_server.wait_for(lambda: ready_zygote(own_server) is not None, timeout=60)
+    assert embed(own_server, "g2").status_code == 200
+    assert started(own_server, "forked by zygote", "g2")
+
+    tainted = {**SLEEPY, "backend": "tests.support.cuda_at_import:CudaAtImportEmbeddings"}
+    add_model(own_server, "t-gpu-1", tainted, device="cuda", idle_timeout_seconds=-1)
+    add_model(own_server, "t-gpu-2", tainted, device="cuda:0", idle_timeout_seconds=-1)
+    add_model(own_server, "t-gpu-3", tainted, device="cuda", idle_timeout_seconds=-1)
+    add_model(own_server, "t-cpu", tainted, idle_timeout_seconds=-1)
+    assert embed(own_server, "t-gpu-1").status_code == 200  # spawned; starts the backend's zygote
+    assert own_server.wait_for(
+        lambda: any(
+            z["backend"].endswith(":CudaAtImportEmbeddings") and z["state"] == "READY" for z in zygotes(own_server)
+        ),
+        timeout=60,
+    )
+    for name in ("t-gpu-2", "t-gpu-3"):
+        assert embed(own_server, name).status_code == 200
+        assert started(own_server, "spawned", name)
+        assert not started(own_server, "forked by zygote", name)
+    assert embed(own_server, "t-cpu").status_code == 200
+    assert started(own_server, "forked by zygote", "t-cpu")
+    log = Path(own_server.log_path).read_text()
+    assert log.count("GPU workers of tests.support.cuda_at_import:CudaAtImportEmbeddings are spawned plainly") == 1
 
 
 def test_a_pinned_models_zygote_starts_with_the_server_and_unpinning_releases_it(tmp_path: Path) -> None:

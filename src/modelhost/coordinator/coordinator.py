@@ -168,7 +168,7 @@ class Coordinator:
     async def prestart_zygote(self, model: ModelEntry, keep: bool = True) -> bool:
         """Start the zygote of ``model``'s backend now instead of with its first worker, so that the first worker
         is already a fork (for pinned models, at start-up). ``keep``: the zygote stays while no worker of its backend
-        runs, until ``supervisor.zygotes.release(model.id)``. False when the model cannot fork (GPU, another Python
+        runs, until ``supervisor.zygotes.release(model.id)``. False when the model cannot fork (another Python
         environment, ``zygote: false``, or its backend's zygote failed)."""
         spec = self._spec(model, self._idle_timeout(model))
         return await self.supervisor.prestart_zygote(spec, self._interpreter(model), keep=keep)

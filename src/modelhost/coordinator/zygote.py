@@ -9,7 +9,9 @@ One zygote per backend (``package.module:Class``) of the server's own interprete
   one exited (-1: kept; 0: stopped with the last worker), unless a model keeps it (``prestart(keep=True)``); then it
   is stopped and its memory freed, and the next model of the backend starts it again.
 
-Only CPU models of the server's interpreter use it; a model opts out with the option ``zygote: false``. Any zygote
+Models of the server's interpreter use it, on the CPU or a GPU (a GPU worker initializes CUDA itself after the fork;
+a zygote whose imports loaded the CUDA driver refuses GPU workers, which are then spawned plainly — see
+``modelhost.worker.zygote``); a model opts out with the option ``zygote: false``. Any zygote
 failure (not running, refused, crashed, slow) is a log line and a plain spawn, never a failed request; a zygote that
 finds it cannot fork safely (``EXIT_NOT_FORKABLE``) puts its backend on plain spawns for the rest of the run.
 
@@ -158,6 +160,7 @@ class ZygotePool:
         self._workers: dict[str, int] = {}  # backend → running workers (spawned or forked) of models that fork
         self._idle_since: dict[str, float] = {}  # backend → when its last worker exited
         self._kept: dict[str, str] = {}  # model id → backend: zygotes kept without workers (pinned models)
+        self._no_gpu_forks: set[str] = set()  # backends whose zygote refused a GPU worker (CUDA loaded at import)
         self._sweeper: asyncio.Task[None] | None = None
         self._seq = 0
 
@@ -165,12 +168,14 @@ class ZygotePool:
     def eligible(spec: WorkerSpec, interpreter: str) -> bool:
         return (
             sys.platform.startswith("linux")
-            and spec.device == "cpu"
+            and (spec.device == "cpu" or spec.device.startswith("cuda"))
             and spec.options.get("zygote", True) not in (False, "false", "no", 0)
             and os.path.realpath(interpreter) == os.path.realpath(sys.executable)
         )
 
     def _usable(self, spec: WorkerSpec, interpreter: str) -> bool:
+        if spec.device != "cpu" and spec.backend in self._no_gpu_forks:
+            return False
         return self.eligible(spec, interpreter) and self._failures.get(spec.backend, 0) < MAX_FAILURES
 
     async def spawn(
@@ -194,6 +199,11 @@ class ZygotePool:
             writer.write(json.dumps({"env": env, "log": str(log_path)}).encode() + b"\n")
             await writer.drain()
             answer = json.loads(await asyncio.wait_for(reader.readline(), 10))
+            if "refused" in answer:  # a GPU worker, and the zygote's imports initialized CUDA
+                writer.close()
+                self._no_gpu_forks.add(spec.backend)
+                log.warning("GPU workers of %s are spawned plainly: %s", spec.backend, answer["refused"])
+                return None
             return ForkedProcess(int(answer["pid"]), reader, writer)
         except (OSError, ValueError, KeyError, TimeoutError) as exc:
             if self._zygotes.get(spec.backend) is not zygote:  # stopped for idleness meanwhile: no failure

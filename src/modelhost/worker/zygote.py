@@ -13,6 +13,13 @@ The child does ``setsid``, points stdin at /dev/null and stdout/stderr at the wo
 the request, restores default signal handlers, reseeds its random generators, sets its thread counts, and runs the
 normal worker main.
 
+CUDA: a worker for a GPU (``device`` ``cuda``/``cuda:N``) is forked too, because a process that has never touched
+the CUDA driver forks as safely as any other and the child then initializes CUDA for itself. The zygote imports
+with ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (torch then answers ``cuda.is_available()`` through NVML, without
+initializing the driver) and, before forking a GPU worker, checks that the driver library (``libcuda``) is not
+mapped into it; when it is (a library initialized CUDA at import), the request is answered
+``{"refused": REASON}`` and the coordinator spawns that worker plainly (CPU workers still fork).
+
 Fork safety: the zygote must have exactly one thread when it forks (a lock held by another thread at fork time stays
 locked forever in the child; a multithreaded torch op before a fork hangs the child). So it imports with every
 thread-count variable at 1 (OpenBLAS starts its pool at import otherwise), never imports the modules of
@@ -67,6 +74,24 @@ def preload(backend: str) -> list[str]:
     if prepare is not None:
         prepare()
     return done
+
+
+def cuda_driver_loaded() -> bool:
+    """Whether the CUDA driver library is mapped into this process (a library initialized CUDA): a child forked
+    now could not use the GPU."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libcuda.so" in line for line in maps)
+    except OSError:
+        return True  # cannot tell: do not fork GPU workers
+
+
+def _wants_gpu(request: dict[str, Any]) -> bool:
+    try:
+        spec = json.loads(request["env"]["MODELHOST_WORKER_SPEC"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return str(spec.get("device") or "cpu") != "cpu"
 
 
 def thread_names() -> list[str]:
@@ -158,6 +183,7 @@ def serve(socket_path: str, backend: str) -> None:
     parent = os.getppid()
     for var in THREAD_VARS:  # before any import: OpenBLAS would start its threads at numpy's import
         os.environ[var] = "1"
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # torch.cuda.is_available() without initializing CUDA
     started = time.perf_counter()
     imported = preload(backend)
     threads = thread_names()
@@ -229,6 +255,16 @@ def serve(socket_path: str, backend: str) -> None:
                 if b"\n" not in buffers[conn]:
                     continue
                 line = buffers.pop(conn).split(b"\n", 1)[0]
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    sel.unregister(conn)
+                    conn.close()
+                    continue
+                if _wants_gpu(request) and cuda_driver_loaded():
+                    reason = "the CUDA driver is loaded in the zygote (a library initialized CUDA at import)"
+                    with_suppress(lambda c=conn, r=reason: c.sendall(json.dumps({"refused": r}).encode() + b"\n"))
+                    continue
                 pid = os.fork()
                 if pid == 0:  # the child keeps no descriptor of the zygote's (a dead zygote must read as EOF)
                     for fileobj in [k.fileobj for k in sel.get_map().values()]:
@@ -238,7 +274,7 @@ def serve(socket_path: str, backend: str) -> None:
                             fileobj.close()  # type: ignore[attr-defined]
                     sel.close()
                     os.close(wake_w)
-                    _run_child(json.loads(line))
+                    _run_child(request)
                 children[pid] = conn
                 with_suppress(lambda c=conn, p=pid: c.sendall(json.dumps({"pid": p}).encode() + b"\n"))
         _reap(children)
