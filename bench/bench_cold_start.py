@@ -9,7 +9,8 @@ time, the same request on a running worker (the part no cold start removes), and
 shared: compare ratios, not seconds, across runs). A family whose zygote refuses to fork (a library starts a thread
 at import) is measured on plain spawns only, with the reason.
 
-Run: ``python bench/bench_cold_start.py [--runs N] [--only onnx,whisper]``.
+Run: ``python bench/bench_cold_start.py [--runs N] [--only onnx,whisper] [--device cuda]`` (``--device``: the
+models' device; on a GPU each copy also prints the GPU memory its worker reports, to show it ran there).
 """
 
 from __future__ import annotations
@@ -75,9 +76,14 @@ def _completion(http: httpx.Client, model: str) -> httpx.Response:
     return http.post("/v1/completions", json=body)
 
 
-def families(work: Path) -> list[Family]:
-    audio = flite_wav("The quick brown fox jumps over the lazy dog.", "slt", work / "speech.wav").read_bytes()
-    image = encode(render_lines(["Invoice 2024-117 was paid on 3 March."], "DejaVuSans.ttf", 32), "PNG")
+def families(work: Path, wanted: set[str]) -> list[Family]:
+    """The families to measure; the whisper clip (flite) and the OCR image are only made when measured."""
+    audio = b""
+    if not wanted or "whisper" in wanted:
+        audio = flite_wav("The quick brown fox jumps over the lazy dog.", "slt", work / "speech.wav").read_bytes()
+    image = b""
+    if not wanted or "rapidocr" in wanted:
+        image = encode(render_lines(["Invoice 2024-117 was paid on 3 March."], "DejaVuSans.ttf", 32), "PNG")
     return [
         Family("torch", "MiniLM, sentence-transformers (torch)", "all-minilm-l6-v2", _embedding),
         Family("onnx", "MiniLM, ONNX int8", "all-minilm-l6-v2-onnx", _embedding),
@@ -88,9 +94,9 @@ def families(work: Path) -> list[Family]:
     ]
 
 
-def entry(model_id: str) -> dict[str, Any]:
+def entry(model_id: str, device: str) -> dict[str, Any]:
     found = next(m for m in BUILTIN_MODELS if m.id == model_id)
-    return found.model_dump(include={"task", "backend", "source", "options"})
+    return {**found.model_dump(include={"task", "backend", "source", "options"}), "device": device}
 
 
 def add(server: ServerProcess, model_id: str, base: dict[str, Any], zygote: bool, idle: float) -> None:
@@ -138,7 +144,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated families: torch,onnx,whisper,hibari,rapidocr,gemma")
+    parser.add_argument("--device", default="cpu", help="the models' device: cpu, cuda or cuda:N (default cpu)")
     args = parser.parse_args()
+    on_gpu = args.device != "cpu"
     wanted = {name for name in args.only.split(",") if name}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -147,10 +155,10 @@ def main() -> None:
         print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
         rows: list[tuple[Family, float, float | None, float, str | None]] = []
         try:
-            for family in families(work):
+            for family in families(work, wanted):
                 if wanted and family.key not in wanted:
                     continue
-                base = entry(family.model)
+                base = entry(family.model, args.device)
                 backend = backend_reference(base["backend"])
                 add(server, f"warm-{family.key}", base, zygote=True, idle=-1)
                 first_result(server, family, f"warm-{family.key}")  # spawned; starts the zygote (and assembles)
@@ -164,8 +172,12 @@ def main() -> None:
                         if zygote and refused:
                             continue
                         model = f"{family.key}-{run}-{'z' if zygote else 'p'}"
-                        add(server, model, base, zygote, idle=0)
+                        add(server, model, base, zygote, idle=2 if on_gpu else 0)
                         times.append(first_result(server, family, model))
+                        if on_gpu:  # the worker's own account of its GPU memory: it really runs on the GPU
+                            with server.client() as http:
+                                gpu = http.get(f"/v1/workers/{model}/info").json().get("gpu")
+                            print(f"  {model} ({'forked' if zygote else 'spawned'}): gpu {gpu}", flush=True)
                         server.wait_for(lambda m=model: server.worker(m) is None, timeout=60)
                 with server.client() as http:
                     http.delete(f"/v1/workers/warm-{family.key}")
