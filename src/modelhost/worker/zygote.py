@@ -42,6 +42,10 @@ from typing import Any
 
 #: The thread-count variables: 1 in a zygote (a worker gets its own in its environment).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: Set in a zygote before its imports: torch answers ``cuda.is_available()`` through NVML (no CUDA initialization),
+#: and the jemalloc that pyarrow bundles (imported by sentence-transformers through ``datasets``) starts no background
+#: thread (it would make the zygote refuse to fork; measured on a GPU host with pyarrow 25).
+ZYGOTE_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1", "JE_ARROW_MALLOC_CONF": "background_thread:false"}
 #: The zygote's exit code when it cannot fork safely (a thread started during the preload): no retry.
 EXIT_NOT_FORKABLE = 3
 #: Modules a zygote never imports, with the reason; a worker forked from it imports them itself.
@@ -183,14 +187,14 @@ def serve(socket_path: str, backend: str) -> None:
     parent = os.getppid()
     for var in THREAD_VARS:  # before any import: OpenBLAS would start its threads at numpy's import
         os.environ[var] = "1"
-    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # torch.cuda.is_available() without initializing CUDA
+    os.environ.update(ZYGOTE_ENV)
     started = time.perf_counter()
     imported = preload(backend)
     threads = thread_names()
     if len(threads) > 1:
         sys.stderr.write(
-            f"zygote pid={os.getpid()} for {backend} cannot fork safely: {len(threads)} threads after importing "
-            f"{', '.join(imported)}; its models are plain-spawned\n"
+            f"zygote pid={os.getpid()} for {backend} cannot fork safely: {len(threads)} threads "
+            f"({', '.join(sorted(threads))}) after importing {', '.join(imported)}; its models are plain-spawned\n"
         )
         sys.stderr.flush()
         os._exit(EXIT_NOT_FORKABLE)
