@@ -16,8 +16,8 @@ normal worker main.
 CUDA: a worker for a GPU (``device`` ``cuda``/``cuda:N``) is forked too, because a process that has never touched
 the CUDA driver forks as safely as any other and the child then initializes CUDA for itself. The zygote imports
 with ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (torch then answers ``cuda.is_available()`` through NVML, without
-initializing the driver) and, before forking a GPU worker, checks that the driver library (``libcuda``) is not
-mapped into it; when it is (a library initialized CUDA at import), the request is answered
+initializing the driver) and, before forking a GPU worker, checks that the driver is not initialized in it
+(``cuda_initialized``); when it is (a library initialized CUDA at import), the request is answered
 ``{"refused": REASON}`` and the coordinator spawns that worker plainly (CPU workers still fork).
 
 Fork safety: the zygote must have exactly one thread when it forks (a lock held by another thread at fork time stays
@@ -80,14 +80,25 @@ def preload(backend: str) -> list[str]:
     return done
 
 
-def cuda_driver_loaded() -> bool:
-    """Whether the CUDA driver library is mapped into this process (a library initialized CUDA): a child forked
-    now could not use the GPU."""
+def cuda_initialized() -> bool:
+    """Whether the CUDA driver has been initialized in this process (a child forked now could not use the GPU).
+    Not mapped: no. Mapped (a CUDA build of torch links it at import without initializing it): ask the loaded
+    driver ``cuCtxGetCurrent``, which answers ``CUDA_ERROR_NOT_INITIALIZED`` (3) before ``cuInit`` and initializes
+    nothing. A driver that cannot be asked counts as initialized."""
     try:
         with open("/proc/self/maps") as maps:
-            return any("libcuda.so" in line for line in maps)
+            if not any("libcuda.so" in line for line in maps):
+                return False
     except OSError:
-        return True  # cannot tell: do not fork GPU workers
+        return True
+    import ctypes
+
+    try:  # RTLD_NOLOAD: only the copy already loaded, never a new one
+        driver = ctypes.CDLL("libcuda.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        context = ctypes.c_void_p()
+        return int(driver.cuCtxGetCurrent(ctypes.byref(context))) != 3
+    except (OSError, AttributeError):
+        return True
 
 
 def _wants_gpu(request: dict[str, Any]) -> bool:
@@ -265,8 +276,8 @@ def serve(socket_path: str, backend: str) -> None:
                     sel.unregister(conn)
                     conn.close()
                     continue
-                if _wants_gpu(request) and cuda_driver_loaded():
-                    reason = "the CUDA driver is loaded in the zygote (a library initialized CUDA at import)"
+                if _wants_gpu(request) and cuda_initialized():
+                    reason = "CUDA is initialized in the zygote (a library initialized it at import)"
                     with_suppress(lambda c=conn, r=reason: c.sendall(json.dumps({"refused": r}).encode() + b"\n"))
                     continue
                 pid = os.fork()
