@@ -1,7 +1,9 @@
 """A backend whose module leaves a file named like the CUDA driver (``libcuda.so.1``) mapped into the process when it
-is imported — what a library that initializes CUDA at import does to a zygote. The driver itself cannot run on a
-machine without a GPU; the zygote's check reads ``/proc/self/maps``, where this mapping shows as the driver's would.
-A zygote that imported it must refuse GPU workers (spawned plainly) and still fork CPU workers."""
+is imported. No driver runs on a machine without a GPU; the zygote's check (``cuda_initialized``) sees this mapping
+in ``/proc/self/maps`` as it would the driver's, finds no loaded driver to ask whether CUDA is initialized, and so
+counts it as initialized — the case of a library that initializes CUDA at import (the check's answers on a real
+driver were measured on an H200: docs/benchmarks.md). A zygote that imported it must refuse GPU workers (spawned
+plainly) and still fork CPU workers."""
 
 from __future__ import annotations
 
