@@ -73,7 +73,8 @@ class ModelhostApp(FastAPI):
         Asked at most once a second (its answer reads the environment: ~5 µs); providers are set once per process."""
         now = time.monotonic()
         if now - self._telemetry_checked >= 1.0:
-            self._telemetry_on = self._native_telemetry.enabled()
+            telemetry = getattr(self, "_native_telemetry", None)  # FastAPI ≥ 0.16x; older versions have none
+            self._telemetry_on = telemetry is not None and bool(telemetry.enabled())
             self._telemetry_checked = now
         return self._telemetry_on
 
