@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
-from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelhost.api.composition import Services
@@ -114,7 +113,7 @@ class EmbeddingsFastPath:
         try:
             parsed = orjson.loads(body)
             request = EmbeddingRequest.model_validate(parsed) if isinstance(parsed, dict) else None
-        except (orjson.JSONDecodeError, ValidationError):
+        except Exception:  # not JSON, not valid, or anything unexpected: the route answers it, behind error handlers
             request = None
         if request is None:  # the route answers it (and its error) exactly as before
             await self.app(scope, _replay(body, receive), send)
