@@ -123,6 +123,33 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert 'route="/api/health"' in metrics
 
 
+def test_embeddings_hot_path_keeps_limits_errors_and_metrics(client: TestClient) -> None:
+    """``POST /v1/embeddings`` with JSON takes the app's hot path (metrics → access → body limit → lean route). A
+    body the lean route does not take goes on to the FastAPI route without passing the middleware twice: every
+    request is counted once, under its route."""
+    invalid = client.post("/v1/embeddings", json={"model": "all-minilm-l6-v2-onnx", "input": []})
+    assert invalid.status_code == 400
+    assert assert_envelope(invalid.json())["code"] == "empty_input"
+    unknown = client.post("/v1/embeddings", json={"model": "nope", "input": "x"})
+    assert unknown.status_code == 404
+    assert assert_envelope(unknown.json())["code"] == "model_not_found"
+    too_large = client.post("/v1/embeddings", json={"model": "nope", "input": "x" * 5000})
+    assert too_large.status_code == 413
+    assert assert_envelope(too_large.json())["code"] == "payload_too_large"
+    chunked = client.post(
+        "/v1/embeddings",
+        content=iter([b'{"model": "nope", "input": "', b"x" * 5000, b'"}']),  # no Content-Length: counted as read
+        headers={"Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413
+    metrics = client.get("/metrics").text
+    assert 'modelhost_requests_total{method="POST",route="/v1/embeddings",status="400"} 1.0' in metrics
+    assert 'modelhost_requests_total{method="POST",route="/v1/embeddings",status="404"} 1.0' in metrics
+    assert 'modelhost_requests_total{method="POST",route="unmatched",status="413"} 2.0' in metrics
+    foreign = client.post("/v1/embeddings", json={"model": "nope", "input": "x"}, headers={"Host": "evil.example"})
+    assert foreign.status_code == 403
+
+
 def test_api_keys(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, api_keys=[SecretStr("sesame")])
     with TestClient(create_app(settings)) as client:

@@ -41,7 +41,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in prefixes)
+    return path.startswith(prefixes) and any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
 def is_admin_route(method: str, path: str) -> bool:
@@ -65,6 +65,20 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _host_check(header: bytes) -> tuple[str, bool]:
+    """The name in a raw ``Host`` header and whether it is a loopback name (cached: every request of a server
+    without keys asks, and the same few headers come back; a long one is not kept)."""
+    return _host_check_cached(header) if len(header) <= 128 else _host_check_uncached(header)
+
+
+def _host_check_uncached(header: bytes) -> tuple[str, bool]:
+    host = host_name(header.decode("latin-1"))
+    return host, is_loopback_name(host)
+
+
+_host_check_cached = functools.lru_cache(maxsize=256)(_host_check_uncached)
 
 
 def host_name(header: str) -> str:
@@ -168,8 +182,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         # No keys: loopback serving; keep browsers on other sites out.
-        host = host_name(headers.get(b"host", b"").decode("latin-1"))
-        loopback_host = is_loopback_name(host)
+        host, loopback_host = _host_check(headers.get(b"host", b""))
         if not loopback_host and host not in self.policy.allowed_hosts:
             await _refuse(
                 scope,

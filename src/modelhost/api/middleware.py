@@ -40,19 +40,29 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
+        self.too_large = error_envelope(
+            f"request body exceeds the limit of {limit} bytes (MODELHOST_MAX_REQUEST_BYTES)",
+            "invalid_request_error",
+            code="payload_too_large",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope["headers"]).get(b"content-length")
-        too_large = error_envelope(
-            f"request body exceeds the limit of {self.limit} bytes (MODELHOST_MAX_REQUEST_BYTES)",
-            "invalid_request_error",
-            code="payload_too_large",
-        )
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await _send_error(send, 413, too_large)
+        length: bytes | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+        if length is not None and length.isdigit() and not chunked:
+            if int(length) > self.limit:
+                await _send_error(send, 413, self.too_large)
+                return
+            # The HTTP server hands the app exactly Content-Length bytes: nothing to count while streaming.
+            await self.app(scope, receive, send)
             return
         received = 0
         started = False
@@ -76,7 +86,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await _send_error(send, 413, too_large)
+                await _send_error(send, 413, self.too_large)
 
 
 class _TooLarge(BaseException):  # noqa: N818 - a signal, not an error: it must get past FastAPI's handlers
@@ -88,6 +98,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # labels() takes a lock and checks its values on every call: each series is looked up once
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,5 +120,12 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
+            key = (scope["method"], path, status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.metrics.requests.labels(key[0], path, str(status))
+            counter.inc()
+            histogram = self._histograms.get(path)
+            if histogram is None:
+                histogram = self._histograms[path] = self.metrics.request_seconds.labels(path)
+            histogram.observe(time.perf_counter() - started)

@@ -228,16 +228,25 @@ class GpuAdmission:
 
     @asynccontextmanager
     async def admit(self, model: ModelEntry, policy: str) -> AsyncIterator[None]:
-        if policy != "exclusive" or not model.uses_gpu:
-            yield
-            return
-        started = time.monotonic()
-        await self._lock.acquire(model.id)
-        self._metrics.gpu_lock_wait_seconds.observe(time.monotonic() - started)
+        locked = await self.enter(model, policy)
         try:
             yield
         finally:
-            self._lock.release()
+            if locked:
+                self.leave()
+
+    async def enter(self, model: ModelEntry, policy: str) -> bool:
+        """``admit`` without the context manager (the request path): True when the GPU lock was taken, and
+        ``leave()`` must then be called once."""
+        if policy != "exclusive" or not model.uses_gpu:
+            return False
+        started = time.monotonic()
+        await self._lock.acquire(model.id)
+        self._metrics.gpu_lock_wait_seconds.observe(time.monotonic() - started)
+        return True
+
+    def leave(self) -> None:
+        self._lock.release()
 
     @asynccontextmanager
     async def loading(self, model_id: str) -> AsyncIterator[None]:

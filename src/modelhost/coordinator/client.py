@@ -25,6 +25,8 @@ from modelhost.worker import frames
 from modelhost.worker.protocol import TOKEN_HEADER
 
 StreamItem = tuple[int, dict[str, Any] | bytes]
+#: A request's payload: a dict, or its JSON already encoded (``encode_payload``).
+Payload = dict[str, Any] | orjson.Fragment
 
 
 class WorkerProtocolError(Exception):
@@ -58,16 +60,23 @@ class WorkerClient:
 
     async def infer(
         self,
-        payload: dict[str, Any],
+        payload: Payload,
         *,
         request_id: str,
         idle_timeout: float,
         files: Mapping[str, Path] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """One request → ``(status, body)``: the result envelope (binary values as ``bytes``) when the status is
-        200, else the error envelope. A cut answer raises ``WorkerProtocolError``."""
+        200, else the error envelope. A cut answer raises ``WorkerProtocolError``. ``payload``: a dict, or its JSON
+        already encoded (``encode_payload``)."""
         envelope = encode_envelope(payload, request_id, idle_timeout, files, stream=False)
-        async with self._call(envelope) as call:
+        # What ``_call`` does, without an async generator: this is every embedding request's path.
+        stream = self._stream
+        if stream is None or not stream.open:
+            stream = await self._connected()
+        rid = next(self._ids) & 0xFFFFFFFF
+        call = stream.start(rid, envelope)
+        try:
             result: dict[str, Any] | None = None
             blobs: list[bytes] = []
             while True:
@@ -84,10 +93,12 @@ class WorkerClient:
                     return 200, joined
                 else:
                     raise WorkerProtocolError("the worker's answer ended before its result")
+        finally:
+            stream.finish(rid, cancel=not call.finished)
 
     async def infer_stream(
         self,
-        payload: dict[str, Any],
+        payload: Payload,
         *,
         request_id: str,
         idle_timeout: float,
@@ -254,22 +265,31 @@ class _InferStream(asyncio.Protocol):
 
 def check_encodable(payload: dict[str, Any]) -> None:
     """Raise the 400 of ``encode_envelope`` before any worker is started for a payload that cannot be sent."""
-    encode_envelope(payload, "", 0.0, None, stream=False)
+    encode_payload(payload)
 
 
-def encode_envelope(
-    payload: dict[str, Any], request_id: str, idle_timeout: float, files: Mapping[str, Path] | None, *, stream: bool
-) -> bytes:
-    """The JSON request body. Text that is not valid Unicode (a lone surrogate) is the caller's mistake: 400."""
-    body: dict[str, Any] = {"payload": payload, "request_id": request_id, "idle_timeout": idle_timeout}
-    if files:
-        body["files"] = {name: str(path) for name, path in files.items()}
-    if stream:
-        body["stream"] = True
+def encode_payload(payload: dict[str, Any]) -> orjson.Fragment:
+    """The payload's JSON, encoded once: checked before any worker is started (a payload that cannot be sent is
+    400) and then placed into the envelope as it is. Text that is not valid Unicode (a lone surrogate) is the
+    caller's mistake: 400."""
     try:
-        return orjson.dumps(body)
+        return orjson.Fragment(orjson.dumps(payload))
     except TypeError:  # orjson refuses str that is not valid UTF-8, e.g. "\ud800"
         raise InvalidRequest(
             "the request holds text that is not valid Unicode (e.g. a lone surrogate such as \\ud800)",
             code="invalid_unicode",
         ) from None
+
+
+def encode_envelope(
+    payload: Payload, request_id: str, idle_timeout: float, files: Mapping[str, Path] | None, *, stream: bool
+) -> bytes:
+    """The JSON request body; ``payload`` a dict or already encoded by ``encode_payload``."""
+    if not isinstance(payload, orjson.Fragment):
+        payload = encode_payload(payload)
+    body: dict[str, Any] = {"payload": payload, "request_id": request_id, "idle_timeout": idle_timeout}
+    if files:
+        body["files"] = {name: str(path) for name, path in files.items()}
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -32,7 +33,7 @@ from modelhost.catalog.registry import backend_reference
 from modelhost.catalog.schemas import ModelEntry
 from modelhost.config import Settings
 from modelhost.coordinator.admission import FAIR_SECONDS, GpuAdmission, Occupant, Plan, combine, plan_room
-from modelhost.coordinator.client import WorkerClient, WorkerProtocolError, check_encodable
+from modelhost.coordinator.client import Payload, WorkerClient, WorkerProtocolError, encode_payload
 from modelhost.coordinator.footprint import MiB, device_key, gpu_need_bytes, ram_need_bytes
 from modelhost.coordinator.handles import READY, STARTING, WorkerHandle
 from modelhost.coordinator.sources import check_source
@@ -72,6 +73,8 @@ class Coordinator:
         self.envs = envs
         self.metrics = metrics
         self._queue_metrics: dict[str, tuple[Any, Any]] = {}  # model id → its queue-depth and inference-time series
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._request_ids = itertools.count(1)
         self.admission = GpuAdmission(metrics)
         self.supervisor = Supervisor(
             metrics,
@@ -113,33 +116,42 @@ class Coordinator:
     # -- requests --------------------------------------------------------------------------------------------
     async def infer(self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None) -> dict[str, Any]:
         """One result. Binary values in it (an embedding matrix, a voiceprint) are ``bytes``."""
-        check_encodable(payload)
+        encoded = encode_payload(payload)  # a payload that cannot be sent is 400 before any worker starts
         handle = self._handle(model)
-        async with self._queued(handle), self._spooled(files) as paths:
-            for attempt in (1, 2):
-                async with self._admitted(handle):
+        with self._queued(handle):
+            if not files:  # no async generator for the spool of a request without files (every embedding)
+                return await self._infer(handle, encoded, None)
+            async with self._spooled(files) as paths:
+                return await self._infer(handle, encoded, paths)
+
+    async def _infer(self, handle: WorkerHandle, encoded: Payload, paths: dict[str, Path] | None) -> dict[str, Any]:
+        # Plain context managers on this path (no async generators, no task): it is every request's.
+        for attempt in (1, 2):
+            async with _Admitted(self, handle):
+                client = handle.client if _ready(handle) else None
+                if client is None:
                     client = await self._ensure_ready(handle)
-                    try:
-                        async with self._in_flight(handle) as timeout:
-                            try:
-                                async with asyncio.timeout(timeout):
-                                    status, body = await client.infer(
-                                        payload,
-                                        request_id=uuid.uuid4().hex,
-                                        idle_timeout=handle.idle_timeout,
-                                        files=paths,
-                                    )
-                            except _TRANSPORT_ERRORS as exc:
-                                raise await self._transport_failure(handle, exc, timeout) from None
-                    except _WorkerWentIdle:
-                        self._retry_or_raise(model, attempt)
-                        continue
-                    handle.requests += 1
-                    if status != 200:
-                        raise worker_error(status, body.get("error"))
-                    result: dict[str, Any] = body["result"]
-                    return result
-            raise AssertionError("unreachable")
+                try:
+                    with _InFlight(self, handle) as timeout:
+                        try:
+                            async with asyncio.timeout(timeout):
+                                status, body = await client.infer(
+                                    encoded,
+                                    request_id=self._request_id(),
+                                    idle_timeout=handle.idle_timeout,
+                                    files=paths,
+                                )
+                        except _TRANSPORT_ERRORS as exc:
+                            raise await self._transport_failure(handle, exc, timeout) from None
+                except _WorkerWentIdle:
+                    self._retry_or_raise(handle.model, attempt)
+                    continue
+                handle.requests += 1
+                if status != 200:
+                    raise worker_error(status, body.get("error"))
+                result: dict[str, Any] = body["result"]
+                return result
+        raise AssertionError("unreachable")
 
     async def warm_up(self, model: ModelEntry, wait: bool = True) -> dict[str, Any]:
         """Start the model's worker without a request (under the same admission as a load); its status after, or
@@ -180,93 +192,56 @@ class Coordinator:
         answer is complete; any failure raises a ``ModelhostError``, before or after the first chunk. Closing the
         generator early (client gone) closes the worker connection, which stops generation. The GPU lock (if
         any) is held for the whole stream; ``worker_request_timeout_seconds`` applies to each chunk."""
-        check_encodable(payload)
+        encoded = encode_payload(payload)
         handle = self._handle(model)
-        async with self._queued(handle), self._spooled(files) as paths:
-            for attempt in (1, 2):
-                async with self._admitted(handle):
-                    client = await self._ensure_ready(handle)
-                    yielded = False
-                    try:
-                        async with self._in_flight(handle) as timeout:
-                            stream = client.infer_stream(
-                                payload, request_id=uuid.uuid4().hex, idle_timeout=handle.idle_timeout, files=paths
-                            )
-                            try:
-                                while True:
-                                    try:
-                                        async with asyncio.timeout(timeout):  # per chunk: a stream may run long
-                                            status, item = await anext(stream)
-                                    except StopAsyncIteration:
-                                        handle.requests += 1
-                                        return
-                                    except _TRANSPORT_ERRORS as exc:
-                                        raise await self._transport_failure(handle, exc, timeout) from None
-                                    if status != 200:
-                                        handle.requests += 1
-                                        error = item.get("error") if isinstance(item, dict) else None
-                                        raise worker_error(status, error)
-                                    yielded = True
-                                    yield item
-                            finally:
-                                await stream.aclose()
-                    except _WorkerWentIdle:
-                        if yielded:  # cannot replay what the caller already has
-                            raise WorkerCrashed(f"the worker for model {model.id!r} exited during the stream") from None
-                        self._retry_or_raise(model, attempt)
-                        continue
-            raise AssertionError("unreachable")
+        with self._queued(handle):
+            async with self._spooled(files) as paths:
+                for attempt in (1, 2):
+                    async with _Admitted(self, handle):
+                        client = await self._ensure_ready(handle)
+                        yielded = False
+                        try:
+                            with _InFlight(self, handle) as timeout:
+                                stream = client.infer_stream(
+                                    encoded,
+                                    request_id=self._request_id(),
+                                    idle_timeout=handle.idle_timeout,
+                                    files=paths,
+                                )
+                                try:
+                                    while True:
+                                        try:
+                                            async with asyncio.timeout(timeout):  # per chunk: a stream may run long
+                                                status, item = await anext(stream)
+                                        except StopAsyncIteration:
+                                            handle.requests += 1
+                                            return
+                                        except _TRANSPORT_ERRORS as exc:
+                                            raise await self._transport_failure(handle, exc, timeout) from None
+                                        if status != 200:
+                                            handle.requests += 1
+                                            error = item.get("error") if isinstance(item, dict) else None
+                                            raise worker_error(status, error)
+                                        yielded = True
+                                        yield item
+                                finally:
+                                    await stream.aclose()
+                        except _WorkerWentIdle:
+                            if yielded:  # cannot replay what the caller already has
+                                raise WorkerCrashed(
+                                    f"the worker for model {model.id!r} exited during the stream"
+                                ) from None
+                            self._retry_or_raise(model, attempt)
+                            continue
+                raise AssertionError("unreachable")
 
-    @contextlib.asynccontextmanager
-    async def _queued(self, handle: WorkerHandle) -> AsyncIterator[None]:
-        """Queue admission and metrics, shared by both request paths."""
-        model_id = handle.model.id
-        limit = self.runtime.current.max_queue_per_model
-        if handle.pending >= limit:
-            raise QueueFull(
-                f"model {model_id!r} already has {handle.pending} requests queued or running "
-                f"(max_queue_per_model={limit}); retry later",
-                headers={"Retry-After": "1"},
-            )
-        handle.pending += 1
-        children = self._queue_metrics.get(model_id)
-        if children is None:  # labels() costs a lock and a dict lookup each: once per model, not three per request
-            children = (self.metrics.queue_depth.labels(model_id), self.metrics.inference_seconds.labels(model_id))
-            self._queue_metrics[model_id] = children
-        depth, seconds = children
-        depth.set(handle.pending)
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            handle.pending -= 1
-            depth.set(handle.pending)
-            seconds.observe(time.monotonic() - started)
+    def _queued(self, handle: WorkerHandle) -> _Queued:
+        """Queue admission and metrics, shared by both request paths (a plain context manager)."""
+        return _Queued(self, handle)
 
-    @contextlib.asynccontextmanager
-    async def _admitted(self, handle: WorkerHandle) -> AsyncIterator[None]:
-        """GPU admission for one request, after any drain of its model (a waiting load's turn). While held back
-        here the request does not keep its idle worker from being evicted (``handle.held``)."""
-        async with contextlib.AsyncExitStack() as stack:
-            handle.held += 1
-            try:
-                await self.admission.until_not_draining(handle.model.id)
-                await stack.enter_async_context(self.admission.admit(handle.model, self.runtime.current.gpu_policy))
-            finally:
-                handle.held -= 1
-            yield
-
-    @contextlib.asynccontextmanager
-    async def _in_flight(self, handle: WorkerHandle) -> AsyncIterator[float]:
-        """Mark a request as sent to the worker; yields the request timeout."""
-        handle.idle_timeout = self._idle_timeout(handle.model)
-        handle.in_flight += 1
-        handle.last_used = time.monotonic()
-        try:
-            yield self.runtime.current.worker_request_timeout_seconds
-        finally:
-            handle.in_flight -= 1
-            handle.last_used = time.monotonic()
+    def _request_id(self) -> str:
+        """A request id unique in this process (the worker logs it): a counter, no ``uuid4`` (a syscall) per call."""
+        return f"{self._id_prefix}-{next(self._request_ids):x}"
 
     @contextlib.asynccontextmanager
     async def _spooled(self, files: Files | None) -> AsyncIterator[dict[str, Path]]:
@@ -348,7 +323,7 @@ class Coordinator:
         if handle is None:
             handle = WorkerHandle(key=worker_key(model), model=model)
             self._handles[model.id] = handle
-        elif handle.model != model:
+        elif handle.model is not model and handle.model != model:  # the catalog hands out one entry: no __eq__
             if handle.alive:
                 handle.next_model = model  # for its next spawn (a changed model's worker is being stopped)
             else:
@@ -740,3 +715,91 @@ def _copy_into(source: IO[bytes] | bytes, fd: int) -> None:
 
 
 __all__ = ["Chunk", "Coordinator", "FileRef", "Files", "ModelhostError", "worker_error", "worker_key"]
+
+
+class _Queued:
+    """Queue admission and metrics for one request (``Coordinator._queued``): 429 when the model's queue is full."""
+
+    __slots__ = ("handle", "depth", "seconds", "started")
+
+    depth: Any
+    seconds: Any
+
+    def __init__(self, coordinator: Coordinator, handle: WorkerHandle) -> None:
+        self.handle = handle
+        model_id = handle.model.id
+        limit = coordinator.runtime.current.max_queue_per_model
+        if handle.pending >= limit:
+            raise QueueFull(
+                f"model {model_id!r} already has {handle.pending} requests queued or running "
+                f"(max_queue_per_model={limit}); retry later",
+                headers={"Retry-After": "1"},
+            )
+        children = coordinator._queue_metrics.get(model_id)
+        if children is None:  # labels() costs a lock and a dict lookup each: once per model, not three per request
+            metrics = coordinator.metrics
+            children = (metrics.queue_depth.labels(model_id), metrics.inference_seconds.labels(model_id))
+            coordinator._queue_metrics[model_id] = children
+        self.depth, self.seconds = children
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        handle = self.handle
+        handle.pending += 1
+        self.depth.set(handle.pending)
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        handle = self.handle
+        handle.pending -= 1
+        self.depth.set(handle.pending)
+        self.seconds.observe(time.monotonic() - self.started)
+
+
+class _Admitted:
+    """GPU admission for one request, after any drain of its model (a waiting load's turn). While held back here
+    the request does not keep its idle worker from being evicted (``handle.held``)."""
+
+    __slots__ = ("admission", "handle", "policy", "locked")
+
+    def __init__(self, coordinator: Coordinator, handle: WorkerHandle) -> None:
+        self.admission = coordinator.admission
+        self.handle = handle
+        self.policy = coordinator.runtime.current.gpu_policy
+        self.locked = False
+
+    async def __aenter__(self) -> None:
+        handle, admission = self.handle, self.admission
+        handle.held += 1
+        try:
+            if handle.model.id in admission.draining:
+                await admission.until_not_draining(handle.model.id)
+            self.locked = await admission.enter(handle.model, self.policy)
+        finally:
+            handle.held -= 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.locked:
+            self.admission.leave()
+
+
+class _InFlight:
+    """Marks a request as sent to the worker; ``with`` gives the request timeout."""
+
+    __slots__ = ("coordinator", "handle")
+
+    def __init__(self, coordinator: Coordinator, handle: WorkerHandle) -> None:
+        self.coordinator = coordinator
+        self.handle = handle
+
+    def __enter__(self) -> float:
+        coordinator, handle = self.coordinator, self.handle
+        handle.idle_timeout = coordinator._idle_timeout(handle.model)
+        handle.in_flight += 1
+        handle.last_used = time.monotonic()
+        return coordinator.runtime.current.worker_request_timeout_seconds
+
+    def __exit__(self, *exc: object) -> None:
+        handle = self.handle
+        handle.in_flight -= 1
+        handle.last_used = time.monotonic()

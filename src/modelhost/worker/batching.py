@@ -80,7 +80,7 @@ class Batcher:
 
     async def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        await self._queue.put((payload, future))
+        self._queue.put_nowait((payload, future))  # unbounded: put() would only add a coroutine
         return await future
 
     async def _run(self) -> None:
@@ -98,8 +98,9 @@ class Batcher:
                 target = self._max if self._wait else min(self._max, last_size)
                 deadline = time.monotonic() + wait
                 while len(batch) + self._queue.qsize() < target and (remaining := deadline - time.monotonic()) > 0:
-                    try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    try:  # asyncio.timeout, not wait_for: no task per wait (Python 3.11)
+                        async with asyncio.timeout(remaining):
+                            batch.append(await self._queue.get())
                     except TimeoutError:
                         break
             while len(batch) < self._max and not self._queue.empty():

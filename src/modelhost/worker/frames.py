@@ -111,10 +111,16 @@ def split_binary(value: Any, blobs: list[bytes] | None = None) -> tuple[Any, lis
 
 def join_binary(value: Any, blobs: list[bytes]) -> Any:
     """The inverse of ``split_binary``."""
+    if not blobs:  # nothing was taken out
+        return value
+    return _join(value, blobs)
+
+
+def _join(value: Any, blobs: list[bytes]) -> Any:
     if isinstance(value, dict):
         if len(value) == 1 and _REF in value and isinstance(value[_REF], int):
             return blobs[value[_REF]]
-        return {k: join_binary(v, blobs) for k, v in value.items()}
+        return {k: _join(v, blobs) if isinstance(v, dict | list) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [join_binary(v, blobs) for v in value]
+        return [_join(v, blobs) if isinstance(v, dict | list) else v for v in value]
     return value

@@ -1,10 +1,11 @@
 """``POST /v1/embeddings`` (OpenAI-compatible), with a lean path for the common request.
 
-``EmbeddingsFastPath`` (pure ASGI, innermost middleware) answers a JSON body that validates without Starlette's
-routing or FastAPI's request layer (dependency solving, body field machinery, response classes): the same
-``EmbeddingRequest`` validation, the same limits, the same coordinator call and the same answer bytes. A request
-it does not take — another content type, a body that is not JSON or does not validate — goes on to the FastAPI
-route below with its body replayed, so every validation error is answered exactly as the route answers it.
+``EmbeddingsFastPath`` (pure ASGI, the end of the app's hot path: ``modelhost.api.app.ModelhostApp``) answers a
+JSON body that validates without Starlette's routing or FastAPI's request layer (dependency solving, body field
+machinery, response classes): the same ``EmbeddingRequest`` validation, the same limits, the same coordinator call
+and the same answer bytes. A request it does not take — another content type, a body that is not JSON or does not
+validate — goes on to the FastAPI route below with its body replayed, so every validation error is answered
+exactly as the route answers it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Response
-from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelhost.api.composition import Services
@@ -89,15 +89,16 @@ async def create_embeddings(
 
 class EmbeddingsFastPath:
     """Pure ASGI: ``POST /v1/embeddings`` with a JSON body that validates, answered without the FastAPI layer.
-    Installed innermost (inside the access, body-limit and metrics middleware, which therefore still apply);
-    ``route`` is the FastAPI route, recorded in the scope as routing would (metrics label requests by it)."""
+    Installed behind the metrics, access and body-limit middleware (which therefore still apply); ``app`` is the
+    application below its middleware; ``route`` is the FastAPI route, recorded in the scope as routing would (metrics
+    label requests by it)."""
 
     def __init__(self, app: ASGIApp, route: Any = None) -> None:
         self.app = app
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST" or not _is_json(scope):
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST" or not is_json(scope):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -112,7 +113,7 @@ class EmbeddingsFastPath:
         try:
             parsed = orjson.loads(body)
             request = EmbeddingRequest.model_validate(parsed) if isinstance(parsed, dict) else None
-        except (orjson.JSONDecodeError, ValidationError):
+        except Exception:  # not JSON, not valid, or anything unexpected: the route answers it, behind error handlers
             request = None
         if request is None:  # the route answers it (and its error) exactly as before
             await self.app(scope, _replay(body, receive), send)
@@ -141,7 +142,8 @@ class EmbeddingsFastPath:
         await send({"type": "http.response.body", "body": answer})
 
 
-def _is_json(scope: Scope) -> bool:
+def is_json(scope: Scope) -> bool:
+    """Whether the request's content type is ``application/json``."""
     for name, value in scope["headers"]:
         if name == b"content-type":
             return bytes(value).split(b";", 1)[0].strip().lower() == b"application/json"
