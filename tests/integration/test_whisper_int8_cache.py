@@ -1,6 +1,7 @@
-"""The int8 copy of a CTranslate2 Whisper model (``modelhost.backends.speech.ct2_int8``): written and checked once
-under the data dir, loaded instead of the float16 source, and transcribing exactly as the source does; a copy that
-would compute differently, or a model that is already int8, is never used."""
+"""Whisper's load (cold start). The int8 copy of a CTranslate2 Whisper model (``modelhost.backends.speech.ct2_int8``):
+written and checked once under the data dir, loaded instead of the float16 source, and transcribing exactly as the
+source does; a copy that would compute differently, or a model that is already int8, is never used. The tokenizers
+parsed in the zygote: taken by a worker whose model has the same tokenizer.json."""
 
 from __future__ import annotations
 
@@ -83,3 +84,23 @@ def test_an_int8_model_is_left_alone(tmp_path: Path) -> None:
     assert ct2_int8.int8_model_directory(copy, str(tmp_path / "second")) is None
     (failed,) = (tmp_path / "second" / "cache" / "ct2-int8").glob("*.failed")
     assert "no float weight" in failed.read_text()
+
+
+def test_a_worker_takes_the_zygotes_tokenizer_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from faster_whisper import transcribe as library
+
+    from modelhost.backends.speech import recognition_whisper
+
+    monkeypatch.setattr(recognition_whisper, "_ZYGOTE_TOKENIZERS", {})
+    FasterWhisperRecognizer.prepare_zygote()  # as the zygote does: both bundled models' tokenizers, when installed
+    parsed = set(map(id, recognition_whisper._ZYGOTE_TOKENIZERS.values()))
+    assert parsed
+    audio = flite_wav("We need three more chairs for the meeting room.", "slt", tmp_path / "chairs.wav")
+    request = FasterWhisperRecognizer.request_type(model="whisper")
+    for options in ({}, {"int8_cache": False}):  # the int8 copy holds the same tokenizer.json as the source
+        worker = recognizer(tmp_path / "data", **options)
+        assert id(worker.model.hf_tokenizer) in parsed
+        assert library.tokenizers.__name__ == "tokenizers"  # the library's module is back
+        assert "chairs" in worker.infer(request, {"file": audio}).text.lower()
+    monkeypatch.setattr(recognition_whisper, "_ZYGOTE_TOKENIZERS", {})
+    assert id(recognizer(tmp_path / "data").model.hf_tokenizer) not in parsed  # a spawned worker parses its own
