@@ -5,9 +5,10 @@ ONNX, whisper-tiny.en on faster-whisper/CTranslate2, hibari TTS, RapidOCR, Gemma
 copies of the catalog entry, starts the backend's zygote with a first (spawned) worker, then times the first request
 of each copy: copies with ``zygote: false`` are plain spawns, the others are forked from the zygote. Each copy is
 stopped after its first answer (``idle_timeout_seconds: 0``). Prints the medians, the ratio, the zygote's own import
-time, the same request on a running worker (the part no cold start removes), and the load average (the host is
-shared: compare ratios, not seconds, across runs). A family whose zygote refuses to fork (a library starts a thread
-at import) is measured on plain spawns only, with the reason.
+time, the same request on a running worker (the part no cold start removes; measured once per round, between the
+cold starts, as the host's load changes), and the load average (the host is shared: compare ratios, not seconds,
+across runs). A family whose zygote refuses to fork (a library starts a thread at import) is measured on plain
+spawns only, with the reason.
 
 Run: ``python bench/bench_cold_start.py [--runs N] [--only onnx,whisper] [--device cuda]`` (``--device``: the
 models' device; on a GPU each copy also prints the GPU memory its worker reports, to show it ran there).
@@ -162,12 +163,15 @@ def main() -> None:
                 backend = backend_reference(base["backend"])
                 add(server, f"warm-{family.key}", base, zygote=True, idle=-1)
                 first_result(server, family, f"warm-{family.key}")  # spawned; starts the zygote (and assembles)
-                # the request itself, on a running worker: what no cold start can remove
-                warm = statistics.median(first_result(server, family, f"warm-{family.key}") for _ in range(3))
+                first_result(server, family, f"warm-{family.key}")
                 refused = zygote_outcome(server, backend, zygote_log)
                 plain: list[float] = []
                 forked: list[float] = []
+                # the request itself, on a running worker (what no cold start can remove), measured in every round
+                # between the cold starts: the host's load changes, so "fork - warm" compares figures taken together
+                running: list[float] = []
                 for run in range(args.runs):
+                    running.append(first_result(server, family, f"warm-{family.key}"))
                     for zygote, times in ((False, plain), (True, forked)):
                         if zygote and refused:
                             continue
@@ -179,6 +183,7 @@ def main() -> None:
                                 gpu = http.get(f"/v1/workers/{model}/info").json().get("gpu")
                             print(f"  {model} ({'forked' if zygote else 'spawned'}): gpu {gpu}", flush=True)
                         server.wait_for(lambda m=model: server.worker(m) is None, timeout=60)
+                warm = statistics.median(running)
                 with server.client() as http:
                     http.delete(f"/v1/workers/warm-{family.key}")
                 text = server.log_path.read_text()

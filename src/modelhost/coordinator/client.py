@@ -48,8 +48,12 @@ class WorkerClient:
         self._ids = itertools.count(1)
         self._closed = False
 
-    async def health(self, timeout: float = 2.0) -> dict[str, Any]:
-        async with self._session.get("/healthz", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+    async def health(self, timeout: float = 2.0, wait: float = 0.0) -> dict[str, Any]:
+        """The worker's ``/healthz``; ``wait`` > 0: while it is STARTING, answered when loading ends or after
+        ``wait`` seconds (``timeout`` counts on top of it)."""
+        params = {"wait": f"{wait:.3f}"} if wait > 0 else None
+        total = aiohttp.ClientTimeout(total=timeout + max(wait, 0.0))
+        async with self._session.get("/healthz", params=params, timeout=total) as resp:
             body: dict[str, Any] = orjson.loads(await resp.read())
             return body
 

@@ -41,6 +41,8 @@ WorkerProcess = asyncio.subprocess.Process | ForkedProcess
 # Variables that would make a worker ignore its thread budget or the settings the coordinator hands it.
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
+#: How long one start-up ``/healthz`` may be held by a loading worker (``?wait=``) before it answers STARTING.
+HEALTH_WAIT = 1.0
 #: Load failures that will fail again the same way: answered 503 without Retry-After (see ``load_failure``).
 PERMANENT_LOAD_CODES = frozenset(
     {"model_package_missing", "model_files_missing", "model_not_found", "dependency_missing", "ffmpeg_missing"}
@@ -126,8 +128,11 @@ class Supervisor:
                     code="model_load_timeout",
                 )
             if socket_path.exists():
+                # Held by the worker until loading ends (at most 1 s, so an exit during start-up is noticed soon
+                # after the broken connection): READY is learnt at once rather than at the next poll.
+                wait = max(0.0, min(HEALTH_WAIT, deadline - time.monotonic()))
                 try:
-                    health = await client.health(timeout=2.0)
+                    health = await client.health(timeout=2.0, wait=wait)
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
                     health = {}
                 if health.get("state") == WORKER_READY:

@@ -85,6 +85,7 @@ class WorkerServer:
         self._stopping = False
         self._executor_jobs = 0
         self._stream_server: asyncio.AbstractServer | None = None
+        self._settled: asyncio.Event | None = None  # set once loading ended (READY or ERROR): /healthz?wait=
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -113,6 +114,17 @@ class WorkerServer:
         await watchdog  # runs until the process exits
 
     async def _load(self) -> None:
+        try:
+            await self._load_backend()
+        finally:
+            self._settled_event().set()
+
+    def _settled_event(self) -> asyncio.Event:
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        return self._settled
+
+    async def _load_backend(self) -> None:
         from modelhost.backends.base import load_backend_class
 
         loop = asyncio.get_running_loop()
@@ -198,7 +210,13 @@ class WorkerServer:
         response: web.StreamResponse = await handler(request)
         return response
 
-    async def _healthz(self, _request: web.Request) -> web.Response:
+    async def _healthz(self, request: web.Request) -> web.Response:
+        """The worker's state. ``?wait=SECONDS`` (at most ``MAX_HEALTH_WAIT``) while STARTING: answer as soon as
+        loading ends, or after that long (the coordinator's start-up wait learns READY at once, with no polling)."""
+        wait = _wait_seconds(request.query.get("wait"))
+        if wait > 0 and self.state == STARTING:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled_event().wait(), wait)
         state = BUSY if self.state == READY and self.in_flight else self.state
         body = {"state": state, "model": self.spec.model_id, "error": self.error, "error_code": self.error_code}
         return _json({**body, "pid": os.getpid()})
@@ -477,6 +495,19 @@ def _file_paths(value: Any) -> dict[str, Path]:
             raise BadInput(f"file {name!r} is not readable by the worker", param="files", code="missing_file")
         files[str(name)] = path
     return files
+
+
+#: The longest ``/healthz?wait=`` holds an answer back.
+MAX_HEALTH_WAIT = 5.0
+
+
+def _wait_seconds(raw: str | None) -> float:
+    """``/healthz``'s ``wait`` parameter: seconds within [0, ``MAX_HEALTH_WAIT``]; anything unreadable is 0."""
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        return 0.0
+    return min(max(value, 0.0), MAX_HEALTH_WAIT) if value == value else 0.0  # NaN is 0
 
 
 def _loads(data: bytes | bytearray) -> Any:
