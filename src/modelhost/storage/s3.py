@@ -154,14 +154,24 @@ class S3BlobStore:
         return True
 
     def delete(self, key: str) -> None:
+        """The key itself rides in the first page's batch delete: two requests (list, delete) for a folder of up
+        to 1000 blobs or a single blob, where a DELETE of the key before the listing made three."""
         name = self._name(key)
         with _errors(key):
-            self.client.delete_object(Bucket=self.bucket, Key=name)
+            batch = [{"Key": name}]
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=name + "/"):
-                objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-                if objects:
-                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+                batch += [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                while batch:
+                    objects, batch = batch[:1000], batch[1000:]  # at most 1000 keys per DeleteObjects
+                    response = self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                    )
+                    errors = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+                    if errors:
+                        raise StorageUnavailable(f"object storage refused to delete {key!r}: {errors[0]}")
+            if batch:  # no page at all (never on S3, which answers an empty listing): the key alone
+                self.client.delete_object(Bucket=self.bucket, Key=name)
 
     def url(self, key: str) -> str:
         with _errors(key):
