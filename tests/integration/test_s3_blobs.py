@@ -217,3 +217,36 @@ def test_the_cache_keeps_small_copies_and_clears_a_dead_process_folder(endpoint:
     assert off.get("jobs/f/other") == b"z"
     assert len(off_gets) == 1
     store.cache.close()
+
+
+def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> None:
+    """The register entry of a put stays its pending mark until its upload returned; a delete (or another put) in
+    between wins, so the first put's copy is never served."""
+    from modelhost.storage.cache import BlobCache
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    a = BlobCache(tmp_path / "a", redis_url, 1 << 20, "bucket")
+    b = BlobCache(tmp_path / "b", redis_url, 1 << 20, "bucket")
+
+    def upload(cache: BlobCache, name: str, token: str, etag: str) -> None:
+        copy = cache.writer(3)
+        assert copy is not None
+        copy[0].write(b"abc")
+        cache.keep(name, etag, *copy, written=token)
+
+    a.forget(["k"], "token-a")  # a's put begins; its upload runs…
+    b.forget(["k"])  # …while b deletes the key
+    upload(a, "k", "token-a", '"etag-a"')
+    assert a.current("k") is None  # the delete came last: a's copy is not current
+    a.forget(["k"], "token-a2")
+    b.forget(["k"], "token-b")  # a second put, by b, began after a's
+    upload(a, "k", "token-a2", '"etag-a2"')
+    upload(b, "k", "token-b", '"etag-b"')
+    assert a.current("k") is None
+    current = b.current("k")
+    assert current is not None
+    with current:
+        assert current.read() == b"abc"
+    a.close()
+    b.close()

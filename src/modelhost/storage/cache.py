@@ -5,17 +5,19 @@ In a cluster one job's steps run on whichever node takes them, and a step often 
 (``modelhost.storage.s3``) keeps a local copy of each blob it puts or gets, under its ETag, and serves a later read
 from that copy only when the register says the blob's current ETag is that one:
 
-* a put first deletes the blob's register entry, then uploads, then records the new ETag (a put that fails after
-  the delete leaves no entry: reads go to S3); a delete removes the entries before the objects;
+* a put first marks the blob's register entry as pending (its own token), then uploads, then records the new ETag
+  only if its mark is still there (a put that fails, or a delete or another put meanwhile, leaves no ETag of it:
+  reads go to S3); a delete removes the entries before the objects;
 * a read looks the entry up (one Redis round trip, ~0.3 ms, against 5-10 ms for a GET on moto); no entry, another
   ETag, or Redis unreachable: the read goes to S3 (and keeps what it got, under the ETag S3 answered).
 
 So a copy is never served once another process's put of that key (a step redelivered to another node after its
 first node died, a retried step) has returned, and the copies die with their process (they live in a folder of
 its own, removed at exit and, for a process killed with ``kill -9``, by the next process that opens the cache). Two
-puts of one key running at once can leave the register naming the loser's ETag, so that processes holding its
-copy read it while S3 holds the winner's bytes; job blobs are written under the job's lease (one writer at a time),
-request files under a fresh key each. Entries expire after ``VERSION_TTL_SECONDS`` (reads then go to S3).
+puts of one key running at once can still leave the register naming the ETag of the one S3 stored first (the marks
+and the uploads may land in different orders), so that processes holding its copy read it while S3 holds the
+other's bytes; job blobs are written under the job's lease (one writer at a time). Entries expire after
+``VERSION_TTL_SECONDS`` (reads then go to S3).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ from typing import BinaryIO
 
 VERSION_PREFIX = "modelhost:blobver:"
 VERSION_TTL_SECONDS = 24 * 3600
+#: A put's register entry while it uploads: ``pending:<token>`` (never an ETag, so no copy matches it).
+PENDING = "pending:"
+#: The ETag replaces the put's own pending mark only: a delete or a later put since leaves the entry as they made it.
+_PUT_DONE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) and 1 or 0 end
+return 0
+"""
 #: A blob bigger than this is never copied (a cache of 256 MiB keeps a few copies of even big ones).
 MAX_ENTRY_FRACTION = 4
 
@@ -75,8 +84,9 @@ class BlobCache:
         return f"{VERSION_PREFIX}{self.namespace}/{name}"
 
     # -- the register ------------------------------------------------------------------------------------------
-    def forget(self, names: list[str]) -> None:
-        """Before a put or delete of ``names``: no process may serve its copy of them any more."""
+    def forget(self, names: list[str], token: str | None = None) -> None:
+        """Before a put (``token``: the put's own, marks the entry as pending) or a delete (removes the entries) of
+        ``names``: no process may serve its copy of them any more."""
         import redis
 
         with self._lock:
@@ -85,7 +95,13 @@ class BlobCache:
         if not names:
             return
         try:
-            self.redis.delete(*(self._register(n) for n in names))
+            if token is not None:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.set(self._register(name), PENDING + token, ex=VERSION_TTL_SECONDS)
+                    pipe.execute()
+            else:
+                self.redis.delete(*(self._register(n) for n in names))
         except redis.RedisError as exc:
             raise BlobCacheUnavailable(f"the blob version register (Redis) is unreachable: {exc}") from exc
 
@@ -122,9 +138,10 @@ class BlobCache:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".in-")
         return os.fdopen(fd, "w+b"), Path(tmp)
 
-    def keep(self, name: str, etag: str | None, file: BinaryIO, tmp: Path, *, written: bool) -> None:
-        """Keep the copy in ``tmp`` as ``name`` at ``etag``; ``written``: this process just put it, so the register
-        now names that ETag (best effort: without it the copy is never served)."""
+    def keep(self, name: str, etag: str | None, file: BinaryIO, tmp: Path, *, written: str | None) -> None:
+        """Keep the copy in ``tmp`` as ``name`` at ``etag``; ``written``: the token of this process's put of it, so
+        the register now names that ETag — unless a delete or another put came since (best effort: without an entry
+        the copy is never served)."""
         file.close()
         size = tmp.stat().st_size
         if not etag or size > self.max_entry:
@@ -139,9 +156,9 @@ class BlobCache:
             self._bytes += size
             while self._bytes > self.max_bytes and self._entries:
                 self._drop(next(iter(self._entries)))
-        if written:
+        if written is not None:
             with contextlib.suppress(Exception):
-                self.redis.set(self._register(name), etag, ex=VERSION_TTL_SECONDS)
+                self.redis.eval(_PUT_DONE, 1, self._register(name), PENDING + written, etag, VERSION_TTL_SECONDS)
 
     def discard(self, file: BinaryIO, tmp: Path) -> None:
         file.close()

@@ -14,6 +14,7 @@ import io
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -130,20 +131,22 @@ class S3BlobStore:
             except ClientError:
                 self.client.create_bucket(Bucket=self.bucket)
 
-    def _forget(self, key: str, names: list[str]) -> None:
-        """Before a put or delete: the cached copies of ``names`` are never served again (by any process)."""
+    def _forget(self, key: str, names: list[str], token: str | None = None) -> None:
+        """Before a put (``token``) or delete: the cached copies of ``names`` are never served again (by any
+        process)."""
         if self.cache is None:
             return
         from modelhost.storage.cache import BlobCacheUnavailable
 
         try:
-            self.cache.forget(names)
+            self.cache.forget(names, token)
         except BlobCacheUnavailable as exc:
             raise StorageUnavailable(f"cannot change {key!r}: {exc}") from exc
 
     def put(self, key: str, data: bytes | Path | BinaryIO) -> BlobInfo:
         name = self._name(key)
-        self._forget(key, [name])
+        token = uuid.uuid4().hex
+        self._forget(key, [name], token)
         digest = hashlib.sha256()
         with tempfile.SpooledTemporaryFile(max_size=SINGLE_PUT_BYTES) as spool:
             size = 0
@@ -163,7 +166,7 @@ class S3BlobStore:
                         except BaseException:
                             self.cache.discard(*copy)
                             raise
-                        self.cache.keep(name, etag, *copy, written=True)
+                        self.cache.keep(name, etag, *copy, written=token)
                 else:
                     self.client.upload_fileobj(spool, self.bucket, name)
         return BlobInfo(key, size, digest.hexdigest())
@@ -204,7 +207,7 @@ class S3BlobStore:
             finally:
                 body.close()
             if self.cache is not None and copy is not None:
-                self.cache.keep(name, etag, *copy, written=False)
+                self.cache.keep(name, etag, *copy, written=None)
 
     def open(self, key: str) -> BinaryIO:
         spool = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)  # noqa: SIM115 - the caller closes it
