@@ -233,7 +233,8 @@ def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> 
         copy = cache.writer(3)
         assert copy is not None
         copy[0].write(b"abc")
-        cache.keep(name, etag, *copy, written=token)
+        cache.keep(name, etag, *copy)
+        cache.published(name, token, etag)
 
     a.forget(["k"], "token-a")  # a's put begins; its upload runs…
     b.forget(["k"])  # …while b deletes the key

@@ -127,7 +127,8 @@ class BlobCache:
             self._entries.move_to_end(name)
             try:
                 return entry[2].open("rb")  # open under the lock: an eviction unlinks it only after
-            except FileNotFoundError:
+            except OSError:
+                self._drop(name)
                 return None
 
     # -- copies ------------------------------------------------------------------------------------------------
@@ -135,30 +136,41 @@ class BlobCache:
         """A temporary file to write a copy of ``size`` bytes into (None: too big to keep)."""
         if size > self.max_entry:
             return None
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".in-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".in-")
+        except OSError:
+            return None
         return os.fdopen(fd, "w+b"), Path(tmp)
 
-    def keep(self, name: str, etag: str | None, file: BinaryIO, tmp: Path, *, written: str | None) -> None:
-        """Keep the copy in ``tmp`` as ``name`` at ``etag``; ``written``: the token of this process's put of it, so
-        the register now names that ETag — unless a delete or another put came since (best effort: without an entry
-        the copy is never served)."""
-        file.close()
-        size = tmp.stat().st_size
-        if not etag or size > self.max_entry:
+    def published(self, name: str, token: str, etag: str) -> None:
+        """This process's put of ``name`` (``token``) uploaded ``etag``: the register names it now — unless a delete
+        or another put came since (best effort: without an entry no copy is served)."""
+        with contextlib.suppress(Exception):
+            self.redis.eval(_PUT_DONE, 1, self._register(name), PENDING + token, etag, VERSION_TTL_SECONDS)
+
+    def keep(self, name: str, etag: str | None, file: BinaryIO, tmp: Path) -> None:
+        """Keep the copy in ``tmp`` as ``name`` at ``etag`` (served while the register names that ETag)."""
+        try:
+            file.close()
+            size = tmp.stat().st_size
+            if not etag or size > self.max_entry:
+                raise OSError("not kept")
+        except OSError:  # a full disk: no copy, the blob is read from S3 next time
             tmp.unlink(missing_ok=True)
             return
         with self._lock:
             self._serial += 1
             path = self.root / f"{self._serial:012d}"
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                return
             self._drop(name)
             self._entries[name] = (etag, size, path)
             self._bytes += size
             while self._bytes > self.max_bytes and self._entries:
                 self._drop(next(iter(self._entries)))
-        if written is not None:
-            with contextlib.suppress(Exception):
-                self.redis.eval(_PUT_DONE, 1, self._register(name), PENDING + written, etag, VERSION_TTL_SECONDS)
 
     def discard(self, file: BinaryIO, tmp: Path) -> None:
         file.close()

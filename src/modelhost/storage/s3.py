@@ -163,10 +163,12 @@ class S3BlobStore:
                     if self.cache is not None and copy is not None:
                         try:
                             copy[0].write(body)
-                        except BaseException:
+                        except OSError:  # a full disk costs the copy, never the put
                             self.cache.discard(*copy)
-                            raise
-                        self.cache.keep(name, etag, *copy, written=token)
+                        else:
+                            self.cache.keep(name, etag, *copy)
+                    if self.cache is not None and etag:
+                        self.cache.published(name, token, etag)  # after the copy: no read finds the ETag without it
                 else:
                     self.client.upload_fileobj(spool, self.bucket, name)
         return BlobInfo(key, size, digest.hexdigest())
@@ -198,8 +200,12 @@ class S3BlobStore:
             try:
                 for chunk in iter(lambda: body.read(CHUNK), b""):
                     out.write(chunk)
-                    if copy is not None:
-                        copy[0].write(chunk)
+                    if self.cache is not None and copy is not None:
+                        try:
+                            copy[0].write(chunk)
+                        except OSError:  # a full disk costs the copy, never the read
+                            self.cache.discard(*copy)
+                            copy = None
             except BaseException:
                 if self.cache is not None and copy is not None:
                     self.cache.discard(*copy)
@@ -207,7 +213,7 @@ class S3BlobStore:
             finally:
                 body.close()
             if self.cache is not None and copy is not None:
-                self.cache.keep(name, etag, *copy, written=None)
+                self.cache.keep(name, etag, *copy)
 
     def open(self, key: str) -> BinaryIO:
         spool = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)  # noqa: SIM115 - the caller closes it
