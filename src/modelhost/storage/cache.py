@@ -41,8 +41,12 @@ _PUT_DONE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3]) and 1 or 0 end
 return 0
 """
-#: A blob bigger than this is never copied (a cache of 256 MiB keeps a few copies of even big ones).
+#: A blob bigger than 1/MAX_ENTRY_FRACTION of the cache is never copied (256 MiB: copies of up to 64 MiB).
 MAX_ENTRY_FRACTION = 4
+
+
+#: The folders of this process's caches (another cache in the same folder must not take them for stale ones).
+_OURS: set[Path] = set()
 
 
 class BlobCacheUnavailable(Exception):
@@ -70,9 +74,12 @@ class BlobCache:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("blobcache-*"):  # left by a process killed before it could remove its own
             with contextlib.suppress(ValueError):
-                if not _alive(int(stale.name.split("-")[1])):
+                pid = int(stale.name.split("-")[1])
+                reused = pid == os.getpid() and stale not in _OURS  # a dead process's pid, reused (a container)
+                if reused or not _alive(pid):
                     shutil.rmtree(stale, ignore_errors=True)
         self.root = Path(tempfile.mkdtemp(dir=folder, prefix=f"blobcache-{os.getpid()}-"))
+        _OURS.add(self.root)
         weakref.finalize(self, shutil.rmtree, self.root, True)  # at exit too
         self._lock = threading.Lock()
         #: name → (etag, size, file), least recently used first
