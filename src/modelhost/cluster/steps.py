@@ -75,6 +75,9 @@ class StepRunner:
         self.redis = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=5)
         # The local executor's step retry (backoff) and end-of-job clean-up, reused as they are.
         self._local = LocalExecutor(store, registry, deps)
+        #: Lease keepers told to stop (seen in a session where one outlived its cancellation, renewing a finished
+        #: item's lease forever, so the front's reconciler never requeued the job: an e2e Redis-wipe test hung).
+        self._stopping: set[asyncio.Task[Any]] = set()
 
     async def run(self, job_id: str, index: int) -> Outcome:
         row, outputs = await asyncio.to_thread(self.store.row_and_outputs, job_id)
@@ -118,8 +121,10 @@ class StepRunner:
             await self._release(keeper, key, token)
 
     async def _release(self, keeper: asyncio.Task[None], key: str, token: str) -> None:
+        self._stopping.add(keeper)  # the keeper also stops by itself, should a Redis call swallow the cancellation
+        keeper.add_done_callback(self._stopping.discard)
         keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+        await asyncio.wait([keeper], timeout=LEASE_SECONDS)
         with contextlib.suppress(Exception):
             await self.redis.eval(_RELEASE, 1, key, token)
 
@@ -128,8 +133,11 @@ class StepRunner:
     ) -> None:
         """Renew the lease (every second: one lost with Redis's data is back within a second) and watch for
         cancellation (a status in ``stop_on``) while the step or item runs."""
-        while True:
+        me = asyncio.current_task()
+        while me not in self._stopping:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if me in self._stopping:
+                return
             with contextlib.suppress(Exception):
                 row = await asyncio.to_thread(self.store.row, job_id)
                 if row is not None and row.status in stop_on:
