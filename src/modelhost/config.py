@@ -60,6 +60,11 @@ class StorageSettings(BaseModel):
     region: str | None = None
     """S3 region (``AWS_DEFAULT_REGION`` otherwise)."""
 
+    cache_mb: int = Field(256, ge=0)
+    """In a cluster (S3 and ``MODELHOST_BROKER_URL``): MiB of local copies of the blobs a process put or got, served
+    again while a version register in Redis says they are current (a later step on the same node reads what an
+    earlier one wrote without a GET). 0: every read goes to S3."""
+
     @field_validator("url")
     @classmethod
     def _s3_only(cls, value: str | None) -> str | None:
@@ -232,7 +237,8 @@ def settings_reference() -> str:
     """Markdown table of every setting, generated from the field docstrings."""
     rows = ["| variable | default | description |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        nested = {"qdrant": QdrantSettings, "storage": StorageSettings}.get(name)
+        groups: dict[str, type[BaseModel]] = {"qdrant": QdrantSettings, "storage": StorageSettings}
+        nested = groups.get(name)
         if nested is not None:
             for sub, subfield in nested.model_fields.items():
                 desc = (subfield.description or "").replace("\n", " ")

@@ -133,3 +133,121 @@ def test_unreachable_storage_is_a_503(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_storage_url_is_checked() -> None:
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         Settings(storage={"url": "minio://x"})
+
+
+def _cached_store(endpoint: str, data_dir: Path, redis_url: str, cache_mb: int = 256) -> tuple[S3BlobStore, list[str]]:
+    """A cluster process's S3 store (caching, version register in Redis) and the GETs it sends to S3."""
+    settings = Settings(
+        data_dir=data_dir,
+        broker_url=redis_url,
+        storage={"url": "s3://modelhost-test/cached", "endpoint_url": endpoint, "cache_mb": cache_mb},
+    )
+    built = build_blob_store(settings.data_dir, settings.storage, settings.broker_url)
+    assert isinstance(built, S3BlobStore)
+    built.ensure_bucket()
+    gets: list[str] = []
+    built.client.meta.events.register("before-send.s3.GetObject", lambda request, **_: gets.append(request.url))
+    return built, gets
+
+
+def test_a_cached_copy_is_served_only_while_it_is_current(endpoint: str, tmp_path: Path) -> None:
+    """Two processes of a cluster (``a`` and ``b``): what one put or got is read again from its copy without a GET,
+    until a put or delete by either makes it stale; the version register lost (Redis wiped) means GETs again."""
+    import redis
+
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    a, a_gets = _cached_store(endpoint, tmp_path / "a", redis_url)
+    b, b_gets = _cached_store(endpoint, tmp_path / "b", redis_url)
+    assert a.cache is not None
+    assert b.cache is not None
+    a.put("jobs/e/work/audio.pcm", b"one" * 1000)
+    assert a.get("jobs/e/work/audio.pcm") == b"one" * 1000  # its own put: no GET
+    with a.open("jobs/e/work/audio.pcm") as stream:
+        assert stream.read() == b"one" * 1000
+    assert a_gets == []
+    assert b.get("jobs/e/work/audio.pcm") == b"one" * 1000  # b has no copy: a GET, and b keeps it
+    assert b.get("jobs/e/work/audio.pcm") == b"one" * 1000
+    assert len(b_gets) == 1
+
+    b.put("jobs/e/work/audio.pcm", b"two")  # e.g. the step redelivered to b after a seemed dead
+    assert a.get("jobs/e/work/audio.pcm") == b"two"  # a's copy is stale: a GET
+    assert len(a_gets) == 1
+    assert a.get("jobs/e/work/audio.pcm") == b"two"
+    assert len(a_gets) == 1  # and now a holds the current copy
+
+    redis.Redis.from_url(redis_url).flushdb()  # the register is gone: nothing is known to be current
+    assert a.get("jobs/e/work/audio.pcm") == b"two"
+    assert len(a_gets) == 2
+
+    a.put("jobs/e/artifacts/t.srt", b"srt")
+    assert b.get("jobs/e/artifacts/t.srt") == b"srt"
+    b.delete("jobs/e")  # a folder: a's copies go stale with it
+    with pytest.raises(KeyError):
+        a.get("jobs/e/artifacts/t.srt")
+    with pytest.raises(KeyError):
+        b.get("jobs/e/work/audio.pcm")
+    a.cache.close()
+    b.cache.close()
+    assert not a.cache.root.exists()
+
+
+def test_the_cache_keeps_small_copies_and_clears_a_dead_process_folder(endpoint: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / "tmp" / f"blobcache-{int(dead.stdout)}-abc"  # a process killed with kill -9 left it
+    leftover.mkdir(parents=True)
+    store, gets = _cached_store(endpoint, tmp_path, redis_url, cache_mb=1)  # copies of at most 256 KiB
+    assert store.cache is not None
+    assert not leftover.exists()
+    store.put("jobs/f/big", b"x" * 300_000)
+    store.put("jobs/f/small", b"y" * 1000)
+    assert store.get("jobs/f/big") == b"x" * 300_000
+    assert store.get("jobs/f/small") == b"y" * 1000
+    assert len(gets) == 1  # only the big one came from S3
+    off, off_gets = _cached_store(endpoint, tmp_path / "off", redis_url, cache_mb=0)
+    assert off.cache is None
+    off.put("jobs/f/other", b"z")
+    assert off.get("jobs/f/other") == b"z"
+    assert len(off_gets) == 1
+    store.cache.close()
+
+
+def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> None:
+    """The register entry of a put stays its pending mark until its upload returned; a delete (or another put) in
+    between wins, so the first put's copy is never served."""
+    from modelhost.storage.cache import BlobCache
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    a = BlobCache(tmp_path / "a", redis_url, 1 << 20, "bucket")
+    b = BlobCache(tmp_path / "b", redis_url, 1 << 20, "bucket")
+
+    def upload(cache: BlobCache, name: str, token: str, etag: str) -> None:
+        copy = cache.writer(3)
+        assert copy is not None
+        copy[0].write(b"abc")
+        cache.keep(name, etag, *copy)
+        cache.published(name, token, etag)
+
+    a.forget(["k"], "token-a")  # a's put begins; its upload runs…
+    b.forget(["k"])  # …while b deletes the key
+    upload(a, "k", "token-a", '"etag-a"')
+    assert a.current("k") is None  # the delete came last: a's copy is not current
+    a.forget(["k"], "token-a2")
+    b.forget(["k"], "token-b")  # a second put, by b, began after a's
+    upload(a, "k", "token-a2", '"etag-a2"')
+    upload(b, "k", "token-b", '"etag-b"')
+    assert a.current("k") is None
+    current = b.current("k")
+    assert current is not None
+    with current:
+        assert current.read() == b"abc"
+    a.close()
+    b.close()

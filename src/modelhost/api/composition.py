@@ -58,6 +58,6 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
         coordinator = cast(Coordinator, ClusterRouter(coordinator, settings))  # same interface, by delegation
     catalog.on_change.append(coordinator.model_changed)
     speakers = SpeakerDirectory(sessions, VoiceprintIndex(settings))
-    blobs = build_blob_store(settings.data_dir, settings.storage)
+    blobs = build_blob_store(settings.data_dir, settings.storage, settings.broker_url)
     jobs = build_job_service(JobDeps(settings, runtime, catalog, coordinator, blobs, sessions, speakers))
     return Services(settings, engine, sessions, catalog, runtime, envs, coordinator, metrics, speakers, jobs)

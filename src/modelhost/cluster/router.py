@@ -167,6 +167,7 @@ class ClusterRouter:
         if settings.storage.url:
             from modelhost.storage.blobs import build_blob_store
 
+            # Not cached: this store only writes request files, which the node that reads them reads once.
             self.blobs = build_blob_store(settings.data_dir, settings.storage)
         self._deleting: set[asyncio.Task[None]] = set()
 

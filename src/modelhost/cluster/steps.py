@@ -41,6 +41,11 @@ if held == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
 if not held then return redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2]) and 1 or 0 end
 return 0
 """
+#: Delete the lease only while we hold it: one round trip.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
 
 
 def lease_key(job_id: str, item: str | None = None) -> str:
@@ -70,15 +75,18 @@ class StepRunner:
         self.redis = redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=5)
         # The local executor's step retry (backoff) and end-of-job clean-up, reused as they are.
         self._local = LocalExecutor(store, registry, deps)
+        #: Lease keepers told to stop (seen in a session where one outlived its cancellation, renewing a finished
+        #: item's lease forever, so the front's reconciler never requeued the job: an e2e Redis-wipe test hung).
+        self._stopping: set[asyncio.Task[Any]] = set()
 
     async def run(self, job_id: str, index: int) -> Outcome:
-        row = await asyncio.to_thread(self.store.row, job_id)
+        row, outputs = await asyncio.to_thread(self.store.row_and_outputs, job_id)
         if row is None:
             return Outcome(done=True)
         pipeline = self.registry.get(row.kind)
         if row.status == "cancelled" and pipeline is not None:
             # Cancelled between steps or before its first one: nobody else ends it (the executor queues this).
-            ctx = await self._context(job_id, row.kind, dict(row.params or {}), pipeline, asyncio.Event())
+            ctx = await self._context(job_id, row.kind, dict(row.params or {}), pipeline, asyncio.Event(), outputs)
             await self._end_once(ctx, pipeline, "cancelled", None)
             return Outcome(done=True)
         if row.status not in ("pending", "running"):
@@ -92,7 +100,6 @@ class StepRunner:
             }
             await asyncio.to_thread(self.store.transition, job_id, "failed", error=error)
             return Outcome(done=True)
-        outputs = await asyncio.to_thread(self.store.step_outputs, job_id)
         first = next((i for i, s in enumerate(pipeline.steps) if s.name not in outputs), len(pipeline.steps))
         if index < 0:
             index = first
@@ -114,19 +121,23 @@ class StepRunner:
             await self._release(keeper, key, token)
 
     async def _release(self, keeper: asyncio.Task[None], key: str, token: str) -> None:
+        self._stopping.add(keeper)  # the keeper also stops by itself, should a Redis call swallow the cancellation
+        keeper.add_done_callback(self._stopping.discard)
         keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
+        await asyncio.wait([keeper], timeout=LEASE_SECONDS)
         with contextlib.suppress(Exception):
-            if await self.redis.get(key) == token.encode():
-                await self.redis.delete(key)
+            await self.redis.eval(_RELEASE, 1, key, token)
 
     async def _keep_lease(
         self, job_id: str, key: str, token: str, cancelled: asyncio.Event, stop_on: tuple[str, ...]
     ) -> None:
         """Renew the lease (every second: one lost with Redis's data is back within a second) and watch for
         cancellation (a status in ``stop_on``) while the step or item runs."""
-        while True:
+        me = asyncio.current_task()
+        while me not in self._stopping:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if me in self._stopping:
+                return
             with contextlib.suppress(Exception):
                 row = await asyncio.to_thread(self.store.row, job_id)
                 if row is not None and row.status in stop_on:
@@ -137,13 +148,12 @@ class StepRunner:
         """Item ``item`` of gather ``ordinal`` of step ``index`` (a chord member): run and record it unless it is
         recorded; a transient failure retries with the local executor's backoff, a permanent one fails the job (the
         chord's callback then finds the job failed). ``retry_index`` set: another runner holds the item's lease."""
-        row = await asyncio.to_thread(self.store.row, job_id)
+        row, outputs = await asyncio.to_thread(self.store.row_and_outputs, job_id)
         pipeline = self.registry.get(row.kind) if row is not None else None
         if row is None or pipeline is None or row.status != "running" or index >= len(pipeline.steps):
             return Outcome(done=True)
         step = pipeline.steps[index]
         name = item_key(step.name, ordinal, item)
-        outputs = await asyncio.to_thread(self.store.step_outputs, job_id)
         if name in outputs or step.name in outputs:
             return Outcome(done=True)  # a redelivered copy
         key = lease_key(job_id, name)

@@ -82,6 +82,10 @@ class JobEvents:
         for queue in self._listeners.get(event.id, ()):
             queue.put_nowait((kind, event))
 
+    def listening(self, job_id: str) -> bool:
+        """Whether anybody in this process listens to the job (else a change needs no snapshot)."""
+        return bool(self._listeners.get(job_id))
+
     @contextlib.contextmanager
     def listen(self, job_id: str) -> Any:
         queue: asyncio.Queue[tuple[str, JobEvent]] = asyncio.Queue()
@@ -208,6 +212,8 @@ class JobStore:
         self._publish("progress", job_id)
 
     def _publish(self, kind: str, job_id: str) -> None:
+        if not self.events.listening(job_id):
+            return  # nobody here listens (always so on a node): no database read for a snapshot nobody gets
         event = self.snapshot(job_id)
         if event is not None:
             self.events.publish(kind, event)
@@ -255,6 +261,15 @@ class JobStore:
         with self.sessions() as session:
             rows = session.scalars(select(JobStepRow).where(JobStepRow.job_id == job_id))
             return {r.name: r.output for r in rows}
+
+    def row_and_outputs(self, job_id: str) -> tuple[JobRow | None, dict[str, Any]]:
+        """``row`` and ``step_outputs`` in one session (a cluster node reads both at the start of every task)."""
+        with self.sessions() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                return None, {}
+            steps = session.scalars(select(JobStepRow).where(JobStepRow.job_id == job_id))
+            return row, {r.name: r.output for r in steps}
 
     def record_step(self, job_id: str, name: str, output: Any) -> None:
         with self.sessions.begin() as session:

@@ -144,10 +144,13 @@ def _chunks(data: bytes | Path | BinaryIO) -> Iterable[bytes]:
     yield from iter(lambda: data.read(CHUNK), b"")
 
 
-def build_blob_store(data_dir: Path, storage: StorageSettings | None = None) -> BlobStore:
-    """The S3 store when ``storage.url`` is set, else the local one under ``<data_dir>/blobs``."""
+def build_blob_store(
+    data_dir: Path, storage: StorageSettings | None = None, broker_url: str | None = None
+) -> BlobStore:
+    """The S3 store when ``storage.url`` is set (caching what it puts and gets when ``broker_url`` is set too:
+    ``modelhost.storage.cache``), else the local one under ``<data_dir>/blobs``."""
     if storage is not None and storage.url:
         from modelhost.storage.s3 import S3BlobStore
 
-        return S3BlobStore.from_settings(storage)
+        return S3BlobStore.from_settings(storage, broker_url, data_dir)
     return LocalBlobStore(data_dir / "blobs")
