@@ -283,6 +283,7 @@ class ZygotePool:
                     "modelhost.worker.zygote",
                     socket_path,
                     spec.backend,
+                    str(os.getpid()),  # the zygote exits once this process is no longer its parent
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""``python -m modelhost.worker.zygote SOCKET BACKEND``: a pre-imported parent that forks model workers.
+"""``python -m modelhost.worker.zygote SOCKET BACKEND [PARENT_PID]``: a pre-imported parent that forks model workers.
 
 Started by the coordinator (``modelhost.coordinator.zygote``) for one backend (``package.module:Class``) of the
 server's own interpreter. It imports the backend module and the libraries its class names in ``zygote_preload``
@@ -194,8 +194,14 @@ def with_flush() -> None:
             stream.flush()
 
 
-def serve(socket_path: str, backend: str) -> None:
-    parent = os.getppid()
+def serve(socket_path: str, backend: str, parent: int | None = None) -> None:
+    """Preload, then fork workers on request until SIGTERM or until ``parent`` (the coordinator's pid; default: the
+    parent at start) is no longer this process's parent — also when it died before this function began, which
+    ``getppid()`` read here alone would miss (the zygote would then wait for ever, re-parented to init)."""
+    if parent is None:
+        parent = os.getppid()
+    if os.getppid() != parent:
+        return
     for var in THREAD_VARS:  # before any import: OpenBLAS would start its threads at numpy's import
         os.environ[var] = "1"
     os.environ.update(ZYGOTE_ENV)
@@ -316,10 +322,12 @@ def with_suppress(fn: Any) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
-        sys.stderr.write("usage: python -m modelhost.worker.zygote SOCKET BACKEND (started by the coordinator)\n")
+    if len(sys.argv) not in (3, 4) or (len(sys.argv) == 4 and not sys.argv[3].isdigit()):
+        sys.stderr.write(
+            "usage: python -m modelhost.worker.zygote SOCKET BACKEND [PARENT_PID] (started by the coordinator)\n"
+        )
         raise SystemExit(2)
-    serve(sys.argv[1], sys.argv[2])
+    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else None)
 
 
 if __name__ == "__main__":
