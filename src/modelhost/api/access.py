@@ -53,12 +53,6 @@ def is_admin_route(method: str, path: str) -> bool:
 
 def is_loopback_name(host: str) -> bool:
     host = host.lower().rstrip(".")
-    # no loopback name or address is longer (and a long one would not be kept in the cache)
-    return len(host) <= 64 and _is_loopback(host)
-
-
-@functools.lru_cache(maxsize=256)  # checked on every request (ipaddress parsing: ~10 µs); the same names come back
-def _is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
     try:
@@ -69,7 +63,8 @@ def _is_loopback(host: str) -> bool:
 
 def _host_check(header: bytes) -> tuple[str, bool]:
     """The name in a raw ``Host`` header and whether it is a loopback name (cached: every request of a server
-    without keys asks, and the same few headers come back; a long one is not kept)."""
+    without keys asks — ipaddress parsing costs ~10 µs — and the same few headers come back; a long one is not
+    kept)."""
     return _host_check_cached(header) if len(header) <= 128 else _host_check_uncached(header)
 
 
