@@ -85,7 +85,7 @@ class WorkerServer:
         self._stopping = False
         self._executor_jobs = 0
         self._stream_server: asyncio.AbstractServer | None = None
-        self._settled: asyncio.Event | None = None  # set once loading ended (READY or ERROR): /healthz?wait=
+        self._settled = asyncio.Event()  # set once loading ended (READY or ERROR): /healthz?wait=
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -117,12 +117,7 @@ class WorkerServer:
         try:
             await self._load_backend()
         finally:
-            self._settled_event().set()
-
-    def _settled_event(self) -> asyncio.Event:
-        if self._settled is None:
-            self._settled = asyncio.Event()
-        return self._settled
+            self._settled.set()
 
     async def _load_backend(self) -> None:
         from modelhost.backends.base import load_backend_class
@@ -216,7 +211,7 @@ class WorkerServer:
         wait = _wait_seconds(request.query.get("wait"))
         if wait > 0 and self.state == STARTING:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._settled_event().wait(), wait)
+                await asyncio.wait_for(self._settled.wait(), wait)
         state = BUSY if self.state == READY and self.in_flight else self.state
         body = {"state": state, "model": self.spec.model_id, "error": self.error, "error_code": self.error_code}
         return _json({**body, "pid": os.getpid()})
