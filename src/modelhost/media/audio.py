@@ -183,14 +183,15 @@ def _read_windows(
     yielded = 0  # samples handed out so far
     carry = np.zeros(0, dtype=np.float32)  # the tail of the last window, after its cut
     while True:
-        block = _read_exactly(stream, window_bytes - len(carry) * 4)
+        wanted = window_bytes - len(carry) * 4  # a full window with the carried tail
+        block = _read_exactly(stream, wanted)
         usable = len(block) - len(block) % 4
         if limit is not None and total + usable > limit:
             raise _too_long((total + usable) / 4 / sample_rate, max_seconds or 0.0)
         total += usable
         window = np.frombuffer(block[:usable], dtype=np.float32)
         window = np.concatenate([carry, window]) if len(carry) else window.copy()
-        final = len(block) < window_bytes - len(carry) * 4
+        final = len(block) < wanted
         cut = len(window) if final else quiet_cut(window, sample_rate)
         if cut:
             yield yielded / sample_rate, window[:cut]
