@@ -232,8 +232,8 @@ def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> 
     def upload(cache: BlobCache, name: str, token: str, etag: str) -> None:
         copy = cache.writer(3)
         assert copy is not None
-        copy[0].write(b"abc")
-        cache.keep(name, etag, *copy)
+        copy.write(b"abc")
+        copy.keep(name, etag)
         cache.published(name, token, etag)
 
     a.forget(["k"], "token-a")  # a's put begins; its upload runs…

@@ -139,15 +139,15 @@ class BlobCache:
                 return None
 
     # -- copies ------------------------------------------------------------------------------------------------
-    def writer(self, size: int) -> tuple[BinaryIO, Path] | None:
-        """A temporary file to write a copy of ``size`` bytes into (None: too big to keep)."""
+    def writer(self, size: int) -> CopyWriter | None:
+        """A copy of ``size`` bytes being written (None: too big to keep)."""
         if size > self.max_entry:
             return None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".in-")
         except OSError:
             return None
-        return os.fdopen(fd, "w+b"), Path(tmp)
+        return CopyWriter(self, os.fdopen(fd, "w+b"), Path(tmp))
 
     def published(self, name: str, token: str, etag: str) -> None:
         """This process's put of ``name`` (``token``) uploaded ``etag``: the register names it now — unless a delete
@@ -155,7 +155,7 @@ class BlobCache:
         with contextlib.suppress(Exception):
             self.redis.eval(_PUT_DONE, 1, self._register(name), PENDING + token, etag, VERSION_TTL_SECONDS)
 
-    def keep(self, name: str, etag: str | None, file: BinaryIO, tmp: Path) -> None:
+    def _keep(self, name: str, etag: str | None, file: BinaryIO, tmp: Path) -> None:
         """Keep the copy in ``tmp`` as ``name`` at ``etag`` (served while the register names that ETag)."""
         try:
             file.close()
@@ -179,10 +179,6 @@ class BlobCache:
             while self._bytes > self.max_bytes and self._entries:
                 self._drop(next(iter(self._entries)))
 
-    def discard(self, file: BinaryIO, tmp: Path) -> None:
-        file.close()
-        tmp.unlink(missing_ok=True)
-
     def _drop(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is not None:
@@ -196,3 +192,33 @@ class BlobCache:
         shutil.rmtree(self.root, ignore_errors=True)
         with contextlib.suppress(Exception):
             self.redis.close()
+
+
+class CopyWriter:
+    """A copy being written while a blob is put or got (``BlobCache.writer``). A write that fails (a full disk)
+    discards the copy and makes the rest no-ops: it costs the copy, never the put or the read."""
+
+    def __init__(self, cache: BlobCache, file: BinaryIO, tmp: Path) -> None:
+        self.cache = cache
+        self.file: BinaryIO | None = file
+        self.tmp = tmp
+
+    def write(self, data: bytes) -> None:
+        if self.file is None:
+            return
+        try:
+            self.file.write(data)
+        except OSError:
+            self.discard()
+
+    def keep(self, name: str, etag: str | None) -> None:
+        """Keep what was written as ``name`` at ``etag`` (served while the register names that ETag)."""
+        if self.file is not None:
+            file, self.file = self.file, None
+            self.cache._keep(name, etag, file, self.tmp)
+
+    def discard(self) -> None:
+        if self.file is not None:
+            file, self.file = self.file, None
+            file.close()
+            self.tmp.unlink(missing_ok=True)

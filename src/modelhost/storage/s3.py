@@ -159,15 +159,11 @@ class S3BlobStore:
                 if size <= SINGLE_PUT_BYTES:
                     body = spool.read()
                     etag = self.client.put_object(Bucket=self.bucket, Key=name, Body=body).get("ETag")
-                    copy = self.cache.writer(size) if self.cache is not None and etag else None
-                    if self.cache is not None and copy is not None:
-                        try:
-                            copy[0].write(body)
-                        except OSError:  # a full disk costs the copy, never the put
-                            self.cache.discard(*copy)
-                        else:
-                            self.cache.keep(name, etag, *copy)
                     if self.cache is not None and etag:
+                        copy = self.cache.writer(size)
+                        if copy is not None:
+                            copy.write(body)
+                            copy.keep(name, etag)
                         self.cache.published(name, token, etag)  # after the copy: no read finds the ETag without it
                 else:
                     self.client.upload_fileobj(spool, self.bucket, name)
@@ -200,20 +196,16 @@ class S3BlobStore:
             try:
                 for chunk in iter(lambda: body.read(CHUNK), b""):
                     out.write(chunk)
-                    if self.cache is not None and copy is not None:
-                        try:
-                            copy[0].write(chunk)
-                        except OSError:  # a full disk costs the copy, never the read
-                            self.cache.discard(*copy)
-                            copy = None
+                    if copy is not None:
+                        copy.write(chunk)
             except BaseException:
-                if self.cache is not None and copy is not None:
-                    self.cache.discard(*copy)
+                if copy is not None:
+                    copy.discard()
                 raise
             finally:
                 body.close()
-            if self.cache is not None and copy is not None:
-                self.cache.keep(name, etag, *copy)
+            if copy is not None:
+                copy.keep(name, etag)
 
     def open(self, key: str) -> BinaryIO:
         spool = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)  # noqa: SIM115 - the caller closes it
