@@ -1,8 +1,8 @@
 """``StepRunner`` (what a node runs for each job step) over a real database and real Redis: one step per task, a
 recorded step's copy is dropped after requeueing what follows, a held lease defers a copy instead of running it
-twice, cancellation reaches a running step; a ``ctx.gather`` becomes chord items (each run once, recorded, retried
-when transient, failing the job when not) and the step's replay completes; the front's reconciler queues only jobs
-with neither a task nor a lease in Redis."""
+twice (or dropping the job's only task), cancellation reaches a running step; a ``ctx.gather`` becomes chord items
+(each run once, recorded, retried when transient, failing the job when not) and the step's replay completes; the
+front's reconciler queues only jobs with neither a task nor a lease in Redis."""
 
 from __future__ import annotations
 
@@ -109,6 +109,14 @@ def test_a_held_lease_defers_the_copy(setup: Setup) -> None:
         await setup.runner.redis.delete(LEASE_PREFIX + job_id)
         assert await setup.runner.run(job_id, 0) == Outcome(next_index=1)
         assert not await setup.runner.redis.exists(LEASE_PREFIX + job_id)  # released after the step
+        # A copy of the recorded first step while somebody holds the lease: the task that ran the first step went
+        # on to the second itself (a chained task) and may have died in it, holding the lease until it expires —
+        # the copy may be the job's only task, so it waits instead of being dropped.
+        await setup.runner.redis.set(LEASE_PREFIX + job_id, "a-node-in-the-second-step", ex=5)
+        assert await setup.runner.run(job_id, 0) == Outcome(retry_index=0)
+        await setup.runner.redis.delete(LEASE_PREFIX + job_id)
+        assert await setup.runner.run(job_id, 0) == Outcome(next_index=1)
+        assert setup.calls == ["first"]
         await setup.runner.close()
 
     asyncio.run(scenario())

@@ -1,10 +1,11 @@
 """``StepRunner``: runs one step of a job on a node (the ``modelhost.step`` task), with the local executor's
 retry/backoff and end-of-job logic, so the pipelines' code is the same on one machine and on a cluster.
 
-Exactly-once in effect, with at-least-once delivery: a step message carries the step's index; a copy for a step
-already recorded is dropped (after making sure the step after it is queued), and a running step holds a lease in
-Redis (renewed while it runs, gone a few seconds after its node dies), so a copy redelivered while the step still
-runs elsewhere waits for the lease instead of running beside it.
+Exactly-once in effect, with at-least-once delivery: a step message carries the index of the step it starts with
+(a task may go on to the job's later steps itself: ``node.CHAIN_SECONDS``); a copy for a step already recorded waits
+while somebody holds the job's lease and is then dropped after making sure the first unrecorded step is queued, and
+a running step holds that lease in Redis (renewed while it runs, gone a few seconds after its node dies), so a copy
+redelivered while the step still runs elsewhere waits for the lease instead of running beside it.
 """
 
 from __future__ import annotations
@@ -104,11 +105,15 @@ class StepRunner:
         if index < 0:
             index = first
         if index != first:
-            # A copy of a step that is recorded: its runner queued the next step, unless it died right after
-            # recording; queue it again unless somebody holds the job's lease (runs it now).
-            if index < first and not await self.redis.exists(LEASE_PREFIX + job_id):
-                return Outcome(next_index=first)
-            return Outcome(done=True)
+            if index > first:
+                return Outcome(done=True)
+            # A copy of a step that is recorded: its runner went on to the next step (in the same task or through
+            # the queue), unless it died right after recording. Somebody holds the job's lease: wait for it (a node
+            # that died mid-step holds it for up to LEASE_SECONDS, and the copy is then the job's only task);
+            # nobody: queue the first step not recorded.
+            if await self.redis.exists(LEASE_PREFIX + job_id):
+                return Outcome(retry_index=index)
+            return Outcome(next_index=first)
         key = lease_key(job_id)
         token = uuid.uuid4().hex
         if not await self.redis.set(key, token, nx=True, ex=LEASE_SECONDS):
