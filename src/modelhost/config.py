@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     node. A running step keeps a lease in Redis, so a redelivered copy of a live step waits instead of running
     twice; lower it for faster recovery, at the cost of more redelivery checks."""
 
+    broker_inline_file_bytes: int = Field(1 << 20, ge=0)
+    """Files of a request sent to a node (an upload to transcribe, a chunk of a meeting) up to this size travel inside
+    the task message; larger ones through the blob store (S3), the task carrying their key. For a small file the
+    put, get and delete on S3 cost more than its bytes through Redis; 0: every file through the blob store."""
+
     broker_reconcile_seconds: float = Field(30.0, gt=0)
     """How often the front looks for running jobs with no queued task and no lease in Redis (the broker lost them:
     a FLUSHALL, a restart without persistence) and queues their next step again; it also does so as soon as it sees

@@ -105,7 +105,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "MODELHOST_NODE_HEARTBEAT_SECONDS": "1",
             "MODELHOST_BROKER_RECONCILE_SECONDS": "5",
         }
-        front = ServerProcess(root / "front", env, args=FRONT_COMMAND[2:]).start()
+        # The front sends every request file through S3 (a test below checks that path); the nodes keep the default,
+        # so the jobs' inference calls between them carry small files inside the task.
+        front_env = {**env, "MODELHOST_BROKER_INLINE_FILE_BYTES": "0"}
+        front = ServerProcess(root / "front", front_env, args=FRONT_COMMAND[2:]).start()
         set_chunk_seconds(front)
         running = Cluster(front, {}, env, broker_url, root, private_redis, endpoint, bucket)
         try:

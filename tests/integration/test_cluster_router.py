@@ -93,6 +93,16 @@ def test_request_files_travel_by_key_through_a_blob_store(tmp_path: Path) -> Non
     assert encoded == {"file": {"blob": "requests/abc/file"}, "raw": {"blob": "requests/abc/raw"}}
     assert len(json.dumps(encoded)) < 100  # keys, not the bytes
     assert decode_files(encoded, blobs) == {"file": b"upload bytes", "raw": b"\x00\xff"}
+    # broker_inline_file_bytes: files up to that size travel in the task itself, larger ones by key
+    path = tmp_path / "large.bin"
+    path.write_bytes(b"\x01" * 13)
+    upload.read()  # handed over after the route looked at it: its size counts from its start
+    encoded = encode_files({"file": upload, "raw": b"\x00\xff", "large": path}, blobs, "requests/def/", 12)
+    assert encoded["large"] == {"blob": "requests/def/large"}
+    assert "data" in encoded["file"]
+    assert "data" in encoded["raw"]
+    assert decode_files(encoded, blobs) == {"file": b"upload bytes", "raw": b"\x00\xff", "large": b"\x01" * 13}
+    assert not blobs.exists("requests/def/file")
     with pytest.raises(ValueError, match="not a request file"):  # a task cannot make a node read any other blob
         decode_files({"file": {"blob": "jobs/x/artifacts/video.mp4"}}, blobs)
 

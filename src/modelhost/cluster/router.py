@@ -89,10 +89,24 @@ def error_from_reply(status: int, error: dict[str, Any]) -> ModelhostError:
 REQUEST_FILES_PREFIX = "requests/"
 
 
-def encode_files(files: Mapping[str, Any] | None, blobs: BlobStore | None = None, prefix: str = "") -> dict[str, Any]:
+def _size(data: Any) -> int:
+    if isinstance(data, Path):
+        return data.stat().st_size
+    if isinstance(data, bytes):
+        return len(data)
+    start = data.tell()
+    end = data.seek(0, 2)
+    data.seek(start)
+    return int(end - start)
+
+
+def encode_files(
+    files: Mapping[str, Any] | None, blobs: BlobStore | None = None, prefix: str = "", inline_bytes: int = 0
+) -> dict[str, Any]:
     """Request files (the coordinator's ``FileRef``: a path, an open binary file or bytes) as JSON for a task: with
-    a shared blob store (S3 in a cluster), each is stored under ``<prefix><name>`` and the task carries the key
-    (``{"blob": key}``); without one (local blobs: another machine could not read them), inline as base64."""
+    a shared blob store (S3 in a cluster), each over ``inline_bytes`` is stored under ``<prefix><name>`` and the task
+    carries the key (``{"blob": key}``); smaller ones (``broker_inline_file_bytes``), and every one without a shared
+    store (local blobs: another machine could not read them), go inline as base64."""
     encoded: dict[str, Any] = {}
     for name, ref in (files or {}).items():
         if isinstance(ref, str | Path):
@@ -102,7 +116,7 @@ def encode_files(files: Mapping[str, Any] | None, blobs: BlobStore | None = None
         else:  # an open binary file (an upload): read from its start
             ref.seek(0)
             data = ref
-        if blobs is not None:
+        if blobs is not None and _size(data) > inline_bytes:
             encoded[name] = {"blob": blobs.put(prefix + name, data).key}
         else:
             raw = data.read_bytes() if isinstance(data, Path) else data if isinstance(data, bytes) else data.read()
@@ -215,25 +229,27 @@ class ClusterRouter:
             code="no_node",
         )
 
-    async def _send(self, task: str, model: ModelEntry, payload: dict[str, Any], files: Any) -> str:
-        """Queue the request; its files go to the blob store first (``requests/<id>/``: ``_forget`` deletes them
-        after the call)."""
+    async def _send(self, task: str, model: ModelEntry, payload: dict[str, Any], files: Any) -> tuple[str, bool]:
+        """Queue the request: its reply key, and whether files of it went to the blob store (``requests/<id>/``:
+        ``_forget`` deletes them after the call)."""
         queue = await asyncio.to_thread(self.target_queue, model)
         request = uuid.uuid4().hex
         reply = REPLY_PREFIX + request
-        encoded = await asyncio.to_thread(encode_files, files, self.blobs, f"{REQUEST_FILES_PREFIX}{request}/")
+        encoded = await asyncio.to_thread(
+            encode_files, files, self.blobs, f"{REQUEST_FILES_PREFIX}{request}/", self.settings.broker_inline_file_bytes
+        )
         args = [model.id, payload, encoded, reply]
         try:
             await asyncio.to_thread(send, self.celery, task, args, queue)
         except Exception as exc:  # kombu raises OperationalError and friends once its retries are spent
             await self._forget(reply, encoded)
             raise BrokerUnavailable(f"cannot queue the request for model {model.id!r}: {exc}") from None
-        return reply
+        return reply, any("blob" in ref for ref in encoded.values())
 
     async def _forget(self, reply: str, encoded: dict[str, Any] | None = None) -> None:
         """Delete a finished request's files from the blob store, in the background: the answer does not wait for
         the S3 round trips (``stop`` waits for the deletions still running)."""
-        if self.blobs is None or (encoded is not None and not encoded):
+        if self.blobs is None or (encoded is not None and not any("blob" in ref for ref in encoded.values())):
             return
         blobs = self.blobs
 
@@ -275,11 +291,11 @@ class ClusterRouter:
     async def infer(self, model: ModelEntry, payload: dict[str, Any], files: Any = None) -> dict[str, Any]:
         if self.serves_locally(model):
             return await self.local.infer(model, payload, files)
-        reply = await self._send(INFER_TASK, model, payload, files)
+        reply, stored = await self._send(INFER_TASK, model, payload, files)
         try:
             message = await self._next(reply, self._timeout(), model)
         finally:
-            if files:
+            if stored:
                 await self._forget(reply)
         result: dict[str, Any] = message["result"]
         return result
@@ -291,7 +307,7 @@ class ClusterRouter:
             async for chunk in self.local.infer_stream(model, payload, files):
                 yield chunk
             return
-        reply = await self._send(INFER_STREAM_TASK, model, payload, files)
+        reply, stored = await self._send(INFER_STREAM_TASK, model, payload, files)
         finished = False
         try:
             while True:
@@ -306,7 +322,7 @@ class ClusterRouter:
                     await self.redis.set(reply + ":cancel", "1", ex=REPLY_TTL_SECONDS)
             with contextlib.suppress(Exception):
                 await self.redis.delete(reply)
-            if files:
+            if stored:
                 await self._forget(reply)
 
     async def nodes(self) -> list[dict[str, Any]]:

@@ -179,10 +179,12 @@ class LocalExecutor:
                 if step.name in ctx.outputs:
                     result = ctx.outputs[step.name]
                     continue
+                log.info("job %s (%s) step %s starting", job_id, ctx.kind, step.name)  # as a node logs it
                 await asyncio.to_thread(self.store.set_stage, job_id, step.name, pipeline.progress_at(index, 0.0))
                 result = await self._run_step(ctx, step.name, step.fn)
                 await asyncio.to_thread(self.store.record_step, job_id, step.name, result)
                 ctx.outputs[step.name] = result
+                log.info("job %s (%s) step %s done", job_id, ctx.kind, step.name)
             await self._ended(ctx, pipeline, "completed", None)
             if await asyncio.to_thread(self.store.transition, job_id, "completed", result=result):
                 log.info("job %s (%s) completed in %.1f s", job_id, ctx.kind, time.monotonic() - started)

@@ -351,11 +351,17 @@ async def render(ctx: StepContext) -> dict[str, Any]:
     transcript: dict[str, Any] = ctx.outputs["align"]
     segments = transcript["segments"]
     body = json.dumps(transcript, ensure_ascii=False, indent=2).encode()
-    await ctx.put_artifact("transcript.json", body, "application/json")
-    await ctx.put_artifact("transcript.srt", to_srt(segments).encode(), "application/x-subrip; charset=utf-8")
-    await ctx.put_artifact("transcript.vtt", to_vtt(segments).encode(), "text/vtt; charset=utf-8")
-    await ctx.put_artifact("transcript.txt", to_text(segments).encode(), "text/plain; charset=utf-8")
-    await _put_audio(ctx)
+    # At once: each is a blob write and a database row (round trips to S3 and PostgreSQL on a cluster), and the
+    # audio's encoding runs in ffmpeg meanwhile.
+    await asyncio.gather(
+        ctx.put_artifacts(
+            ("transcript.json", body, "application/json"),
+            ("transcript.srt", to_srt(segments).encode(), "application/x-subrip; charset=utf-8"),
+            ("transcript.vtt", to_vtt(segments).encode(), "text/vtt; charset=utf-8"),
+            ("transcript.txt", to_text(segments).encode(), "text/plain; charset=utf-8"),
+        ),
+        _put_audio(ctx),
+    )
     return transcript
 
 

@@ -23,6 +23,23 @@ if TYPE_CHECKING:
     from modelhost.storage.blobs import BlobStore
 
 T = TypeVar("T")
+
+#: Blob transfers a step runs at once (``put_artifacts``, ``bounded_gather``).
+TRANSFERS_AT_ONCE = 8
+
+
+async def bounded_gather(calls: list[Coroutine[Any, Any, T]], limit: int) -> list[T]:
+    """``asyncio.gather`` of ``calls``, at most ``limit`` running at once, results in order — in this process:
+    unlike ``StepContext.gather`` it never becomes a chord on a cluster (for a step's own I/O, not its fan-out)."""
+    gate = asyncio.Semaphore(max(1, limit))
+
+    async def run(call: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(run(call) for call in calls)))
+
+
 StepFn = Callable[["StepContext"], Awaitable[Any]]
 EndHook = Callable[["StepContext", str, dict[str, Any] | None], Awaitable[None]]
 
@@ -249,3 +266,8 @@ class StepContext:
         await asyncio.to_thread(
             self._store.add_artifact, self.job_id, name, media_type, info.size, info.sha256, info.key
         )
+
+    async def put_artifacts(self, *artifacts: tuple[str, bytes | Path | BinaryIO, str]) -> None:
+        """``put_artifact(name, data, media_type)`` for each, several at once (at most ``TRANSFERS_AT_ONCE``): each
+        is a blob write and a database row, round trips to S3 and PostgreSQL on a cluster."""
+        await bounded_gather([self.put_artifact(*artifact) for artifact in artifacts], TRANSFERS_AT_ONCE)

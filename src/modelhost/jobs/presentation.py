@@ -24,7 +24,7 @@ from typing import Any
 
 from modelhost.errors import InvalidRequest, NotFound
 from modelhost.jobs import inference
-from modelhost.jobs.pipeline import Pipeline, StepContext
+from modelhost.jobs.pipeline import TRANSFERS_AT_ONCE, Pipeline, StepContext, bounded_gather
 from modelhost.media import presentation as media
 from modelhost.media.slides import DeckError, Slide
 from modelhost.media.voices import VoiceStore
@@ -68,11 +68,15 @@ async def processing_slides(ctx: StepContext) -> dict[str, Any]:
         except DeckError as exc:
             raise _deck_failure(exc) from exc
         count = len(deck.slides)
-        for index in range(count):
-            png = work / "slides" / media.slide_file_name(index, count, ".png")
-            await ctx.put_artifact(_slide_name("slides", index, count, ".png"), png, "image/png")
         notes: dict[str, Any] = json.loads((work / "notes.json").read_text(encoding="utf-8"))
-        await ctx.put_artifact("notes.json", json.dumps(notes, indent=2).encode("utf-8"), "application/json")
+        await ctx.put_artifacts(
+            *(
+                (_slide_name("slides", i, count, ".png"), work / "slides" / media.slide_file_name(i, count, ".png"),
+                 "image/png")
+                for i in range(count)
+            ),
+            ("notes.json", json.dumps(notes, indent=2).encode("utf-8"), "application/json"),
+        )  # fmt: skip
         await ctx.progress(1.0)
         return notes
     finally:
@@ -142,24 +146,31 @@ async def assembling_video(ctx: StepContext) -> dict[str, Any]:
         (work / "slides").mkdir()
         (work / "audio").mkdir()
         (work / "notes.json").write_text(json.dumps(notes), encoding="utf-8")
+
+        async def fetch(key: str, target: Path) -> None:
+            async with ctx.blobs.local_path(key) as path:
+                await asyncio.to_thread(shutil.copyfile, path, target)
+
+        fetches = []
         for index in range(count):
             for prefix, folder, suffix in (("slides", "slides", ".png"), ("audio", "audio", ".wav")):
                 key = _artifact_key(ctx, _slide_name(prefix, index, count, suffix))
-                target = work / folder / media.slide_file_name(index, count, suffix)
-                async with ctx.blobs.local_path(key) as path:
-                    await asyncio.to_thread(shutil.copyfile, path, target)
+                fetches.append(fetch(key, work / folder / media.slide_file_name(index, count, suffix)))
             timing_path = work / "audio" / media.slide_file_name(index, count, ".json")
             timing_path.write_text(json.dumps(timings[index]), encoding="utf-8")
+        await bounded_gather(fetches, TRANSFERS_AT_ONCE)  # round trips to S3 on a cluster: several at once
         ctx.check_cancelled()
         try:
             summary = await media.assembling_video(work, options)
         except DeckError as exc:
             raise _deck_failure(exc) from exc
-        await ctx.put_artifact("video.mp4", work / "video.mp4", "video/mp4")
-        await ctx.put_artifact("subtitles.srt", work / "subtitles.srt", "application/x-subrip")
-        await ctx.put_artifact("subtitles.vtt", work / "subtitles.vtt", "text/vtt")
         final_notes = {**notes, "durations": summary["slide_durations"], "timings": timings}
-        await ctx.put_artifact("notes.json", json.dumps(final_notes, indent=2).encode("utf-8"), "application/json")
+        await ctx.put_artifacts(
+            ("video.mp4", work / "video.mp4", "video/mp4"),
+            ("subtitles.srt", work / "subtitles.srt", "application/x-subrip"),
+            ("subtitles.vtt", work / "subtitles.vtt", "text/vtt"),
+            ("notes.json", json.dumps(final_notes, indent=2).encode("utf-8"), "application/json"),
+        )
         await ctx.progress(1.0)
         return {**summary, "reference_voice": ctx.outputs["synthesizing_audio"]["reference_voice"]}
     finally:
