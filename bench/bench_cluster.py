@@ -8,8 +8,8 @@ Prints:
   chord (one task per slide, spread over both nodes) under the Celery executor, an in-process gather locally;
 * the added latency (p50, p90) of a one-sentence embedding through a node (front → Celery task on Redis → node's
   coordinator → worker → reply on a Redis list) over the same request to a server whose worker is local;
-* the same for a transcription of the ~14 s recording, whose upload goes to the blob store (S3) and the task carries
-  its key.
+* the same for a transcription of the ~14 s recording (well under the default ``broker_inline_file_bytes``, so it
+  travels inside the task; a larger upload goes to the blob store and the task carries its key).
 
 Both setups run at once and the measurements alternate between them, so a shared machine's changing load weighs on
 both alike. Needs Redis and PostgreSQL on 127.0.0.1 (as the cluster test). Run: ``python bench/bench_cluster.py``.
@@ -207,7 +207,7 @@ def main() -> None:
 
     added(f"one-sentence embedding ({EMBEDDER}), {args.requests} sequential requests:", local_latency, node_latency)
     added(
-        f"transcription of ~14 s (whisper-tiny.en), {args.transcriptions} sequential requests (upload through S3):",
+        f"transcription of ~14 s (whisper-tiny.en), {args.transcriptions} sequential requests (upload inside the task):",
         local_transcriptions,
         node_transcriptions,
     )
