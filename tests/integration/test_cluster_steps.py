@@ -191,8 +191,10 @@ def test_a_gather_becomes_chord_items_and_the_replayed_step_completes(tmp_path: 
         job_id = setup.create()
         assert await setup.runner.run(job_id, -1) == Outcome(fan_out=(0, 0, [0, 1, 2]))
         assert setup.calls == []  # nothing ran in the step's task: the coroutines were closed
-        for item in (2, 0, 1):
+        for done, item in enumerate((2, 0, 1), start=1):
             assert await setup.runner.run_item(job_id, 0, 0, item) == Outcome(done=True)
+            # each item reports the share of the gather recorded so far (the pipeline's only step)
+            assert setup.store.get_or_raise(job_id).progress == pytest.approx(done / 3, abs=0.01)
         assert setup.calls == [2, 0, 1, 1]  # item 1 failed transiently once and was retried
         assert await setup.runner.run_item(job_id, 0, 0, 1) == Outcome(done=True)  # a redelivered item
         assert setup.calls == [2, 0, 1, 1]

@@ -94,6 +94,6 @@ class ChordFanOut:
             ctx.outputs[keys[index]] = value
         else:
             calls[index].close()
-        recorded = await asyncio.to_thread(ctx._store.step_outputs, ctx.job_id)
-        await ctx.progress(sum(key in recorded for key in keys) / len(keys))
+        recorded = await asyncio.to_thread(ctx._store.recorded_count, ctx.job_id, keys)
+        await ctx.progress(recorded / len(keys))
         raise ItemFinished(keys[index])

@@ -262,6 +262,13 @@ class JobStore:
             rows = session.scalars(select(JobStepRow).where(JobStepRow.job_id == job_id))
             return {r.name: r.output for r in rows}
 
+    def recorded_count(self, job_id: str, names: list[str]) -> int:
+        """How many of the steps ``names`` are recorded: their names only, not their outputs (a chord item counts its
+        gather's recorded items this way, where reading every output would grow with the job)."""
+        with self.sessions() as session:
+            query = select(func.count()).where(JobStepRow.job_id == job_id, JobStepRow.name.in_(names))
+            return int(session.scalar(query) or 0)
+
     def row_and_outputs(self, job_id: str) -> tuple[JobRow | None, dict[str, Any]]:
         """``row`` and ``step_outputs`` in one session (a cluster node reads both at the start of every task)."""
         with self.sessions() as session:
