@@ -8,6 +8,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from modelhost.config import Settings
 from modelhost.storage import s3
 from modelhost.storage.blobs import build_blob_store
 from modelhost.storage.s3 import S3BlobStore, StorageUnavailable
+from tests.support.blobs import DATA, check_read_range
 from tests.support.cluster import aws_env, free_port, moto_s3
 
 
@@ -120,6 +122,44 @@ def test_open_and_local_path_read_whole_objects(
         asyncio.run(read("jobs/d/work/none"))
 
 
+def _ranged_gets(store: S3BlobStore) -> list[tuple[str | None, int]]:
+    """The GETs ``store`` sends from now on, each as (its ``Range`` header, the length of the server's answer)."""
+    sent: list[str | None] = []
+    gets: list[tuple[str | None, int]] = []
+
+    def before(request: Any, **_: Any) -> None:
+        sent.append(request.headers.get("Range"))
+
+    def after(parsed: dict[str, Any], **_: Any) -> None:
+        range_header = sent.pop()
+        gets.append((None if range_header is None else range_header.decode(), int(parsed["ContentLength"])))
+
+    store.client.meta.events.register("before-send.s3.GetObject", before)
+    store.client.meta.events.register("after-call.s3.GetObject", after)
+    return gets
+
+
+def test_read_range(store: S3BlobStore) -> None:
+    check_read_range(store, "jobs/r/work/audio.pcm")
+
+
+def test_read_range_fetches_only_the_range(store: S3BlobStore) -> None:
+    """One GET per read, asking for the range alone; the server answers that many bytes (and, for a range that
+    runs past the end, what is there), where ``open`` fetches the whole object."""
+    store.put("jobs/r2/work/audio.pcm", DATA)
+    gets = _ranged_gets(store)
+    assert store.read_range("jobs/r2/work/audio.pcm", 1_000_000, 32_000) == DATA[1_000_000:1_032_000]
+    assert store.read_range("jobs/r2/work/audio.pcm", len(DATA) - 10, 100) == DATA[-10:]
+    assert gets == [
+        ("bytes=1000000-1031999", 32_000),
+        (f"bytes={len(DATA) - 10}-{len(DATA) + 89}", 10),
+    ]
+    with store.open("jobs/r2/work/audio.pcm") as stream:
+        stream.seek(1_000_000)
+        stream.read(32_000)
+    assert gets[2] == (None, len(DATA))
+
+
 def test_unreachable_storage_is_a_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in aws_env().items():
         monkeypatch.setenv(key, value)
@@ -219,6 +259,40 @@ def test_the_cache_keeps_small_copies_and_clears_a_dead_process_folder(endpoint:
     store.cache.close()
 
 
+def test_read_range_uses_a_current_cached_copy_only(endpoint: str, tmp_path: Path) -> None:
+    """A range of a blob this process put (or got whole) comes from its copy without a GET; a process without a copy
+    sends a ranged GET and keeps nothing (a copy is of a whole blob); once another process put the blob again, the
+    stale copy is not read."""
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    a, _ = _cached_store(endpoint, tmp_path / "a", redis_url)
+    b, _ = _cached_store(endpoint, tmp_path / "b", redis_url)
+    assert a.cache is not None
+    assert b.cache is not None
+    a_gets, b_gets = _ranged_gets(a), _ranged_gets(b)
+    a.put("jobs/g/work/audio.pcm", DATA)
+    check = DATA[2_000_000:2_000_100]
+    assert a.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert a.read_range("jobs/g/work/audio.pcm", len(DATA) - 3, 10) == DATA[-3:]  # short at the end, from the copy
+    assert a.read_range("jobs/g/work/audio.pcm", len(DATA) + 3, 10) == b""
+    assert a_gets == []
+    assert b.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert b.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert b_gets == [("bytes=2000000-2000099", 100)] * 2  # no copy of a range
+
+    b.put("jobs/g/work/audio.pcm", DATA[::-1])  # a's copy is stale now
+    assert a.read_range("jobs/g/work/audio.pcm", 0, 4) == DATA[::-1][:4]
+    assert a_gets == [("bytes=0-3", 4)]
+    assert b.read_range("jobs/g/work/audio.pcm", 0, 4) == DATA[::-1][:4]  # b's own put: from its copy
+    assert len(b_gets) == 2
+    a.delete("jobs/g")
+    with pytest.raises(KeyError):
+        b.read_range("jobs/g/work/audio.pcm", 0, 4)
+    a.cache.close()
+    b.cache.close()
+
+
 def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> None:
     """The register entry of a put stays its pending mark until its upload returned; a delete (or another put) in
     between wins, so the first put's copy is never served."""
@@ -251,3 +325,4 @@ def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> 
         assert current.read() == b"abc"
     a.close()
     b.close()
+

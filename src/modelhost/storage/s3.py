@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from modelhost.errors import ModelhostError
-from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _chunks
+from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _check_range, _chunks
 
 if TYPE_CHECKING:
     from modelhost.config import StorageSettings
@@ -216,6 +216,39 @@ class S3BlobStore:
             raise
         spool.seek(0)
         return spool  # type: ignore[return-value]  # SpooledTemporaryFile is a seekable binary stream
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """The cached copy's bytes when it is current (a blob this process put or got whole), else one GET with
+        ``Range: bytes=<offset>-<offset + length - 1>`` (not kept: a copy is always of a whole blob). An empty range
+        costs a HEAD (a missing key is a ``KeyError`` here too); a range that starts past the end is S3's 416,
+        read as ``b""``."""
+        from botocore.exceptions import ClientError
+
+        _check_range(offset, length)
+        name = self._name(key)
+        cached = self.cache.current(name) if self.cache is not None else None
+        if cached is not None:
+            with cached:
+                cached.seek(offset)
+                return cached.read(length)
+        if length == 0:
+            self.size(key)
+            return b""
+        with _errors(key):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=name, Range=f"bytes={offset}-{offset + length - 1}"
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""
+                raise
+            body = response["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+        return data
 
     def size(self, key: str) -> int:
         with _errors(key):
