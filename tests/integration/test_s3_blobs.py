@@ -4,6 +4,7 @@ the same code talks to MinIO or AWS through ``MODELHOST_STORAGE__ENDPOINT_URL`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 from collections.abc import Iterator
@@ -326,3 +327,107 @@ def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> 
     a.close()
     b.close()
 
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 1 MiB tmpfs of its own (a real full disk: writes past 1 MiB fail with ENOSPC), unmounted
+    after the test. Mounting needs root (CAP_SYS_ADMIN): skipped without it."""
+    import subprocess
+
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 1 MiB tmpfs for a full disk (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def _fill(folder: Path) -> None:
+    """Fill the disk ``folder`` is on to its last byte."""
+    with (folder / "filler").open("wb", buffering=0) as out:
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(b"f" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(b"f")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_full_disk_costs_the_cached_copy_never_the_put_or_read(endpoint: str, small_disk: Path) -> None:
+    """The cache folder of node ``a`` lies on a 1 MiB disk: puts and reads of blobs that do not fit there succeed
+    (from and to S3), leave no partial copy behind and are read from S3 again later; once the disk is full to the
+    last byte, a small blob's copy fails when it is closed, with the same outcome; with room again, copies work."""
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    data_dir = small_disk.parent / "a"
+    data_dir.mkdir()
+    (data_dir / "tmp").symlink_to(small_disk)  # the node's cache folder, <data_dir>/tmp, on the small disk
+    a, a_gets = _cached_store(endpoint, data_dir, redis_url)
+    b, b_gets = _cached_store(endpoint, small_disk.parent / "b", redis_url)
+    assert a.cache is not None
+    assert b.cache is not None
+    key = "jobs/h/work/audio.pcm"  # 2.3 MB, the cache would take it (up to 64 MiB) but the disk cannot
+
+    info = a.put(key, DATA)
+    assert (info.size, info.sha256) == (len(DATA), hashlib.sha256(DATA).hexdigest())
+    assert _files(a.cache.root) == []  # the partial copy is gone
+    assert b.get(key) == DATA  # what S3 holds is whole
+    assert a.get(key) == DATA
+    assert len(a_gets) == 1  # no copy to serve: a GET
+    assert _files(a.cache.root) == []  # and the read's copy failed the same way
+    assert a.get(key) == DATA
+    with a.open(key) as stream:
+        assert stream.read() == DATA
+    assert a.read_range(key, 1_000_000, 10) == DATA[1_000_000:1_000_010]
+    assert len(a_gets) == 4
+    assert _files(a.cache.root) == []
+
+    a.put("jobs/h/work/small", b"s" * 5000)  # fits: copies work again
+    assert a.get("jobs/h/work/small") == b"s" * 5000
+    assert len(a_gets) == 4
+    assert len(_files(a.cache.root)) == 1
+
+    _fill(small_disk)  # not one byte left: a 5000-byte copy fits its write buffer and fails when it is closed
+    a.put("jobs/h/work/tiny", b"t" * 5000)
+    b.put("jobs/h/work/tiny2", b"u" * 5000)
+    assert a.get("jobs/h/work/tiny2") == b"u" * 5000
+    assert a.get("jobs/h/work/tiny") == b"t" * 5000
+    assert a.get("jobs/h/work/tiny") == b"t" * 5000
+    assert len(a_gets) == 7  # tiny2 once, tiny twice: none of them was kept
+    assert len(_files(a.cache.root)) == 1  # only the copy of "small"
+    assert a.get("jobs/h/work/small") == b"s" * 5000  # still served from its copy
+    assert len(a_gets) == 7
+    a.cache.close()
+    b.cache.close()
+
+
+def test_a_copy_whose_buffered_writes_fail_is_discarded_whole(small_disk: Path) -> None:
+    """A copy written in pieces smaller than the file's write buffer onto a full disk: the write that finds the
+    disk full (when the buffer is flushed) discards the copy — the flush that closing the file tries again fails
+    too — and the writes after it, and keeping it, do nothing; no file is left and nothing is served."""
+    from modelhost.storage.cache import BlobCache
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    cache = BlobCache(small_disk, redis_url, 1 << 30, "bucket")
+    _fill(small_disk)
+    copy = cache.writer(100_000)
+    assert copy is not None
+    for _ in range(100):
+        copy.write(b"x" * 1000)
+    cache.forget(["k"], "token")
+    copy.keep("k", '"etag"')
+    cache.published("k", "token", '"etag"')
+    assert cache.current("k") is None
+    assert _files(cache.root) == []
+    cache.close()

@@ -220,5 +220,6 @@ class CopyWriter:
     def discard(self) -> None:
         if self.file is not None:
             file, self.file = self.file, None
-            file.close()
+            with contextlib.suppress(OSError):
+                file.close()  # flushes what is buffered: on a full disk that fails again (the file is closed anyway)
             self.tmp.unlink(missing_ok=True)
