@@ -261,26 +261,34 @@ def test_the_cache_keeps_small_copies_and_clears_a_dead_process_folder(endpoint:
 
 
 def test_read_range_uses_a_current_cached_copy_only(endpoint: str, tmp_path: Path) -> None:
-    """A range of a blob this process put (or got whole) comes from its copy without a GET; a process without a copy
-    sends a ranged GET and keeps nothing (a copy is of a whole blob); once another process put the blob again, the
-    stale copy is not read."""
+    """A range of a blob this process put (or got whole) comes from its copy without a GET. A process without a copy
+    sends a ranged GET, which tells it the blob's size: a blob small enough to keep a copy of is fetched whole at
+    the next read (and kept), the reads after come from the copy; a bigger one is only ever read in ranges. Once
+    another process put the blob again, the stale copy is not read."""
     from tests.support.cluster import redis_url_or_skip
 
     redis_url = redis_url_or_skip()
     a, _ = _cached_store(endpoint, tmp_path / "a", redis_url)
-    b, _ = _cached_store(endpoint, tmp_path / "b", redis_url)
+    b, _ = _cached_store(endpoint, tmp_path / "b", redis_url)  # copies of up to 64 MiB
+    small, _ = _cached_store(endpoint, tmp_path / "c", redis_url, cache_mb=1)  # copies of up to 256 KiB
     assert a.cache is not None
     assert b.cache is not None
-    a_gets, b_gets = _ranged_gets(a), _ranged_gets(b)
+    assert small.cache is not None
+    a_gets, b_gets, small_gets = _ranged_gets(a), _ranged_gets(b), _ranged_gets(small)
     a.put("jobs/g/work/audio.pcm", DATA)
     check = DATA[2_000_000:2_000_100]
     assert a.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
     assert a.read_range("jobs/g/work/audio.pcm", len(DATA) - 3, 10) == DATA[-3:]  # short at the end, from the copy
     assert a.read_range("jobs/g/work/audio.pcm", len(DATA) + 3, 10) == b""
     assert a_gets == []
-    assert b.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
-    assert b.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
-    assert b_gets == [("bytes=2000000-2000099", 100)] * 2  # no copy of a range
+
+    for _ in range(3):
+        assert b.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert b.read_range("jobs/g/work/audio.pcm", len(DATA) - 3, 10) == DATA[-3:]
+    assert b_gets == [("bytes=2000000-2000099", 100), (None, len(DATA))]  # a range, then the whole blob, kept
+    for _ in range(3):
+        assert small.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert small_gets == [("bytes=2000000-2000099", 100)] * 3  # too big to keep: never fetched whole
 
     b.put("jobs/g/work/audio.pcm", DATA[::-1])  # a's copy is stale now
     assert a.read_range("jobs/g/work/audio.pcm", 0, 4) == DATA[::-1][:4]
@@ -290,8 +298,9 @@ def test_read_range_uses_a_current_cached_copy_only(endpoint: str, tmp_path: Pat
     a.delete("jobs/g")
     with pytest.raises(KeyError):
         b.read_range("jobs/g/work/audio.pcm", 0, 4)
-    a.cache.close()
-    b.cache.close()
+    for store in (a, b, small):
+        assert store.cache is not None
+        store.cache.close()
 
 
 def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> None:
@@ -376,6 +385,7 @@ def test_a_full_disk_costs_the_cached_copy_never_the_put_or_read(endpoint: str, 
     b, b_gets = _cached_store(endpoint, small_disk.parent / "b", redis_url)
     assert a.cache is not None
     assert b.cache is not None
+    a_ranges = _ranged_gets(a)  # the same GETs as a_gets, with their Range headers
     key = "jobs/h/work/audio.pcm"  # 2.3 MB, the cache would take it (up to 64 MiB) but the disk cannot
 
     info = a.put(key, DATA)
@@ -390,11 +400,14 @@ def test_a_full_disk_costs_the_cached_copy_never_the_put_or_read(endpoint: str, 
         assert stream.read() == DATA
     assert a.read_range(key, 1_000_000, 10) == DATA[1_000_000:1_000_010]
     assert len(a_gets) == 4
+    assert a.read_range(key, 5, 10) == DATA[5:15]  # its size known: fetched whole to keep a copy, which fails
+    assert a.read_range(key, 5, 10) == DATA[5:15]  # so ranges again, not the whole blob at every read
+    assert [range_ for range_, _ in a_ranges[3:]] == ["bytes=1000000-1000009", None, "bytes=5-14"]
     assert _files(a.cache.root) == []
 
     a.put("jobs/h/work/small", b"s" * 5000)  # fits: copies work again
     assert a.get("jobs/h/work/small") == b"s" * 5000
-    assert len(a_gets) == 4
+    assert len(a_gets) == 6  # the two range reads above; "small" came from its copy
     assert len(_files(a.cache.root)) == 1
 
     _fill(small_disk)  # not one byte left: a 5000-byte copy fits its write buffer and fails when it is closed
@@ -403,10 +416,10 @@ def test_a_full_disk_costs_the_cached_copy_never_the_put_or_read(endpoint: str, 
     assert a.get("jobs/h/work/tiny2") == b"u" * 5000
     assert a.get("jobs/h/work/tiny") == b"t" * 5000
     assert a.get("jobs/h/work/tiny") == b"t" * 5000
-    assert len(a_gets) == 7  # tiny2 once, tiny twice: none of them was kept
+    assert len(a_gets) == 9  # tiny2 once, tiny twice: none of them was kept
     assert len(_files(a.cache.root)) == 1  # only the copy of "small"
     assert a.get("jobs/h/work/small") == b"s" * 5000  # still served from its copy
-    assert len(a_gets) == 7
+    assert len(a_gets) == 9
     a.cache.close()
     b.cache.close()
 
