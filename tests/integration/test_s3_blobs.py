@@ -4,10 +4,12 @@ the same code talks to MinIO or AWS through ``MODELHOST_STORAGE__ENDPOINT_URL`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from modelhost.config import Settings
 from modelhost.storage import s3
 from modelhost.storage.blobs import build_blob_store
 from modelhost.storage.s3 import S3BlobStore, StorageUnavailable
+from tests.support.blobs import DATA, check_read_range
 from tests.support.cluster import aws_env, free_port, moto_s3
 
 
@@ -120,6 +123,44 @@ def test_open_and_local_path_read_whole_objects(
         asyncio.run(read("jobs/d/work/none"))
 
 
+def _ranged_gets(store: S3BlobStore) -> list[tuple[str | None, int]]:
+    """The GETs ``store`` sends from now on, each as (its ``Range`` header, the length of the server's answer)."""
+    sent: list[str | None] = []
+    gets: list[tuple[str | None, int]] = []
+
+    def before(request: Any, **_: Any) -> None:
+        sent.append(request.headers.get("Range"))
+
+    def after(parsed: dict[str, Any], **_: Any) -> None:
+        range_header = sent.pop()
+        gets.append((None if range_header is None else range_header.decode(), int(parsed["ContentLength"])))
+
+    store.client.meta.events.register("before-send.s3.GetObject", before)
+    store.client.meta.events.register("after-call.s3.GetObject", after)
+    return gets
+
+
+def test_read_range(store: S3BlobStore) -> None:
+    check_read_range(store, "jobs/r/work/audio.pcm")
+
+
+def test_read_range_fetches_only_the_range(store: S3BlobStore) -> None:
+    """One GET per read, asking for the range alone; the server answers that many bytes (and, for a range that
+    runs past the end, what is there), where ``open`` fetches the whole object."""
+    store.put("jobs/r2/work/audio.pcm", DATA)
+    gets = _ranged_gets(store)
+    assert store.read_range("jobs/r2/work/audio.pcm", 1_000_000, 32_000) == DATA[1_000_000:1_032_000]
+    assert store.read_range("jobs/r2/work/audio.pcm", len(DATA) - 10, 100) == DATA[-10:]
+    assert gets == [
+        ("bytes=1000000-1031999", 32_000),
+        (f"bytes={len(DATA) - 10}-{len(DATA) + 89}", 10),
+    ]
+    with store.open("jobs/r2/work/audio.pcm") as stream:
+        stream.seek(1_000_000)
+        stream.read(32_000)
+    assert gets[2] == (None, len(DATA))
+
+
 def test_unreachable_storage_is_a_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in aws_env().items():
         monkeypatch.setenv(key, value)
@@ -219,6 +260,49 @@ def test_the_cache_keeps_small_copies_and_clears_a_dead_process_folder(endpoint:
     store.cache.close()
 
 
+def test_read_range_uses_a_current_cached_copy_only(endpoint: str, tmp_path: Path) -> None:
+    """A range of a blob this process put (or got whole) comes from its copy without a GET. A process without a copy
+    sends a ranged GET, which tells it the blob's size: a blob small enough to keep a copy of is fetched whole at
+    the next read (and kept), the reads after come from the copy; a bigger one is only ever read in ranges. Once
+    another process put the blob again, the stale copy is not read."""
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    a, _ = _cached_store(endpoint, tmp_path / "a", redis_url)
+    b, _ = _cached_store(endpoint, tmp_path / "b", redis_url)  # copies of up to 64 MiB
+    small, _ = _cached_store(endpoint, tmp_path / "c", redis_url, cache_mb=1)  # copies of up to 256 KiB
+    assert a.cache is not None
+    assert b.cache is not None
+    assert small.cache is not None
+    a_gets, b_gets, small_gets = _ranged_gets(a), _ranged_gets(b), _ranged_gets(small)
+    a.put("jobs/g/work/audio.pcm", DATA)
+    check = DATA[2_000_000:2_000_100]
+    assert a.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert a.read_range("jobs/g/work/audio.pcm", len(DATA) - 3, 10) == DATA[-3:]  # short at the end, from the copy
+    assert a.read_range("jobs/g/work/audio.pcm", len(DATA) + 3, 10) == b""
+    assert a_gets == []
+
+    for _ in range(3):
+        assert b.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert b.read_range("jobs/g/work/audio.pcm", len(DATA) - 3, 10) == DATA[-3:]
+    assert b_gets == [("bytes=2000000-2000099", 100), (None, len(DATA))]  # a range, then the whole blob, kept
+    for _ in range(3):
+        assert small.read_range("jobs/g/work/audio.pcm", 2_000_000, 100) == check
+    assert small_gets == [("bytes=2000000-2000099", 100)] * 3  # too big to keep: never fetched whole
+
+    b.put("jobs/g/work/audio.pcm", DATA[::-1])  # a's copy is stale now
+    assert a.read_range("jobs/g/work/audio.pcm", 0, 4) == DATA[::-1][:4]
+    assert a_gets == [("bytes=0-3", 4)]
+    assert b.read_range("jobs/g/work/audio.pcm", 0, 4) == DATA[::-1][:4]  # b's own put: from its copy
+    assert len(b_gets) == 2
+    a.delete("jobs/g")
+    with pytest.raises(KeyError):
+        b.read_range("jobs/g/work/audio.pcm", 0, 4)
+    for store in (a, b, small):
+        assert store.cache is not None
+        store.cache.close()
+
+
 def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> None:
     """The register entry of a put stays its pending mark until its upload returned; a delete (or another put) in
     between wins, so the first put's copy is never served."""
@@ -251,3 +335,164 @@ def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> 
         assert current.read() == b"abc"
     a.close()
     b.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a 1 MiB tmpfs of its own (a real full disk: writes past 1 MiB fail with ENOSPC), unmounted
+    after the test. Mounting needs root (CAP_SYS_ADMIN): skipped without it."""
+    import subprocess
+
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 1 MiB tmpfs for a full disk (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def _fill(folder: Path) -> None:
+    """Fill the disk ``folder`` is on to its last byte."""
+    with (folder / "filler").open("wb", buffering=0) as out:
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(b"f" * 4096)
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(b"f")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_full_disk_costs_the_cached_copy_never_the_put_or_read(endpoint: str, small_disk: Path) -> None:
+    """The cache folder of node ``a`` lies on a 1 MiB disk: puts and reads of blobs that do not fit there succeed
+    (from and to S3), leave no partial copy behind and are read from S3 again later; once the disk is full to the
+    last byte, a small blob's copy fails when it is closed, with the same outcome; with room again, copies work."""
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    data_dir = small_disk.parent / "a"
+    data_dir.mkdir()
+    (data_dir / "tmp").symlink_to(small_disk)  # the node's cache folder, <data_dir>/tmp, on the small disk
+    a, a_gets = _cached_store(endpoint, data_dir, redis_url)
+    b, b_gets = _cached_store(endpoint, small_disk.parent / "b", redis_url)
+    assert a.cache is not None
+    assert b.cache is not None
+    a_ranges = _ranged_gets(a)  # the same GETs as a_gets, with their Range headers
+    key = "jobs/h/work/audio.pcm"  # 2.3 MB, the cache would take it (up to 64 MiB) but the disk cannot
+
+    info = a.put(key, DATA)
+    assert (info.size, info.sha256) == (len(DATA), hashlib.sha256(DATA).hexdigest())
+    assert _files(a.cache.root) == []  # the partial copy is gone
+    assert b.get(key) == DATA  # what S3 holds is whole
+    assert a.get(key) == DATA
+    assert len(a_gets) == 1  # no copy to serve: a GET
+    assert _files(a.cache.root) == []  # and the read's copy failed the same way
+    assert a.get(key) == DATA
+    with a.open(key) as stream:
+        assert stream.read() == DATA
+    assert a.read_range(key, 1_000_000, 10) == DATA[1_000_000:1_000_010]
+    assert len(a_gets) == 4
+    assert a.read_range(key, 5, 10) == DATA[5:15]  # its size known: fetched whole to keep a copy, which fails
+    assert a.read_range(key, 5, 10) == DATA[5:15]  # so ranges again, not the whole blob at every read
+    assert [range_ for range_, _ in a_ranges[3:]] == ["bytes=1000000-1000009", None, "bytes=5-14"]
+    assert _files(a.cache.root) == []
+
+    a.put("jobs/h/work/small", b"s" * 5000)  # fits: copies work again
+    assert a.get("jobs/h/work/small") == b"s" * 5000
+    assert len(a_gets) == 6  # the two range reads above; "small" came from its copy
+    assert len(_files(a.cache.root)) == 1
+
+    _fill(small_disk)  # not one byte left: a 5000-byte copy fits its write buffer and fails when it is closed
+    a.put("jobs/h/work/tiny", b"t" * 5000)
+    b.put("jobs/h/work/tiny2", b"u" * 5000)
+    assert a.get("jobs/h/work/tiny2") == b"u" * 5000
+    assert a.get("jobs/h/work/tiny") == b"t" * 5000
+    assert a.get("jobs/h/work/tiny") == b"t" * 5000
+    assert len(a_gets) == 9  # tiny2 once, tiny twice: none of them was kept
+    assert len(_files(a.cache.root)) == 1  # only the copy of "small"
+    assert a.get("jobs/h/work/small") == b"s" * 5000  # still served from its copy
+    assert len(a_gets) == 9
+    a.cache.close()
+    b.cache.close()
+
+
+def test_a_copy_whose_buffered_writes_fail_is_discarded_whole(small_disk: Path) -> None:
+    """A copy written in pieces smaller than the file's write buffer onto a full disk: the write that finds the
+    disk full (when the buffer is flushed) discards the copy — the flush that closing the file tries again fails
+    too — and the writes after it, and keeping it, do nothing; no file is left and nothing is served."""
+    from modelhost.storage.cache import BlobCache
+    from tests.support.cluster import redis_url_or_skip
+
+    redis_url = redis_url_or_skip()
+    cache = BlobCache(small_disk, redis_url, 1 << 30, "bucket")
+    _fill(small_disk)
+    copy = cache.writer(100_000)
+    assert copy is not None
+    for _ in range(100):
+        copy.write(b"x" * 1000)
+    cache.forget(["k"], "token")
+    copy.keep("k", '"etag"')
+    cache.published("k", "token", '"etag"')
+    assert cache.current("k") is None
+    assert _files(cache.root) == []
+    cache.close()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_artifact_range_downloads_read_only_the_range(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """``GET /v1/jobs/{id}/artifacts/{name}`` with a ``Range``: the bytes of the range (read in pieces of
+    ``RANGE_PIECE``, lowered here so that a range takes several), fetched alone from S3; without one the whole
+    artifact; a range outside it a 416, a missing blob a 404 either way."""
+    from fastapi.testclient import TestClient
+
+    from modelhost.api.app import create_app
+    from modelhost.api.routes import jobs as job_routes
+
+    if where == "s3":
+        monkeypatch.setenv("MODELHOST_STORAGE__URL", "s3://modelhost-test/artifacts")
+        monkeypatch.setenv("MODELHOST_STORAGE__ENDPOINT_URL", request.getfixturevalue("endpoint"))
+    monkeypatch.setattr(job_routes, "RANGE_PIECE", 100_000)
+    with TestClient(create_app(Settings(data_dir=tmp_path)), base_url="http://localhost") as client:
+        services: Any = client.app.state.services  # type: ignore[attr-defined]
+        blobs = services.jobs.deps.blobs
+        if where == "s3":
+            blobs.ensure_bucket()
+        job = services.jobs.store.create("meeting-transcription", {})
+        key = f"jobs/{job.id}/artifacts/audio.ogg"
+        info = blobs.put(key, DATA)
+        services.jobs.store.add_artifact(job.id, "audio.ogg", "audio/ogg", info.size, info.sha256, key)
+        gets = _ranged_gets(blobs) if where == "s3" else []
+        url = f"/v1/jobs/{job.id}/artifacts/audio.ogg"
+
+        part = client.get(url, headers={"Range": "bytes=1000000-1250009"})
+        assert part.status_code == 206
+        assert part.content == DATA[1_000_000:1_250_010]
+        assert part.headers["content-range"] == f"bytes 1000000-1250009/{len(DATA)}"
+        tail = client.get(url, headers={"Range": "bytes=-10"})
+        assert (tail.status_code, tail.content) == (206, DATA[-10:])
+        if where == "s3":  # three pieces for the first range, one for the second, and not a byte more
+            assert gets == [
+                ("bytes=1000000-1099999", 100_000),
+                ("bytes=1100000-1199999", 100_000),
+                ("bytes=1200000-1250009", 50_010),
+                (f"bytes={len(DATA) - 10}-{len(DATA) - 1}", 10),
+            ]
+        whole = client.get(url)
+        assert (whole.status_code, whole.content) == (200, DATA)
+        assert client.get(url, headers={"Range": f"bytes={len(DATA)}-"}).status_code == 416
+
+        blobs.delete(key)  # the row without its blob
+        for headers in ({"Range": "bytes=0-9"}, {}):
+            missing = client.get(url, headers=headers)
+            assert missing.status_code == 404
+            assert missing.json()["error"]["code"] == "artifact_missing"

@@ -20,6 +20,7 @@ from modelhost.jobs.store import JobStore
 from modelhost.runtime_settings import RuntimeSettingsStore
 from modelhost.storage.blobs import LocalBlobStore
 from modelhost.storage.db import build_sessionmaker, migrate
+from tests.support.blobs import check_read_range
 
 
 class Harness:
@@ -268,6 +269,10 @@ def test_blob_store_round_trip(tmp_path: Path) -> None:
     for bad in ("../x", "/etc/passwd", "a//b", ""):
         with pytest.raises(ValueError, match="invalid blob key"):
             store.put(bad, b"")
+
+
+def test_blob_store_read_range(tmp_path: Path) -> None:
+    check_read_range(LocalBlobStore(tmp_path), "jobs/r/work/audio.pcm")
 
 
 def test_range_header_parsing() -> None:

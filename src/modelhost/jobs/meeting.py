@@ -76,14 +76,9 @@ def wav_bytes(pcm: bytes) -> bytes:
 
 
 async def _read_pcm(ctx: StepContext, first: int, last: int) -> bytes:
-    """Samples [first, last) of the decoded audio."""
-
-    def read() -> bytes:
-        with ctx.blobs.open(ctx.work_key(PCM)) as stream:
-            stream.seek(first * 2)
-            return stream.read((last - first) * 2)
-
-    return await asyncio.to_thread(read)
+    """Samples [first, last) of the decoded audio (fewer past its end, none when ``last <= first``): only those
+    bytes are read (a ranged GET on S3, not the whole recording)."""
+    return await asyncio.to_thread(ctx.blobs.read_range, ctx.work_key(PCM), first * 2, max(0, last - first) * 2)
 
 
 def _quietest(pcm: bytes, offset: int) -> int:

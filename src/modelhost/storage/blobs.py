@@ -39,7 +39,14 @@ class BlobStore(Protocol):
         """The whole blob; ``KeyError`` when there is none."""
 
     def open(self, key: str) -> BinaryIO:
-        """A seekable binary stream over the blob (close it); ``KeyError`` when there is none."""
+        """A seekable binary stream over the whole blob (close it); ``KeyError`` when there is none. On S3 this
+        downloads the whole object first: to read a part, use ``read_range``."""
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset + length) of the blob, read like a file: short when the range runs past the end,
+        ``b""`` when it starts at or after the end (or ``length`` is 0). Only the range is fetched (one ranged GET
+        on S3, or the node's cached copy). ``KeyError`` when there is no blob (also for an empty range);
+        ``ValueError`` for a negative ``offset`` or ``length``."""
 
     def size(self, key: str) -> int:
         """Size in bytes; ``KeyError`` when there is none."""
@@ -62,6 +69,11 @@ def _check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"invalid blob key {key!r}")
     return key
+
+
+def _check_range(offset: int, length: int) -> None:
+    if offset < 0 or length < 0:
+        raise ValueError(f"invalid blob range: offset {offset}, length {length} (neither may be negative)")
 
 
 class LocalBlobStore:
@@ -104,6 +116,12 @@ class LocalBlobStore:
             return self._path(key).open("rb")
         except FileNotFoundError:
             raise KeyError(key) from None
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        _check_range(offset, length)
+        with self.open(key) as stream:
+            stream.seek(offset)
+            return stream.read(length)
 
     def size(self, key: str) -> int:
         try:

@@ -3,7 +3,8 @@
 In a cluster one job's steps run on whichever node takes them, and a step often reads what an earlier step wrote
 (the meeting's decoded audio, read by three later steps; the presentation's slides and narrations). The S3 store
 (``modelhost.storage.s3``) keeps a local copy of each blob it puts or gets, under its ETag, and serves a later read
-from that copy only when the register says the blob's current ETag is that one:
+from that copy (whole, or a range of it: ``read_range``) only when the register says the blob's current ETag is that
+one:
 
 * a put first marks the blob's register entry as pending (its own token), then uploads, then records the new ETag
   only if its mark is still there (a put that fails, or a delete or another put meanwhile, leaves no ETag of it:
@@ -220,5 +221,6 @@ class CopyWriter:
     def discard(self) -> None:
         if self.file is not None:
             file, self.file = self.file, None
-            file.close()
+            with contextlib.suppress(OSError):
+                file.close()  # flushes what is buffered: on a full disk that fails again (the file is closed anyway)
             self.tmp.unlink(missing_ok=True)

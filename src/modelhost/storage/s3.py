@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from modelhost.errors import ModelhostError
-from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _chunks
+from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _check_range, _chunks
 
 if TYPE_CHECKING:
     from modelhost.config import StorageSettings
@@ -83,6 +83,9 @@ class S3BlobStore:
         self.prefix = prefix.strip("/")
         #: Local copies of what this process put or got, checked against Redis (``modelhost.storage.cache``).
         self.cache = cache
+        #: Object sizes learned by ranged reads, -1 once fetched whole for them (a hint only: which ranged read may
+        #: fetch the whole object to keep a copy; see ``read_range``).
+        self._sizes: dict[str, int] = {}
 
     @classmethod
     def from_settings(
@@ -174,23 +177,28 @@ class S3BlobStore:
         self._download(key, out)
         return out.getvalue()
 
-    def _download(self, key: str, out: BinaryIO) -> None:
+    def _download(self, key: str, out: BinaryIO, most: int | None = None) -> bool:
         """The object's bytes into ``out``: the cached copy when it is current, else one streamed GET (kept in the
-        cache), or the ranged transfer for a big object."""
+        cache), or the ranged transfer for a big object. With ``most``: an object bigger than that (not cached) is
+        not read — False, nothing written."""
         name = self._name(key)
         cached = self.cache.current(name) if self.cache is not None else None
         if cached is not None:
             with cached:
                 shutil.copyfileobj(cached, out, CHUNK)
-            return
+            return True
         with _errors(key):
             response = self.client.get_object(Bucket=self.bucket, Key=name)
             body = response["Body"]
             size = int(response.get("ContentLength", 0))
+            if most is not None and size > most:
+                body.close()
+                self._learn(name, size, replace=True)
+                return False
             if size > SINGLE_GET_BYTES:
                 body.close()
                 self.client.download_fileobj(self.bucket, name, out)
-                return
+                return True
             etag = response.get("ETag")
             copy = self.cache.writer(size) if self.cache is not None and etag else None
             try:
@@ -206,6 +214,15 @@ class S3BlobStore:
                 body.close()
             if copy is not None:
                 copy.keep(name, etag)
+        return True
+
+    def _learn(self, name: str, size: int, replace: bool = False) -> None:
+        if len(self._sizes) >= 4096:  # a hint: forgetting them all now and then bounds it
+            self._sizes.clear()
+        if replace:
+            self._sizes[name] = size
+        else:
+            self._sizes.setdefault(name, size)
 
     def open(self, key: str) -> BinaryIO:
         spool = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)  # noqa: SIM115 - the caller closes it
@@ -216,6 +233,51 @@ class S3BlobStore:
             raise
         spool.seek(0)
         return spool  # type: ignore[return-value]  # SpooledTemporaryFile is a seekable binary stream
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """The cached copy's bytes when it is current (a blob this process put or got whole), else one GET with
+        ``Range: bytes=<offset>-<offset + length - 1>``. A ranged answer tells the object's size: a later read of a
+        part of an object that small enough to keep a copy of (at most the cache's biggest entry) gets it whole
+        once, keeps the copy and serves the part from it (the meeting's decoded audio, read in chunks by three
+        steps, is then one ranged GET and one whole GET per node, not one GET per chunk); a bigger one is only ever
+        read in ranges, and so is one whose whole fetch left no current copy (a full disk, a put by another
+        process since). An empty range costs a HEAD (a missing key is a ``KeyError`` here too); a range that starts
+        past the end is S3's 416, read as ``b""``."""
+        from botocore.exceptions import ClientError
+
+        _check_range(offset, length)
+        name = self._name(key)
+        cached = self.cache.current(name) if self.cache is not None else None
+        if cached is not None:
+            with cached:
+                cached.seek(offset)
+                return cached.read(length)
+        if length == 0:
+            self.size(key)
+            return b""
+        if self.cache is not None and 0 <= self._sizes.get(name, -1) <= self.cache.max_entry:
+            whole = io.BytesIO()
+            if self._download(key, whole, most=self.cache.max_entry):  # False: it has grown since (nothing read)
+                self._learn(name, -1, replace=True)  # once: without a copy after it (a full disk), ranges again
+                return whole.getbuffer()[offset : offset + length].tobytes()
+        with _errors(key):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=name, Range=f"bytes={offset}-{offset + length - 1}"
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""
+                raise
+            body = response["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+        total = str(response.get("ContentRange", "")).rpartition("/")[2]  # bytes <first>-<last>/<size>
+        if self.cache is not None and total.isdigit():
+            self._learn(name, int(total))
+        return data
 
     def size(self, key: str) -> int:
         with _errors(key):

@@ -23,6 +23,8 @@ from modelhost.schemas.jobs import JobPage, JobStatus, JobView
 router = APIRouter(tags=["jobs"])
 
 CHUNK = 256 * 1024
+#: A 206's range is read in pieces of this size (one ranged GET each on S3).
+RANGE_PIECE = 8 * 1024 * 1024
 
 
 def job_accepted(job: JobView) -> JSONResponse:
@@ -129,11 +131,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 )
 async def get_artifact(job_id: str, name: str, jobs: JobsDep, request: Request) -> Response:
     artifact = await asyncio.to_thread(jobs.artifact, job_id, name)
-    try:
-        stream: BinaryIO = await asyncio.to_thread(jobs.deps.blobs.open, artifact.blob_key)
-    except KeyError:
-        raise NotFound(f"the blob of artifact {name!r} is missing", code="artifact_missing") from None
-    size = artifact.size
+    blobs, key, size = jobs.deps.blobs, artifact.blob_key, artifact.size
     headers: dict[str, Any] = {
         "Accept-Ranges": "bytes",
         "ETag": f'"{artifact.sha256}"',
@@ -141,25 +139,43 @@ async def get_artifact(job_id: str, name: str, jobs: JobsDep, request: Request) 
     }
     wanted = request.headers.get("range")
     span = parse_range(wanted, size) if wanted and size else None
-    status = 200
-    first, last = 0, size - 1
-    if span is not None:
-        first, last = span
-        status = 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-    headers["Content-Length"] = str(last - first + 1 if size else 0)
-
-    async def body() -> AsyncIterator[bytes]:
+    missing = NotFound(f"the blob of artifact {name!r} is missing", code="artifact_missing")
+    if span is None:
+        status, first, last = 200, 0, size - 1
         try:
-            await asyncio.to_thread(stream.seek, first)
-            left = last - first + 1
-            while left > 0:
-                chunk = await asyncio.to_thread(stream.read, min(CHUNK, left))
-                if not chunk:
+            stream: BinaryIO = await asyncio.to_thread(blobs.open, key)
+        except KeyError:
+            raise missing from None
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                left = size
+                while left > 0:
+                    chunk = await asyncio.to_thread(stream.read, min(CHUNK, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    yield chunk
+            finally:
+                stream.close()
+
+    else:  # only the range is read (pieces of RANGE_PIECE: one ranged GET each on S3), not the whole blob
+        status, (first, last) = 206, span
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        try:  # the first piece before answering: a missing blob is a 404, not a broken 206
+            head = await asyncio.to_thread(blobs.read_range, key, first, min(RANGE_PIECE, last - first + 1))
+        except KeyError:
+            raise missing from None
+
+        async def body() -> AsyncIterator[bytes]:
+            piece, position = head, first
+            while piece:
+                yield piece
+                position += len(piece)
+                if position > last:
                     break
-                left -= len(chunk)
-                yield chunk
-        finally:
-            stream.close()
+                piece = await asyncio.to_thread(blobs.read_range, key, position, min(RANGE_PIECE, last - position + 1))
+
+    headers["Content-Length"] = str(last - first + 1 if size else 0)
 
     return StreamingResponse(body(), status_code=status, media_type=artifact.media_type, headers=headers)
