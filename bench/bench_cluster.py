@@ -207,7 +207,7 @@ def main() -> None:
 
     added(f"one-sentence embedding ({EMBEDDER}), {args.requests} sequential requests:", local_latency, node_latency)
     added(
-        f"transcription of ~14 s (whisper-tiny.en), {args.transcriptions} sequential requests (upload inside the task):",
+        f"transcription of ~14 s (whisper-tiny.en), {args.transcriptions} sequential requests (upload in the task):",
         local_transcriptions,
         node_transcriptions,
     )
