@@ -280,9 +280,8 @@ class WorkerServer:
             )
             conn.send(_error_frame(rid, envelope, 400))
             return None
-        loop = asyncio.get_running_loop()
         if body.get("stream"):
-            return loop.create_task(self._serve_stream(conn, rid, payload, files))
+            return asyncio.get_running_loop().create_task(self._serve_stream(conn, rid, payload, files))
         self.in_flight += 1
         self.last_activity = time.monotonic()
         started = time.perf_counter()
@@ -290,7 +289,9 @@ class WorkerServer:
             future = self.batcher.enqueue(payload)
             future.add_done_callback(functools.partial(self._batched_done, conn, rid, request_id, started))
             return future
-        return loop.create_task(self._serve_unbatched(conn, rid, request_id, started, payload, files))
+        return asyncio.get_running_loop().create_task(
+            self._serve_unbatched(conn, rid, request_id, started, payload, files)
+        )
 
     def _batched_done(
         self, conn: InferConnection, rid: int, request_id: str, started: float, future: asyncio.Future[Any]
