@@ -360,6 +360,7 @@ class Measured:
     own_latency: list[float] | None = None  # the worker's own encode called directly, when timed
     own_cpu_added_ms: float | None = None
     split_ms: list[float] | None = None  # CPU per request: serve process, worker (modelhost), then the direct call
+    batching: dict[int, int] | None = None  # the worker's batch sizes during the 32-client part only: size -> batches
 
 
 def measure(
@@ -371,21 +372,45 @@ def measure(
     path: str = "/v1/embeddings",
     tput: bool = True,
     own: bool = False,
+    batch_sizes: list[Callable[[], dict[int, int]]] | None = None,
 ) -> list[Measured]:
-    """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call."""
+    """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call.
+    ``batch_sizes`` (modelhost): each server's worker batch-size histogram so far, read around the 32-client part."""
     lat = latency(direct, ports, model, args.requests, path, pids, own)
     server_tputs, direct_tput = [0.0 for _ in ports], 0.0
+    batching: list[dict[int, int] | None] = [None for _ in ports]
     if tput:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
+        before = [get() for get in batch_sizes] if batch_sizes else None
         server_tputs, direct_tput = throughput(direct, urls, model, args.sentences, args.rounds, path)
+        if batch_sizes and before is not None:
+            # Only the batches of the 32-client part: the worker's totals also count the sequential requests of
+            # the latency loop and the warm-ups, batches of one that say nothing about batching under load.
+            batching = [
+                {size: count - was.get(size, 0) for size, count in get().items() if count > was.get(size, 0)}
+                for get, was in zip(batch_sizes, before, strict=True)
+            ]
     own_cpu: list[float | None] = [None for _ in ports] if lat.own_cpu_added_ms is None else [*lat.own_cpu_added_ms]
     splits: list[list[float] | None] = [None for _ in ports] if lat.split_ms is None else [*lat.split_ms]
     return [
-        Measured(lat.direct, times, added, server_tput, direct_tput, lat.own, own_added, split)
-        for times, added, server_tput, own_added, split in zip(
-            lat.served, lat.cpu_added_ms, server_tputs, own_cpu, splits, strict=True
+        Measured(lat.direct, times, added, server_tput, direct_tput, lat.own, own_added, split, sizes)
+        for times, added, server_tput, own_added, split, sizes in zip(
+            lat.served, lat.cpu_added_ms, server_tputs, own_cpu, splits, batching, strict=True
         )
     ]
+
+
+def batching_line(sizes: dict[int, int] | None) -> str:
+    """Mean and max batch size of the 32-client part, and how many of its requests ran in batches of 8 or more."""
+    if not sizes:
+        return "no batches recorded"
+    batches = sum(sizes.values())
+    requests = sum(size * count for size, count in sizes.items())
+    large = sum(size * count for size, count in sizes.items() if size >= 8)
+    return (
+        f"mean batch {requests / batches:.2f}, max {max(sizes)}, {batches} batches for {requests} requests, "
+        f"{large / requests:.0%} of the requests in batches of 8 or more"
+    )
 
 
 def latency_line(name: str, measured: Measured) -> str:
@@ -445,18 +470,26 @@ def main() -> None:
 
                 return get
 
+            def batch_sizes(server: ServerProcess, model: str) -> Callable[[], dict[int, int]]:
+                def get() -> dict[int, int]:
+                    info = server.client().get(f"/v1/workers/{model}/info").json()
+                    histogram = (info.get("batching") or {}).get("size_histogram") or {}
+                    return {int(size): int(count) for size, count in histogram.items()}
+
+                return get
+
             onnx_all = measure(
                 direct, ports, "all-minilm-l6-v2-onnx", args, [processes(s, "all-minilm-l6-v2-onnx") for s in servers],
                 tput=False,
             )  # fmt: skip
             st_all = measure(
-                direct, ports, "all-minilm-l6-v2", args, [processes(s, "all-minilm-l6-v2") for s in servers], own=True
-            )
-            infos = [server.client().get("/v1/workers/all-minilm-l6-v2/info").json() for server in servers]
+                direct, ports, "all-minilm-l6-v2", args, [processes(s, "all-minilm-l6-v2") for s in servers], own=True,
+                batch_sizes=[batch_sizes(s, "all-minilm-l6-v2") for s in servers],
+            )  # fmt: skip
         finally:
             for server in servers:
                 server.stop()
-        onnx, st, info = onnx_all[0], st_all[0], infos[0]
+        onnx, st = onnx_all[0], st_all[0]
         peer_results: dict[str, Measured | str] = {}
         for peer in peers:
             venv, why = venvs[peer.name]
@@ -477,16 +510,15 @@ def main() -> None:
         f"throughput, 32 concurrent clients x 1 sentence: server {st.throughput:.0f} sent/s vs direct "
         f"encode(batch_size=32) {st.direct_throughput:.0f} sent/s -> ratio {st.throughput / st.direct_throughput:.3f}"
     )
-    batching = info.get("batching") or {}
-    print(f"worker batching during the run: mean batch {batching.get('mean_size')}, max {batching.get('max_size')}")
+    print(f"worker batching during the 32 clients: {batching_line(st.batching)}")
     if args.baseline:
-        st_base, onnx_base, base_batching = st_all[1], onnx_all[1], infos[1].get("batching") or {}
+        st_base, onnx_base = st_all[1], onnx_all[1]
         print(f"-- baseline {args.baseline}, measured in the same loops --")
         print(latency_line("sentence-transformers", st_base))
         print(latency_line("onnx int8", onnx_base))
         print(
             f"throughput: baseline {st_base.throughput:.0f} sent/s -> ratio "
-            f"{st_base.throughput / st_base.direct_throughput:.3f}; mean batch {base_batching.get('mean_size')}"
+            f"{st_base.throughput / st_base.direct_throughput:.3f}; {batching_line(st_base.batching)}"
         )
     for name, outcome in peer_results.items():
         if isinstance(outcome, str):

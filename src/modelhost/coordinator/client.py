@@ -171,9 +171,10 @@ class WorkerClient:
 class _Call:
     """The frames of one request as they arrive; ``next()`` waits for the next one."""
 
-    __slots__ = ("_frames", "_waiter", "broken", "finished")
+    __slots__ = ("_frames", "_loop", "_waiter", "broken", "finished")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop  # asyncio.get_running_loop() would cost a getpid() system call per wait
         self._frames: collections.deque[tuple[int, bytes]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self.broken: str | None = None
@@ -198,7 +199,7 @@ class _Call:
         while not self._frames:
             if self.broken is not None:
                 raise WorkerProtocolError(self.broken)
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -210,6 +211,7 @@ class _InferStream(asyncio.Protocol):
     """The connection to a worker's inference socket, demultiplexing answer frames to their calls."""
 
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()  # made by loop.create_unix_connection, inside the loop
         self.transport: asyncio.Transport | None = None
         self.reader = frames.FrameReader()
         self.calls: dict[int, _Call] = {}
@@ -239,7 +241,7 @@ class _InferStream(asyncio.Protocol):
         return None  # close the transport; connection_lost fails the calls in flight
 
     def start(self, rid: int, envelope: bytes) -> _Call:
-        call = _Call()
+        call = _Call(self.loop)
         if not self.open:
             call.fail("the connection to the worker is closed")
             return call

@@ -317,14 +317,17 @@ class Coordinator:
     # -- workers ---------------------------------------------------------------------------------------------
     def _handle(self, model: ModelEntry) -> WorkerHandle:
         latest = self._latest.get(model.id)
-        if latest is not None and not _same_worker(latest, model):  # a request that still holds an old entry
+        # a request that still holds an old entry (two dumps: only when the entry is not the latest itself)
+        if latest is not None and latest is not model and not _same_worker(latest, model):
             model = latest
         handle = self._handles.get(model.id)
         if handle is None:
             handle = WorkerHandle(key=worker_key(model), model=model)
             self._handles[model.id] = handle
-        elif handle.model is not model and handle.model != model:  # the catalog hands out one entry: no __eq__
-            if handle.alive:
+        elif handle.model is not model:  # the catalog hands out one entry: usually the same object, no __eq__
+            if handle.model == model:  # an equal copy (e.g. the handle was made before the catalog re-read it)
+                handle.model = model  # from now on the identity check answers: no field-by-field __eq__ per request
+            elif handle.alive:
                 handle.next_model = model  # for its next spawn (a changed model's worker is being stopped)
             else:
                 handle.model, handle.next_model = model, None

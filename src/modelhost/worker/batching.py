@@ -74,14 +74,21 @@ class Batcher:
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = asyncio.Queue()
         self.stats = BatchStats()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name="batcher")
 
     async def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        return await self.enqueue(payload)
+
+    def enqueue(self, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Queue ``payload``; its result (or exception) arrives in the future. Cancelling the future takes the
+        request out of a batch that has not started."""
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._queue.put_nowait((payload, future))  # unbounded: put() would only add a coroutine
-        return await future
+        return future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

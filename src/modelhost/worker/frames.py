@@ -99,14 +99,22 @@ class FrameReader:
 def split_binary(value: Any, blobs: list[bytes] | None = None) -> tuple[Any, list[bytes]]:
     """Replace every ``bytes`` inside dicts and lists by ``{"$bytes": i}``; return the new value and the blobs."""
     blobs = [] if blobs is None else blobs
+    return _split(value, blobs), blobs
+
+
+#: Values that hold no bytes: kept as they are without a call per value (a result's numbers and text).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _split(value: Any, blobs: list[bytes]) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         blobs.append(bytes(value))
-        return {_REF: len(blobs) - 1}, blobs
+        return {_REF: len(blobs) - 1}
     if isinstance(value, dict):
-        return {k: split_binary(v, blobs)[0] for k, v in value.items()}, blobs
+        return {k: v if type(v) in _PLAIN else _split(v, blobs) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [split_binary(v, blobs)[0] for v in value], blobs
-    return value, blobs
+        return [v if type(v) in _PLAIN else _split(v, blobs) for v in value]
+    return value
 
 
 def join_binary(value: Any, blobs: list[bytes]) -> Any:

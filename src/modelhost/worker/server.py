@@ -86,6 +86,7 @@ class WorkerServer:
         self._executor_jobs = 0
         self._stream_server: asyncio.AbstractServer | None = None
         self._settled = asyncio.Event()  # set once loading ended (READY or ERROR): /healthz?wait=
+        self._model_id = spec.model_id
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def serve(self) -> None:
@@ -252,12 +253,15 @@ class WorkerServer:
         return _json({"state": "STOPPING"})
 
     # -- the inference stream ----------------------------------------------------------------------------------
-    async def _serve_request(self, conn: InferConnection, rid: int, raw: bytes) -> None:
-        """One ``REQUEST`` frame: its answer goes back as frames with the same request id."""
+    def _serve_request(self, conn: InferConnection, rid: int, raw: bytes) -> asyncio.Future[Any] | None:
+        """One ``REQUEST`` frame: its answer goes back as frames with the same request id. Refused at once (an error
+        frame, nothing to return), or in flight: the future to cancel on ``CANCEL`` — a batched request is the
+        batcher's future, answered by its done-callback (no task per request: the embeddings path); a stream, a
+        request with files or an unbatched backend a task."""
         if self.state != READY:
             message = f"model {self.spec.model_id} is {self.state.lower()}" + (f": {self.error}" if self.error else "")
             conn.send(_error_frame(rid, error_envelope(message, "service_unavailable", code="model_unavailable"), 503))
-            return
+            return None
         try:
             body = _loads(raw)
             if not isinstance(body, dict):
@@ -265,7 +269,7 @@ class WorkerServer:
             files = _file_paths(body.get("files"))
         except BackendError as exc:
             conn.send(_error_frame(rid, _backend_error(exc), exc.status))
-            return
+            return None
         if "idle_timeout" in body and isinstance(body["idle_timeout"], int | float):
             self.idle_timeout = float(body["idle_timeout"])
         payload = body.get("payload")
@@ -275,38 +279,78 @@ class WorkerServer:
                 "'payload' must be an object", "invalid_request_error", param="payload", code="invalid_payload"
             )
             conn.send(_error_frame(rid, envelope, 400))
-            return
+            return None
         if body.get("stream"):
-            await self._serve_stream(conn, rid, payload, files)
-            return
+            return asyncio.get_running_loop().create_task(self._serve_stream(conn, rid, payload, files))
         self.in_flight += 1
         self.last_activity = time.monotonic()
         started = time.perf_counter()
-        try:
-            if self.batcher is not None and not files:
-                result = await self.batcher.submit(payload)
-            else:
-                result = await self._in_executor(self.backend.run, payload, files)
-        except BackendError as exc:
-            conn.send(_error_frame(rid, _backend_error(exc), exc.status))
+        if self.batcher is not None and not files:
+            future = self.batcher.enqueue(payload)
+            future.add_done_callback(functools.partial(self._batched_done, conn, rid, request_id, started))
+            return future
+        return asyncio.get_running_loop().create_task(
+            self._serve_unbatched(conn, rid, request_id, started, payload, files)
+        )
+
+    def _batched_done(
+        self, conn: InferConnection, rid: int, request_id: str, started: float, future: asyncio.Future[Any]
+    ) -> None:
+        """The answer of a batched request (or nothing: cancelled)."""
+        conn.forget(rid, future)
+        self._request_done()
+        if future.cancelled():
             return
+        exc = future.exception()
+        if exc is None:
+            conn.send(self._answer(rid, request_id, started, future.result()))
+        else:
+            conn.send(self._failure_frame(rid, request_id, exc))
+
+    async def _serve_unbatched(
+        self,
+        conn: InferConnection,
+        rid: int,
+        request_id: str,
+        started: float,
+        payload: dict[str, Any],
+        files: dict[str, Path],
+    ) -> None:
+        try:
+            result = await self._in_executor(self.backend.run, payload, files)
         except Exception as exc:
-            log.exception("inference failed for request %s", request_id)
-            message = _failure_message(self.spec.model_id, exc)
-            conn.send(_error_frame(rid, error_envelope(message, "worker_error", code="inference_failed"), 500))
+            conn.send(self._failure_frame(rid, request_id, exc))
             return
         finally:
-            self.in_flight -= 1
-            self.served += 1
-            self.last_activity = time.monotonic()
+            self._request_done()
+        conn.send(self._answer(rid, request_id, started, result))
+
+    def _request_done(self) -> None:
+        self.in_flight -= 1
+        self.served += 1
+        self.last_activity = time.monotonic()
+
+    def _failure_frame(self, rid: int, request_id: str, exc: BaseException) -> bytes:
+        if isinstance(exc, BackendError):
+            return _error_frame(rid, _backend_error(exc), exc.status)
+        log.error("inference failed for request %s", request_id, exc_info=exc)
+        message = _failure_message(self.spec.model_id, exc)
+        return _error_frame(rid, error_envelope(message, "worker_error", code="inference_failed"), 500)
+
+    def _answer(self, rid: int, request_id: str, started: float, result: Any) -> bytes:
+        """JSON (binary values as ``{"$bytes": i}``), one BYTES frame per binary value, DONE: one write."""
         elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-        envelope, blobs = frames.split_binary(
-            {"result": result, "request_id": request_id, "processing_time_ms": elapsed_ms, "model": self.spec.model_id}
-        )
+        value, blobs = frames.split_binary(result)  # the envelope's other fields are never bytes
+        envelope = {
+            "result": value,
+            "request_id": request_id,
+            "processing_time_ms": elapsed_ms,
+            "model": self._model_id,
+        }
         parts = [frames.encode(frames.JSON, rid, _dumps(envelope))]
         parts += [frames.encode(frames.BYTES, rid, blob) for blob in blobs]
         parts.append(frames.encode(frames.DONE, rid, _dumps({"processing_time_ms": elapsed_ms})))
-        conn.send(b"".join(parts))
+        return b"".join(parts)
 
     async def _serve_stream(
         self, conn: InferConnection, rid: int, payload: dict[str, Any], files: dict[str, Path]
@@ -391,7 +435,7 @@ class InferConnection(asyncio.Protocol):
         self.reader = frames.FrameReader()
         self.transport: asyncio.Transport | None = None
         self.authenticated = False
-        self.calls: dict[int, asyncio.Task[None]] = {}
+        self.calls: dict[int, asyncio.Future[Any]] = {}  # a task, or a batched request's future
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
 
@@ -407,9 +451,11 @@ class InferConnection(asyncio.Protocol):
             return
         for kind, rid, body in received:
             if kind == frames.REQUEST and self.authenticated:
-                task = asyncio.get_running_loop().create_task(self.server._serve_request(self, rid, body))
-                self.calls[rid] = task
-                task.add_done_callback(functools.partial(self._finished, rid))
+                call = self.server._serve_request(self, rid, body)
+                if call is not None:
+                    self.calls[rid] = call
+                    if isinstance(call, asyncio.Task):
+                        call.add_done_callback(functools.partial(self._finished, rid))
             elif kind == frames.CANCEL and self.authenticated:
                 call = self.calls.get(rid)
                 if call is not None:
@@ -421,11 +467,14 @@ class InferConnection(asyncio.Protocol):
                 self._close()
                 return
 
-    def _finished(self, rid: int, task: asyncio.Task[None]) -> None:
-        if self.calls.get(rid) is task:
-            del self.calls[rid]
+    def _finished(self, rid: int, task: asyncio.Future[Any]) -> None:
+        self.forget(rid, task)
         if not task.cancelled() and task.exception() is not None:
             log.error("serving request %s failed", rid, exc_info=task.exception())
+
+    def forget(self, rid: int, call: asyncio.Future[Any]) -> None:
+        if self.calls.get(rid) is call:
+            del self.calls[rid]
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - asyncio.Protocol signature
         for task in list(self.calls.values()):

@@ -57,9 +57,7 @@ async def embed(
     settings = runtime.current
     _check_limits(request, settings.embeddings_max_inputs, settings.embeddings_max_input_chars)
     model = resolve_model_or_raise(catalog, "embeddings", request.model)
-    result = EmbeddingResult.model_validate(await coordinator.infer(model, request.model_dump()))
-    raw = result.embeddings  # little-endian float32 rows, sent by the worker as a binary frame
-    dim, count = result.dim, result.count
+    raw, count, dim, tokens = _result(await coordinator.infer(model, request.model_dump()))
     data: list[dict[str, Any]] = []
     if request.encoding_format == "base64":  # what OpenAI's client asks for by default: the same bytes, in base64
         row_bytes = dim * 4
@@ -70,7 +68,6 @@ async def embed(
         values = float32_values(raw)
         for i in range(count):
             data.append({"object": "embedding", "index": i, "embedding": values[i * dim : (i + 1) * dim]})
-    tokens = result.prompt_tokens
     body = {
         "object": "list",
         "data": data,
@@ -78,6 +75,23 @@ async def embed(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return orjson.dumps(body)
+
+
+def _result(value: dict[str, Any]) -> tuple[bytes, int, int, int]:
+    """The worker's answer as ``EmbeddingResult``'s fields: little-endian float32 rows (sent by the worker as a
+    binary frame), count, dim, prompt tokens. Values of exactly the fields' types (what the built-in backends send)
+    are taken as they are — what validation would give, without building the model; anything else goes through
+    ``EmbeddingResult``'s validation, as before (coerced, or a validation error: 500)."""
+    raw, count, dim, tokens = (
+        value.get("embeddings"),
+        value.get("count"),
+        value.get("dim"),
+        value.get("prompt_tokens", 0),
+    )
+    if type(raw) is bytes and type(count) is int and type(dim) is int and type(tokens) is int:
+        return raw, count, dim, tokens
+    result = EmbeddingResult.model_validate(value)
+    return result.embeddings, result.count, result.dim, result.prompt_tokens
 
 
 @router.post(PATH, summary="Create embeddings (OpenAI-compatible)", responses=error_responses(*INFERENCE_ERRORS))

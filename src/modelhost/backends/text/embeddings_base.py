@@ -34,13 +34,32 @@ class EmbeddingBackend(Backend[EmbeddingRequest]):
         return self.infer_batch([request])[0]
 
     def infer_batch(self, requests: list[EmbeddingRequest]) -> list[EmbeddingResult]:
+        return [
+            EmbeddingResult(embeddings=data, count=count, dim=dim, prompt_tokens=tokens)
+            for data, count, dim, tokens in self._encode_requests(requests)
+        ]
+
+    def run_batch(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What ``Backend.run_batch`` returns (``EmbeddingResult.model_dump()`` of each result), without building
+        and dumping a result model per request: the worker's per-request path. A subclass that overrides
+        ``infer_batch`` gets the generic path, through its own ``infer_batch``."""
+        if type(self).infer_batch is not EmbeddingBackend.infer_batch:
+            return super().run_batch(payloads)
+        return [
+            {"embeddings": data, "count": count, "dim": dim, "prompt_tokens": tokens}
+            for data, count, dim, tokens in self._encode_requests([self.parse(payload) for payload in payloads])
+        ]
+
+    def _encode_requests(self, requests: list[EmbeddingRequest]) -> list[tuple[bytes, int, int, int]]:
+        """One ``encode`` for the texts of all ``requests``; per request: its rows as little-endian float32 bytes,
+        the row count, the dimension and the tokens used."""
         import numpy as np
 
         for request in requests:
             self._check_dimensions(request.dimensions)
         batches = [request.texts for request in requests]
         vectors, tokens = self.encode([text for texts in batches for text in texts])
-        results: list[EmbeddingResult] = []
+        results: list[tuple[bytes, int, int, int]] = []
         offset = 0
         for texts, request in zip(batches, requests, strict=True):
             rows = vectors[offset : offset + len(texts)]
@@ -51,14 +70,7 @@ class EmbeddingBackend(Backend[EmbeddingRequest]):
                 norms = np.linalg.norm(rows, axis=1, keepdims=True)
                 rows = rows / np.maximum(norms, 1e-12)
             data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
-            results.append(
-                EmbeddingResult(
-                    embeddings=data,
-                    count=len(texts),
-                    dim=int(rows.shape[1]),
-                    prompt_tokens=int(used),
-                )
-            )
+            results.append((data, len(texts), int(rows.shape[1]), int(used)))
         return results
 
     def _check_dimensions(self, dimensions: int | None) -> None:
