@@ -34,7 +34,7 @@ from typing import Any
 
 from modelhost.errors import InvalidRequest, UnsupportedMediaType
 from modelhost.jobs import inference
-from modelhost.jobs.pipeline import Pipeline, StepContext
+from modelhost.jobs.pipeline import Pipeline, StepContext, bounded_gather
 from modelhost.jobs.transcript import (
     Turn,
     assign_speakers,
@@ -348,14 +348,17 @@ async def render(ctx: StepContext) -> dict[str, Any]:
     body = json.dumps(transcript, ensure_ascii=False, indent=2).encode()
     # At once: each is a blob write and a database row (round trips to S3 and PostgreSQL on a cluster), and the
     # audio's encoding runs in ffmpeg meanwhile.
-    await asyncio.gather(
-        ctx.put_artifacts(
-            ("transcript.json", body, "application/json"),
-            ("transcript.srt", to_srt(segments).encode(), "application/x-subrip; charset=utf-8"),
-            ("transcript.vtt", to_vtt(segments).encode(), "text/vtt; charset=utf-8"),
-            ("transcript.txt", to_text(segments).encode(), "text/plain; charset=utf-8"),
-        ),
-        _put_audio(ctx),
+    await bounded_gather(
+        [
+            ctx.put_artifacts(
+                ("transcript.json", body, "application/json"),
+                ("transcript.srt", to_srt(segments).encode(), "application/x-subrip; charset=utf-8"),
+                ("transcript.vtt", to_vtt(segments).encode(), "text/vtt; charset=utf-8"),
+                ("transcript.txt", to_text(segments).encode(), "text/plain; charset=utf-8"),
+            ),
+            _put_audio(ctx),
+        ],
+        None,
     )
     return transcript
 

@@ -28,16 +28,29 @@ T = TypeVar("T")
 TRANSFERS_AT_ONCE = 8
 
 
-async def bounded_gather(calls: list[Coroutine[Any, Any, T]], limit: int) -> list[T]:
-    """``asyncio.gather`` of ``calls``, at most ``limit`` running at once, results in order — in this process:
-    unlike ``StepContext.gather`` it never becomes a chord on a cluster (for a step's own I/O, not its fan-out)."""
-    gate = asyncio.Semaphore(max(1, limit))
+async def bounded_gather(
+    calls: list[Coroutine[Any, Any, T]] | tuple[Coroutine[Any, Any, T], ...],
+    limit: int | None,
+    before: Callable[[], None] | None = None,
+) -> list[T]:
+    """Run ``calls`` in this process, at most ``limit`` at once (None: all), results in order; the first failure
+    cancels the rest and is raised. ``before`` runs as each call starts (a cancellation check). Unlike
+    ``StepContext.gather`` it never becomes a chord on a cluster: for a step's own I/O, not its fan-out."""
+    semaphore = asyncio.Semaphore(limit or len(calls) or 1)
 
-    async def run(call: Coroutine[Any, Any, T]) -> T:
-        async with gate:
+    async def bounded(call: Coroutine[Any, Any, T]) -> T:
+        async with semaphore:
+            if before is not None:
+                before()
             return await call
 
-    return list(await asyncio.gather(*(run(call) for call in calls)))
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(bounded(c)) for c in calls]
+    except* Exception as failures:
+        raise failures.exceptions[0] from None
+    return [t.result() for t in tasks]
 
 
 StepFn = Callable[["StepContext"], Awaitable[Any]]
@@ -213,20 +226,7 @@ class StepContext:
         the results JSON."""
         if self.fan_out is not None:
             return await self.fan_out.gather(self, calls, limit)  # type: ignore[no-any-return]
-        semaphore = asyncio.Semaphore(limit or len(calls) or 1)
-
-        async def bounded(call: Coroutine[Any, Any, T]) -> T:
-            async with semaphore:
-                self.check_cancelled()
-                return await call
-
-        tasks: list[asyncio.Task[T]] = []
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(bounded(c)) for c in calls]
-        except* Exception as failures:
-            raise failures.exceptions[0] from None
-        return [t.result() for t in tasks]
+        return await bounded_gather(calls, limit, self.check_cancelled)
 
     # -- files -----------------------------------------------------------------------------------------------
     def input_key(self, name: str) -> str:
