@@ -238,18 +238,19 @@ class ClusterRouter:
         encoded = await asyncio.to_thread(
             encode_files, files, self.blobs, f"{REQUEST_FILES_PREFIX}{request}/", self.settings.broker_inline_file_bytes
         )
+        stored = any("blob" in ref for ref in encoded.values())
         args = [model.id, payload, encoded, reply]
         try:
             await asyncio.to_thread(send, self.celery, task, args, queue)
         except Exception as exc:  # kombu raises OperationalError and friends once its retries are spent
-            await self._forget(reply, encoded)
+            await self._forget(reply, stored)
             raise BrokerUnavailable(f"cannot queue the request for model {model.id!r}: {exc}") from None
-        return reply, any("blob" in ref for ref in encoded.values())
+        return reply, stored
 
-    async def _forget(self, reply: str, encoded: dict[str, Any] | None = None) -> None:
-        """Delete a finished request's files from the blob store, in the background: the answer does not wait for
-        the S3 round trips (``stop`` waits for the deletions still running)."""
-        if self.blobs is None or (encoded is not None and not any("blob" in ref for ref in encoded.values())):
+    async def _forget(self, reply: str, stored: bool) -> None:
+        """Delete a finished request's files from the blob store (``stored``: some went there), in the background:
+        the answer does not wait for the S3 round trips (``stop`` waits for the deletions still running)."""
+        if self.blobs is None or not stored:
             return
         blobs = self.blobs
 
@@ -295,8 +296,7 @@ class ClusterRouter:
         try:
             message = await self._next(reply, self._timeout(), model)
         finally:
-            if stored:
-                await self._forget(reply)
+            await self._forget(reply, stored)
         result: dict[str, Any] = message["result"]
         return result
 
@@ -322,8 +322,7 @@ class ClusterRouter:
                     await self.redis.set(reply + ":cancel", "1", ex=REPLY_TTL_SECONDS)
             with contextlib.suppress(Exception):
                 await self.redis.delete(reply)
-            if stored:
-                await self._forget(reply)
+            await self._forget(reply, stored)
 
     async def nodes(self) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.registry.nodes)
