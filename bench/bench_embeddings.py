@@ -8,7 +8,11 @@ Prints:
   (``infinity-emb``, torch engine) and LitServe (its OpenAI embedding spec, ``bench/peers/litserve_server.py``),
   each in its own virtualenv that the bench creates under ``~/.cache/modelhost-bench/venvs`` (``--venvs``), with
   ``torch==2.13.0`` pinned in the same pip command (a CPU build). A peer that cannot be installed is reported, with
-  pip's reason, and skipped.
+  pip's reason, and skipped;
+* the floor of the design: the same one-sentence loop through ``bench/peers/floor_server.py`` — a bare uvicorn app
+  relaying the body over a Unix socket to a process running the worker's own encode, and nothing else — so that
+  modelhost's added latency can be read as "the machine's floor for an HTTP front and a separate model process"
+  plus modelhost's own code.
 
 Every side uses one intra-op thread (the worker default). Run: ``make bench`` or ``python bench/bench_embeddings.py``.
 """
@@ -317,29 +321,62 @@ def run_peer(peer: Peer, venv: Path, direct: Direct, args: argparse.Namespace, l
             cwd=log_dir,  # Infinity makes a cache folder in its working directory
         )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{peer.name} exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", peer.health)
-                if conn.getresponse().status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{peer.name} did not become healthy in 300 s")
-            time.sleep(0.5)
+        wait_healthy(peer.name, process, port, peer.health, log_path)
         measured = measure(direct, [port], "all-minilm-l6-v2", args, [lambda: group_pids(process.pid)], peer.path)[0]
         measured.split_ms = None  # its processes are not a serve process and a worker
         return measured
     finally:
+        stop_group(process)  # the peer and the processes it started (LitServe's workers)
+
+
+def wait_healthy(name: str, process: subprocess.Popen[bytes], port: int, path: str, log_path: Path) -> None:
+    """Until ``GET path`` answers 200 (300 s at most); a process that exits first is an error with its log."""
+    deadline = time.monotonic() + 300
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        with contextlib.suppress(OSError):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not become healthy in 300 s")
+        time.sleep(0.5)
+
+
+def start_floor(kind: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``bench/peers/floor_server.py`` for ``kind`` (``onnx`` or ``st``), healthy: its process and port."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), env.get("PYTHONPATH", "")])
+    log_path = log_dir / f"floor-{kind}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "peers" / "floor_server.py"), str(port), kind],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(f"floor ({kind})", process, port, "/health", log_path)
+    except BaseException:
+        stop_group(process)
+        raise
+    return process, port
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group ``process`` leads, SIGKILL after 15 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)  # the peer and the processes it started (LitServe's workers)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
 
 
 def free_port() -> int:
@@ -373,10 +410,20 @@ def measure(
     tput: bool = True,
     own: bool = False,
     batch_sizes: list[Callable[[], dict[int, int]]] | None = None,
+    floor: tuple[int, Callable[[], list[int]]] | None = None,
 ) -> list[Measured]:
     """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call.
-    ``batch_sizes`` (modelhost): each server's worker batch-size histogram so far, read around the 32-client part."""
-    lat = latency(direct, ports, model, args.requests, path, pids, own)
+    ``batch_sizes`` (modelhost): each server's worker batch-size histogram so far, read around the 32-client part.
+    ``floor`` (port, its processes): the floor server, in the latency loop only — appended last, with no throughput."""
+    lat = latency(
+        direct,
+        ports + ([floor[0]] if floor else []),
+        model,
+        args.requests,
+        path,
+        pids + ([floor[1]] if floor else []),
+        own,
+    )
     server_tputs, direct_tput = [0.0 for _ in ports], 0.0
     batching: list[dict[int, int] | None] = [None for _ in ports]
     if tput:
@@ -390,8 +437,12 @@ def measure(
                 {size: count - was.get(size, 0) for size, count in get().items() if count > was.get(size, 0)}
                 for get, was in zip(batch_sizes, before, strict=True)
             ]
-    own_cpu: list[float | None] = [None for _ in ports] if lat.own_cpu_added_ms is None else [*lat.own_cpu_added_ms]
-    splits: list[list[float] | None] = [None for _ in ports] if lat.split_ms is None else [*lat.split_ms]
+    if floor:
+        server_tputs.append(0.0)
+        batching.append(None)
+    every = len(lat.served)
+    own_cpu: list[float | None] = [None] * every if lat.own_cpu_added_ms is None else [*lat.own_cpu_added_ms]
+    splits: list[list[float] | None] = [None] * every if lat.split_ms is None else [*lat.split_ms]
     return [
         Measured(lat.direct, times, added, server_tput, direct_tput, lat.own, own_added, split, sizes)
         for times, added, server_tput, own_added, split, sizes in zip(
@@ -433,6 +484,23 @@ def latency_line(name: str, measured: Measured) -> str:
     return line
 
 
+def floor_line(floor: Measured, modelhost: Measured, own: bool) -> str:
+    """The floor's added latency (against the worker's own encode, which the floor runs) and modelhost's above it."""
+    direct = floor.own_latency if own and floor.own_latency is not None else floor.direct_latency
+    cpu = floor.own_cpu_added_ms if own and floor.own_cpu_added_ms is not None else floor.cpu_added_ms
+    d50, f50, m50 = (statistics.median(x) * 1000 for x in (direct, floor.latency, modelhost.latency))
+    d90, f90 = percentile(direct, 0.9) * 1000, percentile(floor.latency, 0.9) * 1000
+    name = "sentence-transformers" if own else "onnx int8"
+    split = ""
+    if floor.split_ms is not None and len(floor.split_ms) == 3:
+        split = f" (front {floor.split_ms[0]:.2f} ms, encoder {floor.split_ms[1]:.2f} ms)"
+    return (
+        f"floor, {name}: bare uvicorn + one process hop + the worker's encode: added {f50 - d50:+.2f} ms "
+        f"(p90 {f90 - d90:+.2f} ms), CPU added {cpu:.2f} ms/request{split}; "
+        f"modelhost above the floor {m50 - f50:+.2f} ms p50"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for latency")
@@ -454,6 +522,7 @@ def main() -> None:
     direct = Direct()
     with tempfile.TemporaryDirectory() as tmp:
         servers = [ServerProcess(Path(tmp) / "server")]
+        floors: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         if args.baseline:
             source = args.baseline.resolve()
             pythonpath = os.pathsep.join([str(source), str(source / "src")])
@@ -478,17 +547,26 @@ def main() -> None:
 
                 return get
 
+            for kind in ("onnx", "st"):
+                floors[kind] = start_floor(kind, Path(tmp))
+
+            def floor(kind: str) -> tuple[int, Callable[[], list[int]]]:
+                process, port = floors[kind]
+                return port, lambda: sorted(group_pids(process.pid))  # the front, then the encoder it started
+
             onnx_all = measure(
                 direct, ports, "all-minilm-l6-v2-onnx", args, [processes(s, "all-minilm-l6-v2-onnx") for s in servers],
-                tput=False,
+                tput=False, floor=floor("onnx"),
             )  # fmt: skip
             st_all = measure(
                 direct, ports, "all-minilm-l6-v2", args, [processes(s, "all-minilm-l6-v2") for s in servers], own=True,
-                batch_sizes=[batch_sizes(s, "all-minilm-l6-v2") for s in servers],
+                batch_sizes=[batch_sizes(s, "all-minilm-l6-v2") for s in servers], floor=floor("st"),
             )  # fmt: skip
         finally:
             for server in servers:
                 server.stop()
+            for process, _ in floors.values():
+                stop_group(process)
         onnx, st = onnx_all[0], st_all[0]
         peer_results: dict[str, Measured | str] = {}
         for peer in peers:
@@ -511,6 +589,8 @@ def main() -> None:
         f"encode(batch_size=32) {st.direct_throughput:.0f} sent/s -> ratio {st.throughput / st.direct_throughput:.3f}"
     )
     print(f"worker batching during the 32 clients: {batching_line(st.batching)}")
+    print(floor_line(st_all[-1], st, own=True))
+    print(floor_line(onnx_all[-1], onnx, own=False))
     if args.baseline:
         st_base, onnx_base = st_all[1], onnx_all[1]
         print(f"-- baseline {args.baseline}, measured in the same loops --")
