@@ -434,10 +434,10 @@ class Coordinator:
     def _zygote_bytes(self) -> int:
         return sum((read_memory_status(pid) or (0, 0))[0] for pid in self.supervisor.zygotes.pids().values())
 
-    def _plan(self, handle: WorkerHandle, interpreter: str | None = None, start_zygote: bool = True) -> Plan:
+    def _plan(self, handle: WorkerHandle, interpreter: str, start_zygote: bool = True) -> Plan:
         """The memory plan for loading ``handle``'s model now: RAM always, and its GPU's budget on a GPU. Fixed RAM:
         the zygotes (one still importing at its expected size) and, when this load would start its backend's zygote
-        (``interpreter`` given and ``start_zygote``), that zygote's expected size too."""
+        (and ``start_zygote``), that zygote's expected size too."""
         runtime = self.runtime.current
         live = [h for h in self._handles.values() if h is not handle and h.alive]
         plans = []
@@ -461,22 +461,18 @@ class Coordinator:
                 plans.append(plan_room(gpu_need_bytes(handle.model), gpu_budget, 0, occupants))
         return combine(plans)
 
-    def _zygote_to_start(self, handle: WorkerHandle, interpreter: str | None) -> int:
+    def _zygote_to_start(self, handle: WorkerHandle, interpreter: str) -> int:
         """The expected size of the zygote that loading ``handle``'s model would start (0 when it would start
         none: its backend's zygote already runs or imports, or the model does not fork)."""
-        if interpreter is None:
-            return 0
         spec = self._spec(handle.model, 0, socket_path="")
         zygotes = self.supervisor.zygotes
         return zygotes.expected_bytes(spec.backend) if zygotes.will_start(spec, interpreter) else 0
 
-    def _ram_need(self, handle: WorkerHandle, interpreter: str | None, start_zygote: bool = True) -> int:
+    def _ram_need(self, handle: WorkerHandle, interpreter: str, start_zygote: bool = True) -> int:
         """RAM the load of ``handle``'s model needs (``footprint.ram_need_bytes``); when it will be a plain spawn
         (no listening zygote to fork from), at least the peak of its last plain-spawned worker in this process."""
         need = ram_need_bytes(handle.model)
-        forks = False
-        if interpreter is not None:
-            forks = self.supervisor.zygotes.will_fork(self._spec(handle.model, 0, socket_path=""), interpreter)
+        forks = self.supervisor.zygotes.will_fork(self._spec(handle.model, 0, socket_path=""), interpreter)
         if not forks or not start_zygote:
             need = max(need, self._peaks.get((handle.model.id, False), 0))
         return need
@@ -484,7 +480,7 @@ class Coordinator:
     def _occupant(self, other: WorkerHandle, used: int, wanting: WorkerHandle) -> Occupant:
         return Occupant(other.model.id, used, other.last_used, other.model.pinned, self._evictable(other, wanting))
 
-    async def _make_room(self, handle: WorkerHandle, interpreter: str | None = None) -> bool:
+    async def _make_room(self, handle: WorkerHandle, interpreter: str) -> bool:
         """Evict idle workers (least recently used first) until ``handle``'s load fits the budgets, or wait; fail
         fast when it can never fit. See ``modelhost.coordinator.admission``. Returns whether the load may start its
         backend's zygote: not when the zygote is what keeps it from ever fitting (it is then a plain spawn, as
