@@ -36,7 +36,8 @@ class Metrics:
         )
         self.worker_evictions = Counter(
             "modelhost_worker_evictions",
-            "worker exits by reason: idle, stopped, evicted (memory admission), timeout, crash, startup",
+            "worker exits by reason: idle, stopped, evicted (memory admission), over_budget (memory watchdog), "
+            "timeout, crash, startup",
             ["model", "reason"],
             registry=r,
         )

@@ -46,6 +46,20 @@ class RuntimeSettings(BaseModel):
         "run side by side while their measured footprints fit the GPU budget (loads one at a time); none: no "
         "serialization. The memory budgets apply under every policy",
     )
+    gpu_fair_grants: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="exclusive policy: consecutive GPU-lock grants to the model holding the GPU while requests for "
+        "other models wait",
+    )
+    gpu_fair_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="exclusive policy: longest a request for another model waits before the GPU goes to it; also "
+        "how long a load waiting for memory waits before the busy workers it needs gone are drained",
+    )
     memory_budget_bytes: int | None = Field(
         None,
         ge=0,

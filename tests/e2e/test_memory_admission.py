@@ -2,7 +2,9 @@
 not two, requests to both models alternate (and overlap) and all answer with real embeddings, idle workers are
 evicted least-recently-used first, and a sampler of the /proc RSS of every worker and zygote (every 50 ms) never sees
 the sum over the budget. A pinned model is never evicted: a model that cannot fit beside it fails fast with a 503
-and Retry-After; one that exceeds the whole budget fails fast without.
+and Retry-After; one that exceeds the whole budget fails fast without. A zygote that a load is about to start is
+reserved at its expected size (the load evicts rather than overshoots once the zygote's imports are in), and the
+watchdog evicts an idle worker when the budget is lowered below what runs, never a pinned one.
 
 On a GPU (``MODELHOST_TEST_DEVICE=cuda``; ``scripts/gpu-check-memory.sh``) the same test runs two sentence-transformers
 workers on CUDA under ``gpu_policy: memory`` with a GPU budget, sampled through ``nvidia-smi``.
@@ -160,11 +162,11 @@ class Sampler(threading.Thread):
         return self.samples
 
 
-def evictions(server: ServerProcess) -> dict[str, float]:
+def evictions(server: ServerProcess, reason: str = "evicted") -> dict[str, float]:
     with server.client() as http:
         text = http.get("/metrics").text
-    found = re.findall(r'modelhost_worker_evictions_total\{model="(mem-[ab])",reason="evicted"\} ([0-9.]+)', text)
-    return {name: float(value) for name, value in found}
+    pattern = rf'modelhost_worker_evictions_total\{{model="(mem-[ab])",reason="{reason}"\}} ([0-9.]+)'
+    return {name: float(value) for name, value in re.findall(pattern, text)}
 
 
 def forked_count(server: ServerProcess, model_id: str) -> int:
@@ -337,3 +339,83 @@ def test_load_out_of_memory_evicts_idle_workers_and_retries_once(mem_server: Ser
         metrics = http.get("/metrics").text
     assert 'modelhost_worker_evictions_total{model="idle-onnx",reason="evicted"} 2.0' in metrics
     assert server.log_path.read_text().count("ran out of memory; evicting every idle worker") == 2
+
+
+def zygote_rss(server: ServerProcess) -> dict[str, int]:
+    """RSS of the listening zygotes, by the model of their backend (on CPU mem-a is sentence-transformers, mem-b
+    ONNX)."""
+    zygotes = server.health()["zygotes"]
+    return {("mem-b" if "onnx" in z["backend"] else "mem-a"): z["rss_bytes"] for z in zygotes if z["state"] == "READY"}
+
+
+def test_a_starting_zygote_is_reserved_so_the_load_evicts_instead_of_overshooting(mem_server: ServerProcess) -> None:
+    if ON_GPU:
+        pytest.skip("zygotes are RAM accounting: the CPU run covers them")
+    server = mem_server
+    for model_id, body in MODELS.items():
+        add_model(server, model_id, body)
+        check_embeddings(embed(server, model_id))  # plain spawns: each starts its backend's zygote beside it
+    assert server.wait_for(lambda: len(zygote_rss(server)) == 2, timeout=60)
+    zygotes = zygote_rss(server)  # the server knows their sizes now too
+    for model_id in MODELS:
+        stop_worker(server, model_id)
+    needs = {m: (model(server, m)["memory_peak_mb"] + 1) * MiB for m in MODELS}  # peaks of plain spawns
+    patch_settings(server, zygote_idle_timeout_seconds=0)  # no worker left: both zygotes stop
+    assert server.wait_for(lambda: server.health()["zygotes"] == [], timeout=15)
+    patch_settings(server, zygote_idle_timeout_seconds=120)
+    # room for mem-b's zygote and peak, mem-a's peak and half of mem-a's zygote (sentence-transformers: torch, the
+    # larger one): mem-a's load (which starts its zygote) fits beside mem-b only if that zygote is not counted;
+    # reserved, mem-b must go first
+    budget = zygotes["mem-b"] + needs["mem-b"] + needs["mem-a"] + zygotes["mem-a"] // 2
+    for k in MODELS:
+        report(f"{k}: zygote {zygotes[k] / MiB:.0f} MiB, plain-spawn peak {needs[k] / MiB:.0f} MiB")
+    report(f"budget {budget / MiB:.0f} MiB")
+    set_budget(server, budget)
+    sampler = Sampler(server)
+    sampler.start()
+    try:
+        check_embeddings(embed(server, "mem-b"))  # a plain spawn; mem-b's zygote starts beside it
+        assert server.wait_for(lambda: len(zygote_rss(server)) == 1, timeout=60)
+        check_embeddings(embed(server, "mem-a"))  # would start mem-a's zygote: evicts mem-b first
+        assert server.wait_for(lambda: len(zygote_rss(server)) == 2, timeout=60)
+        time.sleep(2.5)  # a watchdog round: it finds nothing over the budget
+    finally:
+        samples = sampler.stop()
+    report(f"zygote reservation: {len(samples)} samples, max {max(samples) / MiB:.0f} MiB of {budget / MiB:.0f} MiB")
+    assert server.worker("mem-b") is None
+    assert server.worker("mem-a") is not None
+    assert evictions(server) == {"mem-b": 1.0}  # by admission before the load, not by the watchdog after it
+    assert evictions(server, "over_budget") == {}
+    assert max(samples) <= budget
+
+
+def test_watchdog_evicts_idle_workers_when_the_budget_is_lowered_below_use(mem_server: ServerProcess) -> None:
+    if ON_GPU:
+        pytest.skip("the watchdog watches RAM: the CPU run covers it")
+    server = mem_server
+    for model_id, body in MODELS.items():
+        add_model(server, model_id, body)
+    check_embeddings(embed(server, "mem-a"))
+    check_embeddings(embed(server, "mem-b"))  # mem-a is now the least recently used
+    assert server.wait_for(lambda: len(zygote_rss(server)) == 2, timeout=60)
+    used = server.health()["memory"]["used_bytes"]
+    rss_a = server.worker("mem-a")["rss_bytes"]  # type: ignore[index]
+    pid_b = server.worker("mem-b")["pid"]  # type: ignore[index]
+    set_budget(server, used - rss_a // 2)  # evicting mem-a is enough
+    started = time.monotonic()
+    assert server.wait_for(lambda: server.worker("mem-a") is None, timeout=10)
+    report(f"watchdog: over budget by {rss_a // 2 / MiB:.0f} MiB, mem-a evicted in {time.monotonic() - started:.1f} s")
+    assert server.worker("mem-b")["pid"] == pid_b  # type: ignore[index]
+    assert evictions(server, "over_budget") == {"mem-a": 1.0}
+    assert "memory over budget" in server.log_path.read_text()
+
+    # far below what runs, with mem-b pinned: nothing it may stop, one warning, mem-b keeps serving
+    with server.client() as http:
+        assert http.patch("/v1/models/mem-b", json={"pinned": True}).json()["pinned"] is True
+    set_budget(server, 1)
+    assert server.wait_for(lambda: "no idle worker to evict" in server.log_path.read_text(), timeout=10)
+    time.sleep(2.5)  # another watchdog round
+    assert server.worker("mem-b")["pid"] == pid_b  # type: ignore[index]
+    assert server.log_path.read_text().count("no idle worker to evict") == 1
+    assert evictions(server, "over_budget") == {"mem-a": 1.0}
+    check_embeddings(embed(server, "mem-b"))

@@ -6,7 +6,21 @@ from __future__ import annotations
 
 import asyncio
 
-from modelhost.coordinator.admission import FairGpuLock, Occupant, Plan, _Waiter, combine, pick_next, plan_room
+from modelhost.catalog.schemas import ModelEntry
+from modelhost.coordinator.admission import (
+    FairGpuLock,
+    GpuAdmission,
+    Occupant,
+    Plan,
+    _Waiter,
+    combine,
+    pick_next,
+    plan_room,
+    worker_ram,
+    zygote_ram,
+)
+from modelhost.coordinator.footprint import BACKEND_BASE_MB, zygote_estimate_bytes
+from modelhost.metrics import Metrics
 
 MB = 2**20
 
@@ -51,6 +65,79 @@ def test_combined_budgets_take_the_worst_verdict_and_all_victims() -> None:
     assert combine([ram, Plan("wait", drain=["c"])]).verdict == "wait"
     assert combine([Plan("wait"), Plan("never")]).verdict == "never"
     assert combine([]).verdict == "fits"
+
+
+def test_a_starting_zygote_is_reserved_at_its_expected_size_until_it_listens() -> None:
+    expected = 450 * MB
+    assert zygote_ram(None, listening=False, expected=expected) == expected  # just started: nothing readable yet
+    assert zygote_ram(40 * MB, listening=False, expected=expected) == expected  # importing: the imports reserved
+    assert zygote_ram(600 * MB, listening=False, expected=expected) == 600 * MB  # larger than expected: its RSS
+    assert zygote_ram(300 * MB, listening=True, expected=expected) == 300 * MB  # imports done: what it really holds
+    # a 300 MB load beside an idle 300 MB worker in 1000 MB, while a zygote imports (40 MB resident so far): counted
+    # at its RSS it "fits" and overshoots once torch is in; reserved, the load evicts the idle worker first
+    idle = [occ("a", 300, 1)]
+    assert plan_room(300 * MB, 1000 * MB, 40 * MB, idle) == Plan("fits", free=660 * MB)
+    reserved = plan_room(300 * MB, 1000 * MB, zygote_ram(40 * MB, False, expected), idle)
+    assert reserved.verdict == "fits"
+    assert reserved.victims == ["a"]
+    # beside a busy worker the same load waits for it instead
+    assert plan_room(300 * MB, 1000 * MB, zygote_ram(40 * MB, False, expected), [occ("a", 300, 1, idle=False)]) == (
+        Plan("wait", drain=["a"], free=250 * MB)
+    )
+    # a load whose own zygote would not fit beside it even alone: "never" with the zygote, "fits" without it
+    assert plan_room(700 * MB, 1000 * MB, expected, []).verdict == "never"
+    assert plan_room(700 * MB, 1000 * MB, 0, []).verdict == "fits"
+
+
+def test_zygote_estimate_is_the_backend_base_by_name_or_reference() -> None:
+    base = BACKEND_BASE_MB["sentence-transformers"] * MB
+    assert zygote_estimate_bytes("sentence-transformers") == base
+    reference = "modelhost.backends.text.embeddings_sentence_transformers:SentenceTransformersEmbeddings"
+    assert zygote_estimate_bytes(reference) == base
+    assert zygote_estimate_bytes("modelhost.backends.text.embeddings_onnx:OnnxEmbeddings") == 150 * MB
+    assert zygote_estimate_bytes("somepkg.mod:Custom") == 300 * MB  # DEFAULT_BASE_MB
+
+
+def test_live_workers_count_at_their_peaks() -> None:
+    # at rest after a long request: 200 MB resident, 350 MB high-water mark in this life, 500 MB measured last life
+    assert worker_ram(200 * MB, 350 * MB, 500 * MB) == 500 * MB
+    assert worker_ram(200 * MB, 350 * MB, 0) == 350 * MB  # never measured: its own high-water mark
+    assert worker_ram(600 * MB, 600 * MB, 500 * MB) == 600 * MB  # grown past the known peak: now
+    assert worker_ram(50 * MB, 50 * MB, 0, reserved=400 * MB) == 400 * MB  # starting: its reservation
+    # two workers at 250 MB at rest, 450 MB at their peaks; 1000 MB; a third model needs 300 MB
+    rest = [occ("a", 250, 1), occ("b", 250, 2)]
+    assert plan_room(300 * MB, 1000 * MB, 0, rest).victims == []  # counted at rest: "fits" — then overshoots
+    peaks = [occ("a", worker_ram(250 * MB, 260 * MB, 450 * MB) // MB, 1), occ("b", 450, 2)]
+    plan = plan_room(300 * MB, 1000 * MB, 0, peaks)
+    assert plan.verdict == "fits"
+    assert plan.victims == ["a"]  # room for its peak: the least recently used goes
+    busy = [occ("a", 450, 1, idle=False), occ("b", 450, 2, idle=False)]
+    assert plan_room(300 * MB, 1000 * MB, 0, busy).verdict == "wait"
+
+
+def test_gpu_fairness_is_read_at_every_grant() -> None:
+    gpu = ModelEntry(id="x", task="embeddings", backend="onnx", source="-", device="cuda")
+
+    async def run() -> list[str]:
+        limits = [(16, 60.0)]
+        admission = GpuAdmission(Metrics(), fairness=lambda: limits[0])
+        order: list[str] = []
+
+        async def use(model: str) -> None:
+            await admission.enter(gpu.model_copy(update={"id": model}), "exclusive")
+            order.append(model)
+            await asyncio.sleep(0)
+            admission.leave()
+
+        await admission.enter(gpu.model_copy(update={"id": "a"}), "exclusive")
+        tasks = [asyncio.ensure_future(use(m)) for m in ("b", "a", "a", "a")]
+        await asyncio.sleep(0)
+        limits[0] = (1, 60.0)  # gpu_fair_grants lowered at run time: "a" may not keep the GPU
+        admission.leave()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(run()) == ["b", "a", "a", "a"]  # with 16 grants it would have been a, a, a, b
 
 
 def waiters(*items: tuple[str, float]) -> list[_Waiter]:

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from modelhost.api.app import create_app
 from modelhost.config import Settings
+from modelhost.coordinator.admission import FAIR_GRANTS, FAIR_SECONDS
 
 
 @pytest.fixture
@@ -98,6 +99,17 @@ def test_settings_get_patch_and_errors(client: TestClient) -> None:
         assert response.status_code == 400, bad
         assert_envelope(response.json())
     assert client.get("/v1/settings").json()["settings"]["worker_idle_timeout_seconds"] == 30
+
+
+def test_gpu_fairness_settings_default_to_the_lock_constants_and_are_validated(client: TestClient) -> None:
+    current = client.get("/v1/settings").json()["settings"]
+    assert (current["gpu_fair_grants"], current["gpu_fair_seconds"]) == (FAIR_GRANTS, FAIR_SECONDS)
+    for bad, param in (({"gpu_fair_grants": 0}, "gpu_fair_grants"), ({"gpu_fair_seconds": 0}, "gpu_fair_seconds")):
+        response = client.patch("/v1/settings", json=bad)
+        assert response.status_code == 400, bad
+        assert assert_envelope(response.json())["param"] == param
+    changed = client.patch("/v1/settings", json={"gpu_fair_grants": 1, "gpu_fair_seconds": 0.5}).json()["settings"]
+    assert (changed["gpu_fair_grants"], changed["gpu_fair_seconds"]) == (1, 0.5)
 
 
 def test_body_limit_is_413(client: TestClient) -> None:

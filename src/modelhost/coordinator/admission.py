@@ -4,18 +4,23 @@ GPU serialization (runtime setting ``gpu_policy``):
 
 * ``exclusive``: a single lock held across a GPU worker's spawn+load and across each of its inferences, so no two
   GPU-heavy operations overlap. CPU workers never take it. The lock is fair *and* sticky: while requests for several
-  models wait, the model that holds the GPU keeps it for up to ``FAIR_GRANTS`` consecutive grants or until the oldest
-  request for another model has waited ``FAIR_SECONDS`` — so a loaded model's queue is served before a swap, and
-  nothing starves. Each hand-over to another model counts in ``modelhost_gpu_swaps_total``.
+  models wait, the model that holds the GPU keeps it for up to ``gpu_fair_grants`` consecutive grants or until the
+  oldest request for another model has waited ``gpu_fair_seconds`` (runtime settings, read at each grant) — so a
+  loaded model's queue is served before a swap, and nothing starves. Each hand-over to another model counts in
+  ``modelhost_gpu_swaps_total``.
 * ``memory``: no lock around inferences; GPU models run side by side while they fit the GPU budget.
 * ``none``: no serialization.
 
 Memory (every policy): loads are one at a time (``loading``); before a worker loads, ``plan_room`` checks that its
 expected peak fits the budgets (system RAM: workers + zygotes; each GPU: its workers), choosing idle workers to evict
-least-recently-used first. Pinned workers and workers with requests in flight or pending are never chosen (pending
-requests that are merely held back — waiting for the GPU lock or for a waiting load's turn — do not protect a
-worker). When nothing more can be evicted the load waits; after ``FAIR_SECONDS`` the workers it needs gone are
-*drained* (their new requests are held back until the load got its room) so a busy model cannot starve it.
+least-recently-used first. Live workers count at their peak (the larger of their RSS now, their own high-water mark
+and their model's last measured peak), so two workers that fit at rest do not overshoot when both run; zygotes count
+as fixed memory, a zygote still importing (or about to be started by this load) at its expected size. Pinned workers
+and workers with requests in flight or pending are never chosen (pending requests that are merely held back — waiting
+for the GPU lock or for a waiting load's turn — do not protect a worker). When nothing more can be evicted the load
+waits; after ``gpu_fair_seconds`` the workers it needs gone are *drained* (their new requests are held back until the
+load got its room) so a busy model cannot starve it. What admission cannot foresee (a worker growing past its known
+peak) the coordinator's watchdog catches: see ``over_budget``.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from typing import Literal
 from modelhost.catalog.schemas import ModelEntry
 from modelhost.metrics import Metrics
 
-#: Consecutive GPU-lock grants to the model holding the GPU while requests for other models wait.
+#: Defaults of the runtime settings ``gpu_fair_grants`` and ``gpu_fair_seconds`` (consecutive GPU-lock grants to the
+#: model holding the GPU while others wait; longest another model's request waits, and when a waiting load drains).
 FAIR_GRANTS = 16
-#: Longest a request for another model waits before the GPU goes to it (also: when a waiting load starts draining).
 FAIR_SECONDS = 2.0
 #: Default budgets: this fraction of MemTotal, and of each GPU's total memory.
 RAM_DEFAULT_FRACTION = 0.8
@@ -145,6 +150,21 @@ class Plan:
     free: int = 0  # bytes free now (budget minus what is used)
 
 
+def worker_ram(rss: int, high_water: int, known_peak: int, reserved: int = 0) -> int:
+    """What a live worker counts for in a plan: its peak, not its use at rest — the largest of its RSS now, its own
+    high-water mark, its model's last measured peak and (while it starts) what its load reserved."""
+    return max(rss, high_water, known_peak, reserved)
+
+
+def zygote_ram(rss: int | None, listening: bool, expected: int) -> int:
+    """What a zygote counts for in a plan (fixed: no eviction frees it). Listening, its imports are done: its RSS.
+    Still importing (or not yet readable): the larger of its RSS and its expected size, so the libraries it is
+    loading are reserved before they are resident."""
+    if listening and rss:
+        return rss
+    return max(rss or 0, expected)
+
+
 def plan_room(need: int, budget: int, fixed: int, occupants: Iterable[Occupant]) -> Plan:
     """Can a load needing ``need`` bytes run, given ``budget``, ``fixed`` bytes no eviction frees (zygotes) and the
     live workers? ``never``: not even alone; ``pinned``: not beside the pinned workers; ``fits`` after evicting
@@ -205,9 +225,11 @@ def mem_total_bytes() -> int | None:
 class GpuAdmission:
     """GPU lock, load serialization and the memory-wait bookkeeping of one coordinator."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, fairness: Callable[[], tuple[int, float]] | None = None) -> None:
         self._metrics = metrics
         self._lock = FairGpuLock(on_swap=metrics.gpu_swaps.inc)
+        #: ``(gpu_fair_grants, gpu_fair_seconds)`` now: read at every acquire and release, so a change applies at once
+        self.fairness: Callable[[], tuple[int, float]] = fairness or (lambda: (FAIR_GRANTS, FAIR_SECONDS))
         self._load_lock = asyncio.Lock()
         self.loading_queue: list[tuple[str, float]] = []  # (model, since): first is loading or waiting for room
         self.draining: set[str] = set()  # models whose new requests are held back for a waiting load
@@ -241,11 +263,13 @@ class GpuAdmission:
         if policy != "exclusive" or not model.uses_gpu:
             return False
         started = time.monotonic()
+        self._lock.max_grants, self._lock.max_wait = self.fairness()
         await self._lock.acquire(model.id)
         self._metrics.gpu_lock_wait_seconds.observe(time.monotonic() - started)
         return True
 
     def leave(self) -> None:
+        self._lock.max_grants, self._lock.max_wait = self.fairness()
         self._lock.release()
 
     @asynccontextmanager

@@ -32,12 +32,13 @@ from modelhost.catalog.envs import EnvManager
 from modelhost.catalog.registry import backend_reference
 from modelhost.catalog.schemas import ModelEntry
 from modelhost.config import Settings
-from modelhost.coordinator.admission import FAIR_SECONDS, GpuAdmission, Occupant, Plan, combine, plan_room
+from modelhost.coordinator.admission import GpuAdmission, Occupant, Plan, combine, plan_room, worker_ram
 from modelhost.coordinator.client import Payload, WorkerClient, WorkerProtocolError, encode_payload
 from modelhost.coordinator.footprint import MiB, device_key, gpu_need_bytes, ram_need_bytes
 from modelhost.coordinator.handles import READY, STARTING, WorkerHandle
 from modelhost.coordinator.sources import check_source
 from modelhost.coordinator.supervisor import Supervisor, describe_exit
+from modelhost.coordinator.zygote import ForkedProcess
 from modelhost.errors import (
     Conflict,
     InferenceTimeout,
@@ -60,6 +61,8 @@ Files = Mapping[str, FileRef]
 Chunk = dict[str, Any] | bytes
 
 _TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, WorkerProtocolError, TimeoutError)
+#: How often the memory watchdog compares the live RSS of workers and zygotes with the RAM budget.
+WATCHDOG_INTERVAL = 2.0
 
 
 class _WorkerWentIdle(Exception):
@@ -75,7 +78,9 @@ class Coordinator:
         self._queue_metrics: dict[str, tuple[Any, Any]] = {}  # model id → its queue-depth and inference-time series
         self._id_prefix = uuid.uuid4().hex[:12]
         self._request_ids = itertools.count(1)
-        self.admission = GpuAdmission(metrics)
+        self.admission = GpuAdmission(
+            metrics, lambda: (self.runtime.current.gpu_fair_grants, self.runtime.current.gpu_fair_seconds)
+        )
         self.supervisor = Supervisor(
             metrics,
             settings.logs_dir,
@@ -84,6 +89,11 @@ class Coordinator:
         )
         self._handles: dict[str, WorkerHandle] = {}
         self._latest: dict[str, ModelEntry] = {}  # the newest catalog entry per changed model
+        #: (model id, forked) → the peak RSS of its last worker started that way, measured in this process. A plain
+        #: spawn peaks higher than a fork (it imports its libraries itself; a fork maps the zygote's lazily).
+        self._peaks: dict[tuple[str, bool], int] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._over_budget_warned = False  # one line per episode over budget with nothing idle to evict
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owns_run_dir = settings.run_dir is None
         self.run_dir = Path(settings.run_dir) if settings.run_dir else Path()
@@ -103,9 +113,15 @@ class Coordinator:
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.upload_dir, self.upload_dir.parent):
             folder.chmod(0o700)
+        self._watchdog = asyncio.ensure_future(self._watch_memory())
         log.info("coordinator started, worker sockets in %s", self.run_dir)
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         await asyncio.gather(*(self.supervisor.stop(h, "shutdown") for h in list(self._handles.values())))
         self.supervisor.cancel_tasks()
         await self.supervisor.close()
@@ -278,7 +294,11 @@ class Coordinator:
         code = await self.supervisor.exit_code_after_failure(handle)
         if handle.stop_reason == "timeout":
             return InferenceTimeout(f"model {model_id!r}: its worker was stopped after the request timeout")
-        if (code == EXIT_IDLE and handle.stop_reason is None) or handle.stop_reason in ("evicted", "changed"):
+        if (code == EXIT_IDLE and handle.stop_reason is None) or handle.stop_reason in (
+            "evicted",
+            "over_budget",
+            "changed",
+        ):
             return _WorkerWentIdle()  # a fresh worker can take it
         if handle.stop_reason in ("stopped", "shutdown"):
             return ModelUnavailable(
@@ -351,14 +371,16 @@ class Coordinator:
             interpreter = self._interpreter(handle.model)
             async with self.admission.loading(handle.model.id):  # loads one at a time
                 for attempt in (1, 2):
-                    await self._make_room(handle)
+                    start_zygote = await self._make_room(handle, interpreter)
                     runtime = self.runtime.current
                     handle.idle_timeout = self._idle_timeout(handle.model)
                     spec = self._spec(handle.model, handle.idle_timeout)
-                    handle.reserved_bytes = ram_need_bytes(handle.model)
+                    handle.reserved_bytes = self._ram_need(handle, interpreter, start_zygote)
                     handle.reserved_gpu_bytes = gpu_need_bytes(handle.model)
                     try:
-                        await self.supervisor.spawn(handle, spec, interpreter, runtime.worker_startup_timeout_seconds)
+                        await self.supervisor.spawn(
+                            handle, spec, interpreter, runtime.worker_startup_timeout_seconds, start_zygote
+                        )
                     except ModelUnavailable as exc:
                         if exc.code != OUT_OF_MEMORY or attempt == 2:
                             raise
@@ -376,7 +398,7 @@ class Coordinator:
             return handle.client
 
     # -- memory admission ------------------------------------------------------------------------------------
-    def _evictable(self, other: WorkerHandle, wanting: WorkerHandle) -> bool:
+    def _evictable(self, other: WorkerHandle, wanting: WorkerHandle | None) -> bool:
         """Idle: alive and ready, nothing in flight, no pending request that is not merely held back; unpinned."""
         return (
             other is not wanting
@@ -396,18 +418,37 @@ class Coordinator:
         rss = (read_memory_status(pid) or (0, 0))[0]
         return max(rss, handle.reserved_bytes) if handle.state == STARTING else rss
 
+    def _ram_planned(self, handle: WorkerHandle) -> int:
+        """What admission counts for a live worker (``admission.worker_ram``): its peak, its model's last measured
+        one as known here (this process, else the catalog's). A worker at rest grows back to its peak when it runs
+        (long audio, a long batch), so two workers that fit at rest are not admitted side by side unless their peaks
+        fit."""
+        pid = handle.pid
+        if pid is None:
+            return 0
+        rss, hwm = read_memory_status(pid) or (0, 0)
+        forked = isinstance(handle.process, ForkedProcess)
+        known = max(self._peaks.get((handle.model.id, forked), 0), (handle.model.memory_peak_mb or 0) * MiB)
+        return worker_ram(rss, hwm, known, handle.reserved_bytes if handle.state == STARTING else 0)
+
     def _zygote_bytes(self) -> int:
         return sum((read_memory_status(pid) or (0, 0))[0] for pid in self.supervisor.zygotes.pids().values())
 
-    def _plan(self, handle: WorkerHandle) -> Plan:
-        """The memory plan for loading ``handle``'s model now: RAM always, and its GPU's budget on a GPU."""
+    def _plan(self, handle: WorkerHandle, interpreter: str, start_zygote: bool = True) -> Plan:
+        """The memory plan for loading ``handle``'s model now: RAM always, and its GPU's budget on a GPU. Fixed RAM:
+        the zygotes (one still importing at its expected size) and, when this load would start its backend's zygote
+        (and ``start_zygote``), that zygote's expected size too."""
         runtime = self.runtime.current
         live = [h for h in self._handles.values() if h is not handle and h.alive]
         plans = []
         ram_budget = self.admission.ram_budget(runtime.memory_budget_bytes)
         if ram_budget is not None:
-            occupants = [self._occupant(h, self._ram_bytes(h), handle) for h in live]
-            plans.append(plan_room(ram_need_bytes(handle.model), ram_budget, self._zygote_bytes(), occupants))
+            occupants = [self._occupant(h, self._ram_planned(h), handle) for h in live]
+            fixed = self.supervisor.zygotes.reserved_bytes()
+            if start_zygote:
+                fixed += self._zygote_to_start(handle, interpreter)
+            need = self._ram_need(handle, interpreter, start_zygote)
+            plans.append(plan_room(need, ram_budget, fixed, occupants))
         if handle.model.uses_gpu:
             device = device_key(handle.model.device)
             gpu_budget = self.admission.gpu_budget(device, runtime.gpu_memory_budget_bytes)
@@ -420,19 +461,46 @@ class Coordinator:
                 plans.append(plan_room(gpu_need_bytes(handle.model), gpu_budget, 0, occupants))
         return combine(plans)
 
+    def _zygote_to_start(self, handle: WorkerHandle, interpreter: str) -> int:
+        """The expected size of the zygote that loading ``handle``'s model would start (0 when it would start
+        none: its backend's zygote already runs or imports, or the model does not fork)."""
+        spec = self._spec(handle.model, 0, socket_path="")
+        zygotes = self.supervisor.zygotes
+        return zygotes.expected_bytes(spec.backend) if zygotes.will_start(spec, interpreter) else 0
+
+    def _ram_need(self, handle: WorkerHandle, interpreter: str, start_zygote: bool = True) -> int:
+        """RAM the load of ``handle``'s model needs (``footprint.ram_need_bytes``); when it will be a plain spawn
+        (no listening zygote to fork from), at least the peak of its last plain-spawned worker in this process."""
+        need = ram_need_bytes(handle.model)
+        forks = self.supervisor.zygotes.will_fork(self._spec(handle.model, 0, socket_path=""), interpreter)
+        if not forks or not start_zygote:
+            need = max(need, self._peaks.get((handle.model.id, False), 0))
+        return need
+
     def _occupant(self, other: WorkerHandle, used: int, wanting: WorkerHandle) -> Occupant:
         return Occupant(other.model.id, used, other.last_used, other.model.pinned, self._evictable(other, wanting))
 
-    async def _make_room(self, handle: WorkerHandle) -> None:
+    async def _make_room(self, handle: WorkerHandle, interpreter: str) -> bool:
         """Evict idle workers (least recently used first) until ``handle``'s load fits the budgets, or wait; fail
-        fast when it can never fit. See ``modelhost.coordinator.admission``."""
+        fast when it can never fit. See ``modelhost.coordinator.admission``. Returns whether the load may start its
+        backend's zygote: not when the zygote is what keeps it from ever fitting (it is then a plain spawn, as
+        without zygotes)."""
         model = handle.model
         started = time.monotonic()
         timeout = self.runtime.current.worker_request_timeout_seconds
+        start_zygote = True
         try:
             while True:
-                plan = self._plan(handle)
-                need = ram_need_bytes(model), gpu_need_bytes(model)
+                plan = self._plan(handle, interpreter, start_zygote)
+                if start_zygote and plan.verdict in ("never", "pinned") and self._zygote_to_start(handle, interpreter):
+                    alone = self._plan(handle, interpreter, start_zygote=False)
+                    if alone.verdict not in ("never", "pinned"):
+                        log.info(
+                            "loading %s without starting its backend's zygote: the two do not fit the memory budget",
+                            model.id,
+                        )
+                        start_zygote, plan = False, alone
+                need = self._ram_need(handle, interpreter, start_zygote), gpu_need_bytes(model)
                 if plan.verdict == "never":
                     raise ModelUnavailable(
                         f"model {model.id!r} needs {_mib(need[0])} of RAM{_gpu_text(need[1])} to load, more than the "
@@ -450,7 +518,7 @@ class Coordinator:
                     )
                 if plan.verdict == "fits":
                     if not plan.victims:
-                        return
+                        return start_zygote
                     victims = [self._handles[key] for key in plan.victims if key in self._handles]
                     await self._evict(handle, victims)
                     continue  # measure again: what is really free now
@@ -462,7 +530,7 @@ class Coordinator:
                     "need_bytes": need[0],
                     "waited_seconds": round(waited, 3),
                 }
-                if waited >= FAIR_SECONDS and self.admission.draining != set(plan.drain):
+                if waited >= self.runtime.current.gpu_fair_seconds and self.admission.draining != set(plan.drain):
                     log.info("draining %s so that %s can load", sorted(plan.drain), model.id)
                     self.admission.draining = set(plan.drain)
                 if waited >= timeout:
@@ -475,6 +543,59 @@ class Coordinator:
         finally:
             self.admission.draining = set()
             self.admission.room_wait = None
+
+    async def _watch_memory(self) -> None:
+        """The memory watchdog: every ``WATCHDOG_INTERVAL`` seconds, ``enforce_budget``."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            try:
+                await self.enforce_budget()
+            except Exception:
+                log.exception("memory watchdog failed")
+
+    async def enforce_budget(self) -> list[str]:
+        """What admission cannot foresee (a worker growing past its known peak, a zygote larger than expected, a
+        budget lowered at run time): when the live RSS of the workers and zygotes is over the RAM budget, evict idle
+        workers, least recently used first, until it is not (``over_budget`` in
+        ``modelhost_worker_evictions_total``). Never a busy, pinned or starting worker. Returns the evicted models."""
+        budget = self.admission.ram_budget(self.runtime.current.memory_budget_bytes)
+        if budget is None:
+            return []
+        live = [h for h in self._handles.values() if h.alive]
+        rss = {h.model.id: (read_memory_status(h.pid) or (0, 0))[0] if h.pid else 0 for h in live}
+        used = self._zygote_bytes() + sum(rss.values())
+        if used <= budget:
+            self._over_budget_warned = False
+            return []
+        victims = []
+        freed = 0
+        for handle in sorted((h for h in live if self._evictable(h, None)), key=lambda h: h.last_used):
+            if used - freed <= budget:
+                break
+            victims.append(handle)
+            freed += rss[handle.model.id]
+        if not victims:
+            if not self._over_budget_warned:
+                log.warning(
+                    "memory over budget: %s used of %s (memory_budget_bytes) and no idle worker to evict",
+                    _mib(used),
+                    _mib(budget),
+                )
+                self._over_budget_warned = True
+            return []
+        log.warning(
+            "memory over budget: %s used of %s (memory_budget_bytes); evicting idle %s",
+            _mib(used),
+            _mib(budget),
+            ", ".join(h.model.id for h in victims),
+        )
+        evicted = []
+        for victim in victims:
+            await self._measure(victim, after_load=False)
+            if self._evictable(victim, None):  # still idle after the await
+                evicted.append(victim.model.id)
+                await self.supervisor.stop(victim, "over_budget")
+        return evicted
 
     async def _evict(self, wanting: WorkerHandle, victims: list[WorkerHandle]) -> None:
         for victim in victims:
@@ -493,6 +614,7 @@ class Coordinator:
         status = read_memory_status(pid) if pid else None
         if status is None:
             return
+        self._peaks[(handle.model.id, isinstance(handle.process, ForkedProcess))] = status[1]
         figures: dict[str, int | None] = {"memory_measured_mb": status[0] // MiB, "memory_peak_mb": status[1] // MiB}
         if not after_load:
             figures["memory_measured_mb"] = None  # the figure after load stays; the peak grows with use
@@ -516,14 +638,14 @@ class Coordinator:
             except Exception:
                 log.warning("could not record the memory of %s", handle.model.id, exc_info=True)
 
-    def _spec(self, model: ModelEntry, idle_timeout: float) -> WorkerSpec:
+    def _spec(self, model: ModelEntry, idle_timeout: float, socket_path: str | None = None) -> WorkerSpec:
         runtime = self.runtime.current
         return WorkerSpec(
             model_id=model.id,
             task=model.task,
             backend=backend_reference(model.backend),
             source=model.source,
-            socket_path=self.supervisor.socket_path(self.run_dir),
+            socket_path=self.supervisor.socket_path(self.run_dir) if socket_path is None else socket_path,
             device=model.device,
             threads=model.threads or 1,
             idle_timeout=idle_timeout,
@@ -573,6 +695,8 @@ class Coordinator:
             handle.model, handle.next_model = entry, None
             handle.idle_timeout = self._idle_timeout(entry)
             return
+        for forked in (False, True):  # another worker: the peaks of the old one say nothing about it
+            self._peaks.pop((model_id, forked), None)
         if entry is not None:
             handle.next_model = entry
         if handle.alive:
@@ -640,6 +764,8 @@ class Coordinator:
             "budget_bytes": self.admission.ram_budget(runtime.memory_budget_bytes),
             "used_bytes": zygotes + sum(self._ram_bytes(h) for h in live),
             "zygotes_bytes": zygotes,
+            # what admission plans with: workers at their peaks, importing zygotes at their expected size
+            "reserved_bytes": self.supervisor.zygotes.reserved_bytes() + sum(self._ram_planned(h) for h in live),
             "gpus": gpus,
             # position 0 is loading (or waiting for room: ``room_wait``); the others wait for their turn to load
             "loads": [

@@ -12,6 +12,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from modelhost.catalog.registry import backend_reference
 from modelhost.catalog.schemas import ModelEntry
 
 MiB = 2**20
@@ -69,6 +70,15 @@ def ram_need_bytes(model: ModelEntry) -> int:
         return model.memory_estimate_mb * MiB
     base = BACKEND_BASE_MB.get(model.backend, DEFAULT_BASE_MB) * MiB
     return base + (0 if model.uses_gpu else weights_bytes(model.source))
+
+
+def zygote_estimate_bytes(backend: str) -> int:
+    """System RAM a zygote of ``backend`` (a catalog backend name or its ``module:Class`` reference) is expected to
+    hold once its imports are done, before it was ever measured: the backend's base (its libraries)."""
+    mb = BACKEND_BASE_MB.get(backend)
+    if mb is None:
+        mb = next((v for name, v in BACKEND_BASE_MB.items() if backend_reference(name) == backend), DEFAULT_BASE_MB)
+    return mb * MiB
 
 
 def gpu_need_bytes(model: ModelEntry) -> int:

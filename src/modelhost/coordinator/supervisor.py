@@ -66,14 +66,22 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.zygotes = ZygotePool(logs_dir, zygote_idle_timeout)
 
-    async def spawn(self, handle: WorkerHandle, spec: WorkerSpec, interpreter: str, startup_timeout: float) -> None:
+    async def spawn(
+        self,
+        handle: WorkerHandle,
+        spec: WorkerSpec,
+        interpreter: str,
+        startup_timeout: float,
+        start_zygote: bool = True,
+    ) -> None:
         """Start ``handle``'s worker and wait until it is READY (``handle.client`` is then set). Raises
-        ``ModelUnavailable`` when it exits during start-up, reports a load error, or is not ready in time."""
+        ``ModelUnavailable`` when it exits during start-up, reports a load error, or is not ready in time.
+        ``start_zygote=False``: do not start the backend's zygote beside it (no room for it in the memory budget)."""
         model = handle.model
         token = secrets.token_urlsafe(32)
         log_path = self.logs_dir / f"worker-{_safe(model.id)}.log"
         started = time.monotonic()
-        process = await spawn_worker(spec, token, interpreter, log_path, self.zygotes)
+        process = await spawn_worker(spec, token, interpreter, log_path, self.zygotes, start_zygote)
         family = self.zygotes.worker_started(spec, interpreter)  # keeps the backend's zygote while it runs
         handle.process, handle.socket_path, handle.log_path = process, spec.socket_path, str(log_path)
         handle.state, handle.exit_code, handle.stop_reason = STARTING, None, None
@@ -155,7 +163,7 @@ class Supervisor:
         reason = handle.stop_reason or ("idle" if code == EXIT_IDLE else "crash")
         self.metrics.worker_evictions.labels(handle.model.id, reason).inc()
         self.metrics.workers.set(self._count_alive())
-        level = logging.INFO if reason in ("idle", "stopped", "shutdown", "evicted") else logging.WARNING
+        level = logging.INFO if reason in ("idle", "stopped", "shutdown", "evicted", "over_budget") else logging.WARNING
         log.log(level, "worker pid=%s for %s gone: %s (%s)", process.pid, handle.model.id, reason, describe_exit(code))
         client, handle.client = handle.client, None
         if client is not None:
@@ -166,7 +174,8 @@ class Supervisor:
                     Path(path).unlink()
 
     async def stop(self, handle: WorkerHandle, reason: str, grace: float = 5.0) -> None:
-        # reasons: stopped, changed (catalog entry), evicted (memory admission), timeout, crash, startup, shutdown
+        # reasons: stopped, changed (catalog entry), evicted (memory admission), over_budget (memory watchdog),
+        # timeout, crash, startup, shutdown
         """Stop ``handle``'s process (SIGTERM, then SIGKILL after ``grace``); ``reason`` is recorded."""
         process = handle.process
         if process is None or process.returncode is not None:
@@ -227,7 +236,12 @@ def worker_environment(spec: WorkerSpec, token: str, base: dict[str, str] | None
 
 
 async def spawn_worker(
-    spec: WorkerSpec, token: str, interpreter: str, log_path: Path, zygotes: ZygotePool | None = None
+    spec: WorkerSpec,
+    token: str,
+    interpreter: str,
+    log_path: Path,
+    zygotes: ZygotePool | None = None,
+    start_zygote: bool = True,
 ) -> WorkerProcess:
     """Start ``spec``'s worker: forked from its backend's zygote when ``zygotes`` can (see
     ``modelhost.coordinator.zygote``), otherwise a new ``interpreter -m modelhost.worker`` process."""
@@ -237,7 +251,7 @@ async def spawn_worker(
             log_path.replace(log_path.with_suffix(log_path.suffix + ".1"))
     env = worker_environment(spec, token)
     if zygotes is not None:
-        forked = await zygotes.spawn(spec, env, interpreter, log_path)
+        forked = await zygotes.spawn(spec, env, interpreter, log_path, start=start_zygote)
         if forked is not None:
             return forked
     with open(log_path, "ab") as log_file:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelhost.coordinator.admission import zygote_ram
+from modelhost.coordinator.footprint import zygote_estimate_bytes
 from modelhost.worker.protocol import WorkerSpec, read_rss_bytes
 from modelhost.worker.zygote import EXIT_NOT_FORKABLE, THREAD_VARS
 
@@ -137,11 +139,14 @@ class ZygoteProcess:
 
 
 class _Zygote:
-    def __init__(self, backend: str, socket_path: str, process: asyncio.subprocess.Process) -> None:
+    def __init__(
+        self, backend: str, socket_path: str, process: asyncio.subprocess.Process, expected_bytes: int
+    ) -> None:
         self.backend = backend
         self.socket_path = socket_path
         self.process = process
         self.started = time.monotonic()
+        self.expected_bytes = expected_bytes  # reserved while it imports (see ``ZygotePool.reserved_bytes``)
 
     @property
     def ready(self) -> bool:
@@ -161,6 +166,7 @@ class ZygotePool:
         self._idle_since: dict[str, float] = {}  # backend → when its last worker exited
         self._kept: dict[str, str] = {}  # model id → backend: zygotes kept without workers (pinned models)
         self._no_gpu_forks: set[str] = set()  # backends whose zygote refused a GPU worker (CUDA loaded at import)
+        self._measured: dict[str, int] = {}  # backend → RSS of its zygote once it listened (in this process)
         self._sweeper: asyncio.Task[None] | None = None
         self._seq = 0
 
@@ -179,14 +185,15 @@ class ZygotePool:
         return self.eligible(spec, interpreter) and self._failures.get(spec.backend, 0) < MAX_FAILURES
 
     async def spawn(
-        self, spec: WorkerSpec, env: dict[str, str], interpreter: str, log_path: Path
+        self, spec: WorkerSpec, env: dict[str, str], interpreter: str, log_path: Path, start: bool = True
     ) -> ForkedProcess | None:
-        """Fork ``spec``'s worker from its backend's zygote; None when it cannot (the caller spawns it plainly)."""
+        """Fork ``spec``'s worker from its backend's zygote; None when it cannot (the caller spawns it plainly).
+        ``start=False``: when the backend has no zygote, do not start one (memory admission found no room for it)."""
         if not self._usable(spec, interpreter):
             return None
         zygote = self._running(spec.backend)
         if zygote is None:
-            if self._usable(spec, interpreter):
+            if start and self._usable(spec, interpreter):
                 await self._start(spec, env)
             return None
         if not zygote.ready:
@@ -223,6 +230,45 @@ class ZygotePool:
         if self._running(spec.backend) is None:
             await self._start(spec, env)
         return spec.backend in self._zygotes
+
+    def will_start(self, spec: WorkerSpec, interpreter: str) -> bool:
+        """Would spawning ``spec``'s worker start its backend's zygote? Only for a model that forks (not ``zygote:
+        false``, not another Python environment, backend not on plain spawns) whose backend has no zygote running or
+        importing."""
+        if not self._usable(spec, interpreter):
+            return False
+        zygote = self._zygotes.get(spec.backend)
+        return zygote is None or zygote.process.returncode is not None
+
+    def will_fork(self, spec: WorkerSpec, interpreter: str) -> bool:
+        """Would spawning ``spec``'s worker now fork it from a listening zygote?"""
+        zygote = self._zygotes.get(spec.backend)
+        return (
+            zygote is not None
+            and zygote.process.returncode is None
+            and zygote.ready
+            and self._usable(spec, interpreter)
+        )
+
+    def expected_bytes(self, backend: str) -> int:
+        """What ``backend``'s zygote will hold once imported: its RSS when it last listened in this process, else
+        the backend's base (``footprint.zygote_estimate_bytes``)."""
+        return self._measured.get(backend) or zygote_estimate_bytes(backend)
+
+    def reserved_bytes(self) -> int:
+        """RAM the running zygotes count for in memory admission (fixed: no eviction frees it). One that listens
+        counts at its RSS (its imports are done; remembered as its backend's size for the next start); one still
+        importing at the larger of its RSS and its expected size, so the libraries it is loading are reserved."""
+        total = 0
+        for backend, zygote in list(self._zygotes.items()):
+            if zygote.process.returncode is not None:
+                continue
+            rss = read_rss_bytes(zygote.process.pid)
+            listening = zygote.ready
+            if listening and rss:
+                self._measured[backend] = rss
+            total += zygote_ram(rss, listening, zygote.expected_bytes)
+        return total
 
     def release(self, model_id: str) -> None:
         """``model_id`` no longer keeps its backend's zygote (unpinned): it stops after the idle timeout."""
@@ -293,7 +339,7 @@ class ZygotePool:
         except OSError as exc:
             self._fail(spec.backend, f"cannot start: {exc}")
             return
-        self._zygotes[spec.backend] = _Zygote(spec.backend, socket_path, process)
+        self._zygotes[spec.backend] = _Zygote(spec.backend, socket_path, process, self.expected_bytes(spec.backend))
         log.info("starting zygote pid=%s for %s (socket %s)", process.pid, spec.backend, socket_path)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.ensure_future(self._sweep())
