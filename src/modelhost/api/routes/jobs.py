@@ -152,7 +152,7 @@ ARTIFACT_READS = 3
     summary="Download an artifact of a job (a single byte Range, If-Range, If-None-Match)",
     response_class=StreamingResponse,
     responses={
-        **error_responses(404, 416),
+        **error_responses(404, 416, 507),
         206: {"description": "the requested byte range"},
         304: {"description": "If-None-Match names the current version (its ETag): no body"},
     },
