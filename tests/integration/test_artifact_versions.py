@@ -17,20 +17,10 @@ from modelhost.api.app import create_app
 from modelhost.api.routes import jobs as job_routes
 from modelhost.config import Settings
 from modelhost.jobs.pipeline import Pipeline, StepContext
-from tests.support.cluster import aws_env, moto_s3
 
 V1 = b'{"version": 1, "slides": ["one", "two", "three"]}\n' * 40
 V2 = b'{"version": 2, "slides": ["one", "two", "three", "four"]}\n' * 100
 V3 = b'{"version": 3}\n' * 300
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in aws_env().items():
-            mp.setenv(key, value)
-        with moto_s3(tmp_path_factory.mktemp("moto")) as url:
-            yield url
 
 
 class App:

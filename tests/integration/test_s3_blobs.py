@@ -20,16 +20,7 @@ from modelhost.storage.blobs import build_blob_store
 from modelhost.storage.s3 import S3BlobStore, StorageUnavailable
 from tests.support import disks
 from tests.support.blobs import DATA, check_read_range
-from tests.support.cluster import aws_env, free_port, moto_s3
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in aws_env().items():
-            mp.setenv(key, value)
-        with moto_s3(tmp_path_factory.mktemp("moto")) as url:
-            yield url
+from tests.support.cluster import aws_env, free_port
 
 
 @pytest.fixture
