@@ -231,7 +231,7 @@ async def _part(blobs: BlobStore, key: str, first: int, last: int) -> AsyncItera
             try:
                 piece = await asyncio.to_thread(blobs.read_range, key, position, min(RANGE_PIECE, last - position + 1))
             except KeyError:
-                log.warning("artifact blob %s went away during a download (a newer version replaced it)", key)
+                log.warning("artifact blob %s went away during a download (a newer version, or a deleted job)", key)
                 raise
 
     return body()
