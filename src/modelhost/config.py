@@ -83,7 +83,8 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=default_data_dir)
-    """Directory for the database, Python environments, worker logs and blobs."""
+    """Directory for the database, Python environments, worker logs and blobs; its ``tmp/`` holds temporary files
+    (uploads, and with S3 storage the blob cache's copies and the store's spools and local copies)."""
 
     database_url: str | None = None
     """SQLAlchemy URL. Default: SQLite at ``<data_dir>/modelhost.db``. ``postgresql://…`` uses psycopg 3."""

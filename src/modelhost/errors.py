@@ -105,6 +105,15 @@ class ModelUnavailable(ModelhostError):
         super().__init__(message, code=code, headers=headers)
 
 
+class StorageFull(ModelhostError):
+    """A local folder of the server (its data dir) has no space left (``ENOSPC``) or its quota is used up
+    (``EDQUOT``): 507 Insufficient Storage, without Retry-After — it takes an operator to free space."""
+
+    status_code = 507
+    error_type = "service_unavailable"
+    code = "storage_full"
+
+
 class WorkerCrashed(ModelhostError):
     status_code = 502
     error_type = "worker_error"

@@ -47,7 +47,8 @@ def test_stream_failure_before_the_first_chunk_is_the_same_error_as_infer(servic
     plain, streamed = asyncio.run(main())
     assert type(plain) is type(streamed) is ModelUnavailable
     assert plain.code == streamed.code == "busy_on_purpose"
-    assert coordinator.metrics.queue_depth.labels("m")._value.get() == 0  # both paths keep the queue metric
+    # both paths keep the queue metric (read through the registry's public API: None when there is no sample)
+    assert coordinator.metrics.registry.get_sample_value("modelhost_queue_depth", {"model": "m"}) == 0
 
 
 def test_worker_exiting_during_start_up_is_a_503_without_its_log(services: Services, tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ the same code talks to MinIO or AWS through ``MODELHOST_STORAGE__ENDPOINT_URL`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,20 +14,13 @@ from typing import Any
 import pytest
 
 from modelhost.config import Settings
+from modelhost.errors import StorageFull
 from modelhost.storage import s3
 from modelhost.storage.blobs import build_blob_store
 from modelhost.storage.s3 import S3BlobStore, StorageUnavailable
+from tests.support import disks
 from tests.support.blobs import DATA, check_read_range
-from tests.support.cluster import aws_env, free_port, moto_s3
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in aws_env().items():
-            mp.setenv(key, value)
-        with moto_s3(tmp_path_factory.mktemp("moto")) as url:
-            yield url
+from tests.support.cluster import aws_env, free_port
 
 
 @pytest.fixture
@@ -339,32 +332,9 @@ def test_a_delete_or_put_during_a_put_leaves_no_copy_current(tmp_path: Path) -> 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a 1 MiB tmpfs of its own (a real full disk: writes past 1 MiB fail with ENOSPC), unmounted
-    after the test. Mounting needs root (CAP_SYS_ADMIN): skipped without it."""
-    import subprocess
-
-    folder = tmp_path / "small-disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a 1 MiB tmpfs for a full disk (needs root): {mounted.stderr.strip()}")
-    try:
+    """A folder on a 1 MiB tmpfs of its own (a real full disk: writes past 1 MiB fail with ENOSPC)."""
+    with disks.small_disk(tmp_path / "small-disk") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
-def _fill(folder: Path) -> None:
-    """Fill the disk ``folder`` is on to its last byte."""
-    with (folder / "filler").open("wb", buffering=0) as out:
-        with contextlib.suppress(OSError):
-            while True:
-                out.write(b"f" * 4096)
-        with contextlib.suppress(OSError):
-            while True:
-                out.write(b"f")
 
 
 def _files(folder: Path) -> list[str]:
@@ -410,7 +380,7 @@ def test_a_full_disk_costs_the_cached_copy_never_the_put_or_read(endpoint: str, 
     assert len(a_gets) == 6  # the two range reads above; "small" came from its copy
     assert len(_files(a.cache.root)) == 1
 
-    _fill(small_disk)  # not one byte left: a 5000-byte copy fits its write buffer and fails when it is closed
+    disks.fill(small_disk)  # not one byte left: a 5000-byte copy fits its write buffer and fails when it is closed
     a.put("jobs/h/work/tiny", b"t" * 5000)
     b.put("jobs/h/work/tiny2", b"u" * 5000)
     assert a.get("jobs/h/work/tiny2") == b"u" * 5000
@@ -433,7 +403,7 @@ def test_a_copy_whose_buffered_writes_fail_is_discarded_whole(small_disk: Path) 
 
     redis_url = redis_url_or_skip()
     cache = BlobCache(small_disk, redis_url, 1 << 30, "bucket")
-    _fill(small_disk)
+    disks.fill(small_disk)
     copy = cache.writer(100_000)
     assert copy is not None
     for _ in range(100):
@@ -444,6 +414,94 @@ def test_a_copy_whose_buffered_writes_fail_is_discarded_whole(small_disk: Path) 
     assert cache.current("k") is None
     assert _files(cache.root) == []
     cache.close()
+
+
+def test_temporary_files_go_to_a_private_folder_of_the_data_dir(store: S3BlobStore, tmp_path: Path) -> None:
+    """``local_path``'s copies (and the spools, which leave no name to see) are written under
+    ``<data_dir>/tmp/s3`` (0700), not the system's temporary folder, and removed after use."""
+    folder = tmp_path / "tmp" / "s3"
+    assert store.temp_dir == folder
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    store.put("jobs/t/inputs/audio.wav", DATA)
+
+    async def read() -> Path:
+        async with store.local_path("jobs/t/inputs/audio.wav") as path:
+            assert path.read_bytes() == DATA
+            return path
+
+    assert asyncio.run(read()).parent == folder
+    assert _files(folder) == []
+
+
+#: 10 MB: above ``open``'s 8 MiB in memory, more than the 1 MiB small disk holds.
+BIG = bytes(range(256)) * 40_000
+
+
+def _store_on_small_disk(endpoint: str, small_disk: Path) -> tuple[Settings, S3BlobStore]:
+    """Settings whose ``<data_dir>/tmp`` is on the small disk, and their S3 store."""
+    data_dir = small_disk.parent / "node"
+    data_dir.mkdir()
+    (data_dir / "tmp").symlink_to(small_disk)
+    settings = Settings(data_dir=data_dir, storage={"url": "s3://modelhost-test/full", "endpoint_url": endpoint})
+    store = build_blob_store(settings.data_dir, settings.storage)
+    assert isinstance(store, S3BlobStore)
+    store.ensure_bucket()
+    return settings, store
+
+
+def test_a_full_temporary_folder_is_storage_full_not_an_os_error(
+    endpoint: str, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's temporary folder on a 1 MiB disk: a spool or copy that outgrows it raises ``StorageFull`` (507,
+    naming the folder) and leaves no file behind; what fits still works."""
+    _, store = _store_on_small_disk(endpoint, small_disk)
+    assert store.temp_dir is not None
+    store.put("jobs/f/work/big", BIG)  # spooled in memory (up to 64 MiB): no disk
+    with pytest.raises(StorageFull) as caught:
+        store.open("jobs/f/work/big")  # spooled to disk past 8 MiB
+    assert caught.value.status_code == 507
+    assert caught.value.code == "storage_full"
+    assert str(store.temp_dir) in caught.value.message
+
+    async def read(key: str) -> bytes:
+        async with store.local_path(key) as path:
+            return path.read_bytes()
+
+    store.put("jobs/f/work/audio.pcm", DATA)
+    with pytest.raises(StorageFull):
+        asyncio.run(read("jobs/f/work/audio.pcm"))  # 2.3 MB copy
+    monkeypatch.setattr(s3, "SINGLE_PUT_BYTES", 100_000)  # a put's spool goes to disk past this
+    with pytest.raises(StorageFull):
+        store.put("jobs/f/work/spooled", DATA)
+    assert not store.exists("jobs/f/work/spooled")  # nothing was uploaded
+    assert _files(small_disk / "s3") == []  # no partial copy left
+
+    store.put("jobs/f/work/small", b"s" * 50_000)  # fits: spooled and copied on the small disk
+    assert asyncio.run(read("jobs/f/work/small")) == b"s" * 50_000
+    assert store.get("jobs/f/work/big") == BIG  # get needs no temporary file
+
+
+def test_a_full_temporary_folder_answers_507_through_the_app(endpoint: str, small_disk: Path) -> None:
+    """An artifact download whose spool does not fit: the error envelope with 507 ``storage_full``, not a 500;
+    a range of it reads no temporary file and is served."""
+    from fastapi.testclient import TestClient
+
+    from modelhost.api.app import create_app
+
+    settings, _ = _store_on_small_disk(endpoint, small_disk)
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
+        services: Any = client.app.state.services  # type: ignore[attr-defined]
+        job = services.jobs.store.create("meeting-transcription", {})
+        key = f"jobs/{job.id}/artifacts/audio.ogg"
+        info = services.jobs.deps.blobs.put(key, BIG)
+        services.jobs.store.add_artifact(job.id, "audio.ogg", "audio/ogg", info.size, info.sha256, key)
+        url = f"/v1/jobs/{job.id}/artifacts/audio.ogg"
+        full = client.get(url)
+        assert full.status_code == 507
+        assert full.json()["error"]["code"] == "storage_full"
+        assert full.json()["error"]["type"] == "service_unavailable"
+        part = client.get(url, headers={"Range": "bytes=0-99"})
+        assert (part.status_code, part.content) == (206, BIG[:100])
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

@@ -52,7 +52,8 @@ Rules for steps:
   files: ``read_input(name)``, ``input_path(name)`` (async context manager → local path), ``input_info(name)``,
   ``put_work(name, data)`` / ``read_work(name)`` / ``work_path(name)`` / ``work_key(name)`` (intermediate blobs,
   deleted when the job ends), ``put_artifact(name, data, media_type)`` (bytes, a local ``Path`` or a binary
-  stream; downloadable at ``/v1/jobs/{id}/artifacts/{name}``; removed again if the job fails or is cancelled).
+  stream; downloadable at ``/v1/jobs/{id}/artifacts/{name}``; removed again if the job fails or is cancelled;
+  each version under a blob key of its own), ``artifact_keys()`` (name → the blob key of its current version).
 
 Blob store (``modelhost.storage.blobs.BlobStore``): ``put/get/open/size/exists/delete/url/local_path`` by key;
 nothing else touches blob paths.

@@ -28,7 +28,6 @@ import json
 import shutil
 import struct
 import tempfile
-from array import array
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from modelhost.jobs.transcript import (
     to_vtt,
     weighted_mean,
 )
+from modelhost.media.cuts import pcm16_energies, quietest_centre
 from modelhost.schemas.jobs import MeetingTranscript
 
 KIND = "meeting-transcription"
@@ -82,15 +82,10 @@ async def _read_pcm(ctx: StepContext, first: int, last: int) -> bytes:
 
 
 def _quietest(pcm: bytes, offset: int) -> int:
-    """The sample index (``offset`` + position) at the centre of the quietest 50 ms frame of ``pcm``."""
-    samples = array("h")
-    samples.frombytes(pcm[: len(pcm) // 2 * 2])
-    best, best_energy = len(samples), float("inf")
-    for start in range(0, len(samples) - CUT_FRAME + 1, CUT_FRAME):
-        energy = sum(x * x for x in samples[start : start + CUT_FRAME])
-        if energy < best_energy:
-            best, best_energy = start + CUT_FRAME // 2, energy
-    return offset + best
+    """The sample index (``offset`` + position) at the centre of the quietest 50 ms frame of ``pcm`` (its end when
+    it holds no whole frame)."""
+    centre = quietest_centre(pcm16_energies(pcm, CUT_FRAME), CUT_FRAME)
+    return offset + (len(pcm) // 2 if centre is None else centre)
 
 
 async def _ffmpeg(*args: str) -> tuple[int, str]:

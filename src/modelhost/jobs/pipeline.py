@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from modelhost.runtime_settings import RuntimeSettingsStore
     from modelhost.speakers.directory import SpeakerDirectory
     from modelhost.storage.blobs import BlobStore
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -258,14 +262,27 @@ class StepContext:
         return self.blobs.local_path(self.work_key(name))
 
     async def put_artifact(self, name: str, data: bytes | Path | BinaryIO, media_type: str) -> None:
-        """Store a result file clients download at ``/v1/jobs/{id}/artifacts/{name}`` (replaces one of that name)."""
+        """Store a result file clients download at ``/v1/jobs/{id}/artifacts/{name}`` (replaces one of that name).
+
+        Each version gets a blob key of its own (``jobs/<id>/artifacts/<version>/<name>``), never written again: a
+        download serves the bytes of the version whose ETag and size it sent, even while a step rewrites the
+        artifact (``notes.json``). The version it replaces is deleted once the row names the new one."""
         if "/" in name or not name:
             raise ValueError(f"invalid artifact name {name!r}")
-        key = f"jobs/{self.job_id}/artifacts/{name}"
+        key = f"jobs/{self.job_id}/artifacts/{uuid.uuid4().hex[:16]}/{name}"
         info = await asyncio.to_thread(self.blobs.put, key, data)
-        await asyncio.to_thread(
+        replaced = await asyncio.to_thread(
             self._store.add_artifact, self.job_id, name, media_type, info.size, info.sha256, info.key
         )
+        if replaced is not None:
+            try:
+                await asyncio.to_thread(self.blobs.delete, replaced)
+            except Exception as exc:  # it goes with the job's folder at the latest: not worth failing the step
+                log.warning("job %s: could not delete %s, replaced by %s (%s)", self.job_id, replaced, key, exc)
+
+    async def artifact_keys(self) -> dict[str, str]:
+        """Name → blob key of each artifact stored so far (a later step reading what an earlier one stored)."""
+        return await asyncio.to_thread(self._store.artifact_keys, self.job_id)
 
     async def put_artifacts(self, *artifacts: tuple[str, bytes | Path | BinaryIO, str]) -> None:
         """``put_artifact(name, data, media_type)`` for each, several at once (at most ``TRANSFERS_AT_ONCE``): each

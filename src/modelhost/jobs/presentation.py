@@ -47,10 +47,6 @@ def _deck_failure(exc: DeckError) -> InvalidRequest:
     return InvalidRequest(exc.message, param="file", code=exc.code)
 
 
-def _artifact_key(ctx: StepContext, name: str) -> str:
-    return f"jobs/{ctx.job_id}/artifacts/{name}"
-
-
 def _slide_name(prefix: str, index: int, count: int, suffix: str) -> str:
     return f"{prefix}-{media.slide_file_name(index, count, suffix)}"
 
@@ -152,9 +148,10 @@ async def assembling_video(ctx: StepContext) -> dict[str, Any]:
                 await asyncio.to_thread(shutil.copyfile, path, target)
 
         fetches = []
+        keys = await ctx.artifact_keys()
         for index in range(count):
             for prefix, folder, suffix in (("slides", "slides", ".png"), ("audio", "audio", ".wav")):
-                key = _artifact_key(ctx, _slide_name(prefix, index, count, suffix))
+                key = keys[_slide_name(prefix, index, count, suffix)]
                 fetches.append(fetch(key, work / folder / media.slide_file_name(index, count, suffix)))
             timing_path = work / "audio" / media.slide_file_name(index, count, ".json")
             timing_path.write_text(json.dumps(timings[index]), encoding="utf-8")

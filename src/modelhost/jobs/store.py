@@ -288,9 +288,13 @@ class JobStore:
                 row.finished_at = utcnow()
 
     # -- artifacts -------------------------------------------------------------------------------------------
-    def add_artifact(self, job_id: str, name: str, media_type: str, size: int, sha256: str, blob_key: str) -> None:
+    def add_artifact(
+        self, job_id: str, name: str, media_type: str, size: int, sha256: str, blob_key: str
+    ) -> str | None:
+        """Record (or replace) the artifact ``name``; the blob key of the version it replaced (None: there was none,
+        or it had this key)."""
         with self.sessions.begin() as session:
-            row = session.get(ArtifactRow, (job_id, name))
+            row = session.get(ArtifactRow, (job_id, name), with_for_update=True)
             if row is None:
                 session.add(
                     ArtifactRow(
@@ -303,8 +307,16 @@ class JobStore:
                         created_at=utcnow(),
                     )
                 )
-            else:
-                row.media_type, row.size, row.sha256, row.blob_key = media_type, size, sha256, blob_key
+                return None
+            replaced = row.blob_key
+            row.media_type, row.size, row.sha256, row.blob_key = media_type, size, sha256, blob_key
+            return replaced if replaced != blob_key else None
+
+    def artifact_keys(self, job_id: str) -> dict[str, str]:
+        """Name → blob key of each artifact of the job (the key changes with every version: ``put_artifact``)."""
+        with self.sessions() as session:
+            query = select(ArtifactRow.name, ArtifactRow.blob_key).where(ArtifactRow.job_id == job_id)
+            return {row.name: row.blob_key for row in session.execute(query)}
 
     def artifact_or_raise(self, job_id: str, name: str) -> ArtifactRow:
         with self.sessions() as session:

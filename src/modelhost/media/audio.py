@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from modelhost.errors import BackendFault, BadInput
+from modelhost.media.cuts import quietest_centre
 
 if TYPE_CHECKING:
     import numpy as np
@@ -165,8 +166,9 @@ def quiet_cut(samples: np.ndarray, sample_rate: int) -> int:
     first = frames_total - search
     tail = samples[first * frame : frames_total * frame].astype(np.float64).reshape(search, frame)
     energy = np.einsum("ij,ij->i", tail, tail)
-    smoothed = np.convolve(energy, np.ones(_CUT_SPAN_FRAMES), mode="valid")
-    return (first + int(np.argmin(smoothed)) + _CUT_SPAN_FRAMES // 2) * frame
+    centre = quietest_centre(energy.tolist(), frame, _CUT_SPAN_FRAMES)
+    assert centre is not None  # search >= _CUT_SPAN_FRAMES
+    return first * frame + centre
 
 
 def _read_windows(

@@ -2,7 +2,7 @@
 
 One small interface (``BlobStore``) with a local implementation under ``<data_dir>/blobs`` and an S3-compatible one
 (``MODELHOST_STORAGE__URL=s3://bucket/prefix``, ``modelhost.storage.s3``) that every machine of a cluster shares.
-Keys are ``/``-separated relative names (``jobs/<id>/artifacts/transcript.srt``).
+Keys are ``/``-separated relative names (``jobs/<id>/work/audio.pcm``).
 """
 
 from __future__ import annotations

@@ -4,11 +4,16 @@ Keys map to ``<prefix>/<key>`` in one bucket. A PUT is atomic on S3 (a reader se
 interface asks. Credentials come from boto3's usual sources (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a
 profile, an instance role); ``MODELHOST_STORAGE__ENDPOINT_URL`` points at a non-AWS server. Unreachable storage
 raises ``StorageUnavailable`` (503).
+
+The store's temporary files (a put's spool above 64 MiB, ``open``'s spool above 8 MiB, ``local_path``'s copies) go
+to ``<data_dir>/tmp/s3``, on the server's own disk rather than the system's temporary folder; that disk full (or its
+quota used up) raises ``StorageFull`` (507), not an unexpected ``OSError``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -19,8 +24,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from modelhost.errors import ModelhostError
+from modelhost.errors import ModelhostError, StorageFull
 from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _check_range, _chunks
+from modelhost.storage.files import private_dir
 
 if TYPE_CHECKING:
     from modelhost.config import StorageSettings
@@ -64,6 +70,24 @@ def _errors(key: str) -> Iterator[None]:
         raise StorageUnavailable(f"object storage is unreachable: {exc}") from exc
 
 
+#: ``OSError`` numbers of a full disk and of a used-up quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _local_disk(folder: Path | None, key: str) -> Iterator[None]:
+    """No room left under ``folder`` for a temporary copy of the blob ``key`` → ``StorageFull`` (507)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        where = folder if folder is not None else Path(tempfile.gettempdir())
+        raise StorageFull(
+            f"no space left in {where} for a temporary copy of blob {key!r} ({exc.strerror}); free some space there"
+        ) from exc
+
+
 #: Uploads up to this size go without ``Expect: 100-continue`` (see ``_no_expect_for_small_bodies``).
 CONTINUE_BYTES = 8 * 1024 * 1024
 
@@ -77,10 +101,20 @@ def _no_expect_for_small_bodies(request: Any, **_: Any) -> None:
 
 
 class S3BlobStore:
-    def __init__(self, client: Any, bucket: str, prefix: str = "", cache: BlobCache | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        cache: BlobCache | None = None,
+        temp_dir: Path | None = None,
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        #: Where spools and ``local_path`` copies are written (None: the system's temporary folder).
+        self.temp_dir = private_dir(temp_dir) if temp_dir is not None else None
+        self._temp = str(self.temp_dir) if self.temp_dir is not None else None  # ``tempfile``'s ``dir``
         #: Local copies of what this process put or got, checked against Redis (``modelhost.storage.cache``).
         self.cache = cache
         #: Object sizes learned by ranged reads, -1 once fetched whole for them (a hint only: which ranged read may
@@ -91,8 +125,9 @@ class S3BlobStore:
     def from_settings(
         cls, storage: StorageSettings, broker_url: str | None = None, data_dir: Path | None = None
     ) -> S3BlobStore:
-        """With ``broker_url`` and ``data_dir`` (a cluster's processes) and ``storage.cache_mb`` > 0, blobs are
-        cached under ``<data_dir>/tmp``, checked against a version register in Redis."""
+        """Temporary files under ``<data_dir>/tmp/s3``. With ``broker_url`` and ``data_dir`` (a cluster's processes)
+        and ``storage.cache_mb`` > 0, blobs are cached under ``<data_dir>/tmp``, checked against a version register in
+        Redis."""
         import boto3
         from botocore.config import Config
 
@@ -118,7 +153,7 @@ class S3BlobStore:
             from modelhost.storage.cache import BlobCache
 
             cache = BlobCache(data_dir / "tmp", broker_url, storage.cache_mb * 1024 * 1024, bucket)
-        return cls(client, bucket, prefix, cache)
+        return cls(client, bucket, prefix, cache, data_dir / "tmp" / "s3" if data_dir is not None else None)
 
     def _name(self, key: str) -> str:
         _check_key(key)
@@ -151,12 +186,13 @@ class S3BlobStore:
         token = uuid.uuid4().hex
         self._forget(key, [name], token)
         digest = hashlib.sha256()
-        with tempfile.SpooledTemporaryFile(max_size=SINGLE_PUT_BYTES) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=SINGLE_PUT_BYTES, dir=self._temp) as spool:
             size = 0
-            for chunk in _chunks(data):
-                digest.update(chunk)
-                size += len(chunk)
-                spool.write(chunk)
+            with _local_disk(self.temp_dir, key):
+                for chunk in _chunks(data):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    spool.write(chunk)
             spool.seek(0)
             with _errors(key):
                 if size <= SINGLE_PUT_BYTES:
@@ -225,9 +261,10 @@ class S3BlobStore:
             self._sizes.setdefault(name, size)
 
     def open(self, key: str) -> BinaryIO:
-        spool = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK)  # noqa: SIM115 - the caller closes it
+        spool = tempfile.SpooledTemporaryFile(max_size=8 * CHUNK, dir=self._temp)  # noqa: SIM115 - caller closes
         try:
-            self._download(key, spool)  # type: ignore[arg-type]  # SpooledTemporaryFile is a binary stream
+            with _local_disk(self.temp_dir, key):
+                self._download(key, spool)  # type: ignore[arg-type]  # SpooledTemporaryFile is a binary stream
         except BaseException:
             spool.close()
             raise
@@ -323,13 +360,14 @@ class S3BlobStore:
     async def local_path(self, key: str) -> AsyncIterator[Path]:
         import asyncio
 
-        fd, tmp = tempfile.mkstemp(prefix="modelhost-blob-", suffix=Path(key).suffix)
+        with _local_disk(self.temp_dir, key):
+            fd, tmp = tempfile.mkstemp(prefix="modelhost-blob-", suffix=Path(key).suffix, dir=self._temp)
         os.close(fd)
         path = Path(tmp)
         try:
 
             def download() -> None:
-                with open(tmp, "wb") as out:
+                with _local_disk(self.temp_dir, key), open(tmp, "wb") as out:
                     self._download(key, out)
 
             await asyncio.to_thread(download)
