@@ -132,7 +132,8 @@ class Settings(BaseSettings):
 
     max_concurrent_uploads: int = Field(8, ge=1)
     """Multipart uploads processed at once; more are answered 429 (``too_many_uploads``) before their body is read.
-    Uploads are spooled to ``<data_dir>/tmp/uploads`` and handed to workers as paths, never held whole in memory."""
+    Uploads are copied to ``<data_dir>/tmp/uploads`` and handed to workers as paths, never held whole in memory (the
+    form parser first spools a part above 1 MiB to the system's temporary folder); no room there is 507."""
 
     max_audio_seconds: float = Field(4 * 3600, gt=0)
     """Longest audio accepted for transcription, voice activity, speaker embedding and diarization; longer is

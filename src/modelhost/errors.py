@@ -8,7 +8,11 @@ imports nothing but the standard library, so a worker can import it).
 
 from __future__ import annotations
 
+import errno
 from typing import Any
+
+#: ``OSError`` numbers of a full disk and of a used-up quota (answered 507 ``storage_full``, see ``StorageFull``).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def error_envelope(message: str, error_type: str, *, param: str | None = None, code: str) -> dict[str, Any]:

@@ -73,6 +73,9 @@ def test_every_operation_documents_its_body_and_its_errors(openapi: dict[str, An
             queued = "202" in responses  # a job: the model runs later, never in this request
             if path.startswith("/v1/") and method == "post" and path not in NO_MODEL_POSTS and not queued:
                 assert {"400", "404", "503"} <= set(responses), f"{method} {path}: {sorted(responses)}"
+            if "multipart/form-data" in operation.get("requestBody", {}).get("content", {}):
+                # the form parser spools the upload, the coordinator copies it: a full disk is 507 storage_full
+                assert "507" in responses, f"{method} {path} takes an upload and does not document 507"
 
 
 @pytest.mark.parametrize("path", sorted(UPLOAD_ROUTES))

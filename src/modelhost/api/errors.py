@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from typing import Any
 
 import sqlalchemy.exc
@@ -12,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modelhost.errors import ModelhostError, error_envelope
+from modelhost.errors import DISK_FULL, ModelhostError, StorageFull, error_envelope
 from modelhost.schemas.base import describe_errors
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 #: What every inference route may answer besides 200 (validation, unknown model, limits, queue, worker trouble).
 INFERENCE_ERRORS = (400, 401, 404, 413, 429, 500, 502, 503, 504)
-#: The same, for routes that take an upload (415: a file that is not of a type the model reads).
-UPLOAD_ERRORS = (400, 401, 404, 413, 415, 429, 500, 502, 503, 504)
+#: The same, for routes that take an upload (415: a file that is not of a type the model reads; 507: no room left on
+#: the server's disk to receive it).
+UPLOAD_ERRORS = (400, 401, 404, 413, 415, 429, 500, 502, 503, 504, 507)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
 
@@ -87,7 +89,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
+            # FastAPI answers any failure to read a form with 400; the form parser's spool (parts above 1 MiB, in
+            # the system's temporary folder) hitting a full disk is the server's trouble, not the client's.
+            where = tempfile.gettempdir()
+            message = f"no space left in {where} to receive the upload ({cause.strerror}); free some space there"
+            return await _modelhost_error(request, StorageFull(message))
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(

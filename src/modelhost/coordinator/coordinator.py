@@ -40,11 +40,13 @@ from modelhost.coordinator.sources import check_source
 from modelhost.coordinator.supervisor import Supervisor, describe_exit
 from modelhost.coordinator.zygote import ForkedProcess
 from modelhost.errors import (
+    DISK_FULL,
     Conflict,
     InferenceTimeout,
     ModelhostError,
     ModelUnavailable,
     QueueFull,
+    StorageFull,
     WorkerCrashed,
     from_worker_error,
 )
@@ -262,7 +264,8 @@ class Coordinator:
     @contextlib.asynccontextmanager
     async def _spooled(self, files: Files | None) -> AsyncIterator[dict[str, Path]]:
         """Paths for ``files``: a ``Path`` as given; a file object or bytes written (in a thread) to a private
-        temporary file under ``<data_dir>/tmp/uploads`` (0700), deleted when the call ends."""
+        temporary file under ``<data_dir>/tmp/uploads`` (0700), deleted when the call ends. No room left there (a
+        full disk, a used-up quota) → ``StorageFull`` (507), the partial copy deleted."""
         paths: dict[str, Path] = {}
         created: list[Path] = []
         try:
@@ -270,10 +273,18 @@ class Coordinator:
                 if isinstance(ref, Path):
                     paths[name] = ref.resolve()
                     continue
-                fd, raw = tempfile.mkstemp(prefix="upload-", dir=self.upload_dir)
-                target = Path(raw)
-                created.append(target)
-                await asyncio.to_thread(_copy_into, ref, fd)
+                try:
+                    fd, raw = tempfile.mkstemp(prefix="upload-", dir=self.upload_dir)
+                    target = Path(raw)
+                    created.append(target)
+                    await asyncio.to_thread(_copy_into, ref, fd)
+                except OSError as exc:
+                    if exc.errno not in DISK_FULL:
+                        raise
+                    raise StorageFull(
+                        f"no space left in {self.upload_dir} for the uploaded {name!r} ({exc.strerror}); "
+                        "free some space there"
+                    ) from exc
                 paths[name] = target
             yield paths
         finally:

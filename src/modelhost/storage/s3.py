@@ -13,7 +13,6 @@ quota used up) raises ``StorageFull`` (507), not an unexpected ``OSError``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
 import os
@@ -24,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from modelhost.errors import ModelhostError, StorageFull
+from modelhost.errors import DISK_FULL, ModelhostError, StorageFull
 from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _check_range, _chunks
 from modelhost.storage.files import private_dir
 
@@ -68,10 +67,6 @@ def _errors(key: str) -> Iterator[None]:
         raise StorageUnavailable(f"object storage refused {key!r}: {exc}") from exc
     except BotoCoreError as exc:
         raise StorageUnavailable(f"object storage is unreachable: {exc}") from exc
-
-
-#: ``OSError`` numbers of a full disk and of a used-up quota.
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ def params_or_raise(schema: type[MeetingParams], /, **values: object) -> Meeting
     summary="Transcribe a meeting with speaker names (a job: 202, then poll, follow the events or wait)",
     status_code=202,
     response_model=JobView,
-    responses=error_responses(400, 404, 413, 415, 503),
+    responses=error_responses(400, 404, 413, 415, 503, 507),
 )
 async def create_meeting_transcription(
     jobs: JobsDep,

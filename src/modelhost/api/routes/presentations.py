@@ -54,7 +54,7 @@ def _check_deck(stream: BinaryIO, max_slides: int) -> None:
     summary="Turn a .pptx whose speaker notes are the script into a narrated MP4 (a job: 202, then poll or follow)",
     status_code=202,
     response_model=JobView,
-    responses=error_responses(400, 404, 413, 415, 503),
+    responses=error_responses(400, 404, 413, 415, 503, 507),
 )
 async def create_presentation_video(
     jobs: JobsDep,

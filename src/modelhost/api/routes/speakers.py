@@ -63,7 +63,7 @@ def _samples(files: list[UploadFile]) -> dict[str, JobInput]:
     summary="Enroll a speaker from voice samples (a job: 202; 409 when external_id is taken)",
     status_code=202,
     response_model=JobView,
-    responses=error_responses(400, 404, 409, 413, 415, 503),
+    responses=error_responses(400, 404, 409, 413, 415, 503, 507),
 )
 async def enroll_speaker(
     speakers: SpeakersDep,
@@ -100,7 +100,7 @@ async def list_speakers(
     "/v1/speakers/identify",
     summary="Who is speaking: the enrolled speakers closest to the voice in an audio file",
     response_model=IdentifyResult,
-    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504),
+    responses=error_responses(400, 404, 413, 415, 429, 502, 503, 504, 507),
 )
 async def identify_speaker(
     services: ServicesDep,
@@ -161,7 +161,7 @@ async def delete_speaker(external_id: str, speakers: SpeakersDep, jobs: JobsDep)
     summary="Add voice samples to an enrolled speaker and re-average its voiceprint (a job: 202)",
     status_code=202,
     response_model=JobView,
-    responses=error_responses(400, 404, 409, 413, 415, 503),
+    responses=error_responses(400, 404, 409, 413, 415, 503, 507),
 )
 async def add_speaker_samples(
     external_id: str,

@@ -51,7 +51,7 @@ def reference_voice_or_raise(settings: Settings, name: str, param: str = "refere
     "/v1/audio/voices",
     status_code=201,
     summary="Register a reference voice (a short recording) under a name (native)",
-    responses=error_responses(400, 409, 413),
+    responses=error_responses(400, 409, 413, 507),
 )
 async def create_voice(
     name: Annotated[str, Form(description="the voice's name: 1-64 letters, digits, '_', '-', '.'")],
