@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -417,11 +418,13 @@ def test_a_copy_whose_buffered_writes_fail_is_discarded_whole(small_disk: Path) 
 
 
 def test_temporary_files_go_to_a_private_folder_of_the_data_dir(store: S3BlobStore, tmp_path: Path) -> None:
-    """``local_path``'s copies (and the spools, which leave no name to see) are written under
-    ``<data_dir>/tmp/s3`` (0700), not the system's temporary folder, and removed after use."""
-    folder = tmp_path / "tmp" / "s3"
-    assert store.temp_dir == folder
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    """``local_path``'s copies (and the spools, which leave no name to see) are written under this process's folder
+    in ``<data_dir>/tmp/s3`` (0700), not the system's temporary folder, and removed after use."""
+    folder = store.temp_dir
+    assert folder is not None
+    assert folder.parent == tmp_path / "tmp" / "s3"
+    assert folder.name.startswith(f"{os.getpid()}-")
+    assert stat.S_IMODE(folder.stat().st_mode) == stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
     store.put("jobs/t/inputs/audio.wav", DATA)
 
     async def read() -> Path:
@@ -431,6 +434,36 @@ def test_temporary_files_go_to_a_private_folder_of_the_data_dir(store: S3BlobSto
 
     assert asyncio.run(read()).parent == folder
     assert _files(folder) == []
+
+
+def test_a_killed_process_temporary_files_are_removed_by_the_next_store(
+    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``local_path`` copy left by a process killed with ``kill -9`` (its pid gone) is removed when the next store
+    opens; a live process's folder, sharing the data dir, is kept. The store's own folder goes with it."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / "tmp" / "s3" / f"{int(gone.stdout)}-x1y2"
+    dead.mkdir(parents=True)
+    (dead / "modelhost-blob-abc.wav").write_bytes(DATA)
+    with subprocess.Popen(["sleep", "60"]) as live_process:
+        live = tmp_path / "tmp" / "s3" / f"{live_process.pid}-a9b8"
+        live.mkdir()
+        (live / "modelhost-blob-def.wav").write_bytes(DATA)
+        monkeypatch.setenv("MODELHOST_STORAGE__URL", "s3://modelhost-test/stale")
+        monkeypatch.setenv("MODELHOST_STORAGE__ENDPOINT_URL", endpoint)
+        settings = Settings(data_dir=tmp_path)
+        store = build_blob_store(settings.data_dir, settings.storage)
+        assert isinstance(store, S3BlobStore)
+        assert store.temp_dir is not None
+        assert not dead.exists()
+        assert (live / "modelhost-blob-def.wav").read_bytes() == DATA
+        live_process.kill()
+    folder = store.temp_dir
+    del store
+    assert not folder.exists()  # removed with its store
 
 
 #: 10 MB: above ``open``'s 8 MiB in memory, more than the 1 MiB small disk holds.
@@ -474,7 +507,7 @@ def test_a_full_temporary_folder_is_storage_full_not_an_os_error(
     with pytest.raises(StorageFull):
         store.put("jobs/f/work/spooled", DATA)
     assert not store.exists("jobs/f/work/spooled")  # nothing was uploaded
-    assert _files(small_disk / "s3") == []  # no partial copy left
+    assert _files(store.temp_dir) == []  # no partial copy left
 
     store.put("jobs/f/work/small", b"s" * 50_000)  # fits: spooled and copied on the small disk
     assert asyncio.run(read("jobs/f/work/small")) == b"s" * 50_000

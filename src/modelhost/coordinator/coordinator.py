@@ -52,6 +52,7 @@ from modelhost.errors import (
 )
 from modelhost.metrics import Metrics
 from modelhost.runtime_settings import RuntimeSettingsStore
+from modelhost.storage.files import private_dir, process_dir, remove_process_dir
 from modelhost.worker.protocol import EXIT_IDLE, OUT_OF_MEMORY, WorkerSpec, read_memory_status
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ class Coordinator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owns_run_dir = settings.run_dir is None
         self.run_dir = Path(settings.run_dir) if settings.run_dir else Path()
+        #: This process's folder for upload copies, under ``<data_dir>/tmp/uploads`` (made at ``start``: see there).
         self.upload_dir = settings.data_dir / "tmp" / "uploads"
+        self._started = False
         #: Called with (model id, measured figures in MiB) after each load and before each eviction: the catalog
         #: keeps them (``Catalog.record_memory``). Runs in a thread.
         self.on_measured: Callable[[str, dict[str, int | None]], None] | None = None
@@ -111,10 +114,12 @@ class Coordinator:
             self.run_dir = Path(tempfile.mkdtemp(prefix="modelhost-"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o700)
-        shutil.rmtree(self.upload_dir, ignore_errors=True)  # leftovers of a server that was killed
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
-        for folder in (self.upload_dir, self.upload_dir.parent):
-            folder.chmod(0o700)
+        # A folder of this process's own: several processes may share the data dir, and the folders of those killed
+        # with ``kill -9`` (with the uploads they were handling) are removed here.
+        uploads = self.settings.data_dir / "tmp" / "uploads"
+        private_dir(uploads.parent)
+        self.upload_dir = process_dir(uploads)
+        self._started = True
         self._watchdog = asyncio.ensure_future(self._watch_memory())
         log.info("coordinator started, worker sockets in %s", self.run_dir)
 
@@ -129,6 +134,8 @@ class Coordinator:
         await self.supervisor.close()
         if self._owns_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._started:
+            remove_process_dir(self.upload_dir)
         log.info("coordinator stopped")
 
     # -- requests --------------------------------------------------------------------------------------------

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import threading
 import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import BinaryIO
+
+from modelhost.storage.files import process_dir, remove_process_dir
 
 VERSION_PREFIX = "modelhost:blobver:"
 VERSION_TTL_SECONDS = 24 * 3600
@@ -46,22 +47,8 @@ return 0
 MAX_ENTRY_FRACTION = 4
 
 
-#: The folders of this process's caches (another cache in the same folder must not take them for stale ones).
-_OURS: set[Path] = set()
-
-
 class BlobCacheUnavailable(Exception):
     """The register could not be updated before a put or delete (the caller reports storage as unavailable)."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class BlobCache:
@@ -72,16 +59,9 @@ class BlobCache:
         self.max_entry = max(1, max_bytes // MAX_ENTRY_FRACTION)
         self.namespace = namespace  # the bucket: keys of two buckets never meet
         self.redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("blobcache-*"):  # left by a process killed before it could remove its own
-            with contextlib.suppress(ValueError):
-                pid = int(stale.name.split("-")[1])
-                reused = pid == os.getpid() and stale not in _OURS  # a dead process's pid, reused (a container)
-                if reused or not _alive(pid):
-                    shutil.rmtree(stale, ignore_errors=True)
-        self.root = Path(tempfile.mkdtemp(dir=folder, prefix=f"blobcache-{os.getpid()}-"))
-        _OURS.add(self.root)
-        weakref.finalize(self, shutil.rmtree, self.root, True)  # at exit too
+        # its own folder; those of processes killed before they could remove theirs go
+        self.root = process_dir(folder, "blobcache-")
+        weakref.finalize(self, remove_process_dir, self.root)  # at exit too
         self._lock = threading.Lock()
         #: name → (etag, size, file), least recently used first
         self._entries: OrderedDict[str, tuple[str, int, Path]] = OrderedDict()
@@ -190,7 +170,7 @@ class BlobCache:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_process_dir(self.root)
         with contextlib.suppress(Exception):
             self.redis.close()
 

@@ -1,7 +1,8 @@
 """Private files: the data dir, the database and logs hold secrets (model options, voiceprints, transcripts).
 
 ``modelhost serve`` sets the umask to 077 so that everything it and its workers create is 0600/0700, and
-``secure_data_dir`` tightens what an older release left readable to others.
+``secure_data_dir`` tightens what an older release left readable to others. ``process_dir``: a process's own
+temporary folder, whose leftovers after a ``kill -9`` the next process removes.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,46 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     _tighten(path, 0o700)
     return path
+
+
+#: The folders ``process_dir`` made in this process (one of our pid not among them is a dead process's, its pid reused).
+_OURS: set[Path] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def process_dir(parent: Path, prefix: str = "") -> Path:
+    """A fresh private folder of this process under ``parent`` (created 0700), ``<prefix><pid>-<random>``, after
+    removing the folders there of processes that are gone: the temporary files a process killed with ``kill -9``
+    left. Several processes may share ``parent`` (a data dir shared by a serve process and a node, tests): the folders
+    of live processes are kept. The caller removes its own folder when done (``remove_process_dir``)."""
+    private_dir(parent)
+    for stale in parent.glob(f"{prefix}*-*"):
+        pid_text = stale.name[len(prefix) :].split("-", 1)[0]
+        if not pid_text.isdigit() or not stale.is_dir() or stale.is_symlink():
+            continue
+        pid = int(pid_text)
+        reused = pid == os.getpid() and stale not in _OURS  # a dead process's pid, now ours (pid 1 in a container)
+        if reused or not _alive(pid):
+            shutil.rmtree(stale, ignore_errors=True)
+            log.info("removed %s, left by process %d (gone)", stale, pid)
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{os.getpid()}-"))  # mkdtemp makes it 0700
+    _OURS.add(folder)
+    return folder
+
+
+def remove_process_dir(folder: Path) -> None:
+    """Remove a folder ``process_dir`` made, with what is left in it."""
+    _OURS.discard(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def private_file(path: Path) -> None:

@@ -6,8 +6,9 @@ profile, an instance role); ``MODELHOST_STORAGE__ENDPOINT_URL`` points at a non-
 raises ``StorageUnavailable`` (503).
 
 The store's temporary files (a put's spool above 64 MiB, ``open``'s spool above 8 MiB, ``local_path``'s copies) go
-to ``<data_dir>/tmp/s3``, on the server's own disk rather than the system's temporary folder; that disk full (or its
-quota used up) raises ``StorageFull`` (507), not an unexpected ``OSError``.
+to the process's own folder under ``<data_dir>/tmp/s3`` (``process_dir``: a ``kill -9``'d process's folder is removed by
+the next store), on the server's own disk rather than the system's temporary folder; that disk full (or its quota
+used up) raises ``StorageFull`` (507), not an unexpected ``OSError``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from modelhost.errors import DISK_FULL, ModelhostError, StorageFull
 from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _check_range, _chunks
-from modelhost.storage.files import private_dir
+from modelhost.storage.files import process_dir, remove_process_dir
 
 if TYPE_CHECKING:
     from modelhost.config import StorageSettings
@@ -107,8 +109,12 @@ class S3BlobStore:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        #: Where spools and ``local_path`` copies are written (None: the system's temporary folder).
-        self.temp_dir = private_dir(temp_dir) if temp_dir is not None else None
+        #: Where spools and ``local_path`` copies are written: this process's own folder under ``temp_dir``, removed
+        #: with the store (and, left by a ``kill -9``, by the next process's store); None: the system's temporary
+        #: folder.
+        self.temp_dir = process_dir(temp_dir) if temp_dir is not None else None
+        if self.temp_dir is not None:
+            weakref.finalize(self, remove_process_dir, self.temp_dir)  # at exit too
         self._temp = str(self.temp_dir) if self.temp_dir is not None else None  # ``tempfile``'s ``dir``
         #: Local copies of what this process put or got, checked against Redis (``modelhost.storage.cache``).
         self.cache = cache
@@ -120,9 +126,9 @@ class S3BlobStore:
     def from_settings(
         cls, storage: StorageSettings, broker_url: str | None = None, data_dir: Path | None = None
     ) -> S3BlobStore:
-        """Temporary files under ``<data_dir>/tmp/s3``. With ``broker_url`` and ``data_dir`` (a cluster's processes)
-        and ``storage.cache_mb`` > 0, blobs are cached under ``<data_dir>/tmp``, checked against a version register in
-        Redis."""
+        """Temporary files under ``<data_dir>/tmp/s3/<pid>-…``. With ``broker_url`` and ``data_dir`` (a cluster's
+        processes) and ``storage.cache_mb`` > 0, blobs are cached under ``<data_dir>/tmp``, checked against a version
+        register in Redis."""
         import boto3
         from botocore.config import Config
 
