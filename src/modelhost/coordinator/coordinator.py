@@ -206,9 +206,21 @@ class Coordinator:
         """Start the zygote of ``model``'s backend now instead of with its first worker, so that the first worker
         is already a fork (for pinned models, at start-up). ``keep``: the zygote stays while no worker of its backend
         runs, until ``supervisor.zygotes.release(model.id)``. False when the model cannot fork (another Python
-        environment, ``zygote: false``, or its backend's zygote failed)."""
+        environment, ``zygote: false``, or its backend's zygote failed), or when the zygote does not fit the RAM
+        budget beside what runs (``_room_for_zygote``): then it is skipped with one log line, and the model loads by
+        its normal path (its admission) when first used. Serialized with loads (``admission.loading``)."""
         spec = self._spec(model, self._idle_timeout(model))
-        return await self.supervisor.prestart_zygote(spec, self._interpreter(model), keep=keep)
+        interpreter = self._interpreter(model)
+        zygotes = self.supervisor.zygotes
+        if not zygotes.will_start(spec, interpreter):  # cannot fork, or its zygote already runs: nothing to admit
+            return await self.supervisor.prestart_zygote(spec, interpreter, keep=keep)
+        async with self.admission.loading(f"{model.id} (zygote)"):
+            if zygotes.will_start(spec, interpreter) and not await self._room_for_zygote(model, spec.backend):
+                if keep:
+                    zygotes.keep(spec)  # kept once a load starts it
+                return False
+            # started (importing), it counts at its expected size in every plan: the next load sees it
+            return await self.supervisor.prestart_zygote(spec, interpreter, keep=keep)
 
     async def infer_stream(
         self, model: ModelEntry, payload: dict[str, Any], files: Files | None = None
@@ -495,8 +507,43 @@ class Coordinator:
             need = max(need, self._peaks.get((handle.model.id, False), 0))
         return need
 
-    def _occupant(self, other: WorkerHandle, used: int, wanting: WorkerHandle) -> Occupant:
+    def _occupant(self, other: WorkerHandle, used: int, wanting: WorkerHandle | None) -> Occupant:
         return Occupant(other.model.id, used, other.last_used, other.model.pinned, self._evictable(other, wanting))
+
+    def _zygote_plan(self, backend: str) -> Plan | None:
+        """The RAM plan for starting ``backend``'s zygote ahead of any load (a pinned model's prestart): it needs its
+        expected size beside the running zygotes (fixed) and the live workers at their peaks. None: no RAM budget."""
+        budget = self.admission.ram_budget(self.runtime.current.memory_budget_bytes)
+        if budget is None:
+            return None
+        live = [h for h in self._handles.values() if h.alive]
+        occupants = [self._occupant(h, self._ram_planned(h), None) for h in live]
+        need = self.supervisor.zygotes.expected_bytes(backend)
+        return plan_room(need, budget, self.supervisor.zygotes.reserved_bytes(), occupants)
+
+    async def _room_for_zygote(self, model: ModelEntry, backend: str) -> bool:
+        """Make room for ``backend``'s zygote as a load would (evicting idle unpinned workers, least recently used
+        first; never a pinned, busy or starting one) and say whether it fits; a prestart never waits (``wait``,
+        ``pinned`` and ``never`` are all a no, with one log line)."""
+        for _ in range(3):  # a victim that turned busy meanwhile is not evicted: plan again
+            plan = self._zygote_plan(backend)
+            if plan is None or (plan.verdict == "fits" and not plan.victims):
+                return True
+            if plan.verdict != "fits":
+                break
+            victims = [self._handles[key] for key in plan.victims if key in self._handles]
+            await self._evict(None, victims, f"to prestart the zygote of {model.id}")
+        assert plan is not None  # (None returned above)
+        beside = {"never": "the zygotes", "pinned": "the pinned workers"}.get(plan.verdict, "busy workers")
+        log.info(
+            "not prestarting the zygote of pinned model %s: its %s do not fit the memory budget beside %s (%s free); "
+            "the model loads by its normal path when first used",
+            model.id,
+            _mib(self.supervisor.zygotes.expected_bytes(backend)),
+            beside,
+            _mib(max(plan.free, 0)),
+        )
+        return False
 
     async def _make_room(self, handle: WorkerHandle, interpreter: str) -> bool:
         """Evict idle workers (least recently used first) until ``handle``'s load fits the budgets, or wait; fail
@@ -615,13 +662,20 @@ class Coordinator:
                 await self.supervisor.stop(victim, "over_budget")
         return evicted
 
-    async def _evict(self, wanting: WorkerHandle, victims: list[WorkerHandle]) -> None:
+    async def _evict(self, wanting: WorkerHandle | None, victims: list[WorkerHandle], purpose: str = "") -> None:
+        """Stop the idle ``victims`` (``evicted``) for ``wanting``'s load, or (None) for ``purpose``."""
+        why = purpose if wanting is None else f"to load {wanting.model.id}"
         for victim in victims:
             if not self._evictable(victim, wanting):
                 continue
             await self._measure(victim, after_load=False)
-            log.info("evicting idle worker of %s to load %s", victim.model.id, wanting.model.id)
-            if victim.model.uses_gpu and wanting.model.uses_gpu and self.runtime.current.gpu_policy != "exclusive":
+            log.info("evicting idle worker of %s %s", victim.model.id, why)
+            if (
+                wanting is not None
+                and victim.model.uses_gpu
+                and wanting.model.uses_gpu
+                and self.runtime.current.gpu_policy != "exclusive"
+            ):
                 self.metrics.gpu_swaps.inc()
             await self.supervisor.stop(victim, "evicted")
 
@@ -724,7 +778,8 @@ class Coordinator:
             await self.supervisor.stop(handle, "changed" if entry is not None else "stopped", grace=1)
 
     async def prestart_pinned(self, entries: list[ModelEntry]) -> None:
-        """At start-up: the zygotes of pinned models' backends, so their first worker is already a fork."""
+        """At start-up: the zygotes of pinned models' backends, so their first worker is already a fork; each through
+        memory admission (``prestart_zygote``: one that does not fit is skipped)."""
         for entry in entries:
             if entry.pinned:
                 with contextlib.suppress(ModelhostError):

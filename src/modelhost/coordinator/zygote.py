@@ -226,10 +226,15 @@ class ZygotePool:
         if not self._usable(spec, interpreter):
             return False
         if keep:
-            self._kept[spec.model_id] = spec.backend
+            self.keep(spec)
         if self._running(spec.backend) is None:
             await self._start(spec, env)
         return spec.backend in self._zygotes
+
+    def keep(self, spec: WorkerSpec) -> None:
+        """``spec.model_id`` keeps its backend's zygote while no worker runs (a pinned model), from whenever it
+        starts, until ``release(spec.model_id)``."""
+        self._kept[spec.model_id] = spec.backend
 
     def will_start(self, spec: WorkerSpec, interpreter: str) -> bool:
         """Would spawning ``spec``'s worker start its backend's zygote? Only for a model that forks (not ``zygote:
