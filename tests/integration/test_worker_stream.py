@@ -72,6 +72,70 @@ def test_a_connection_without_the_token_is_closed(services: Services) -> None:
     assert mode == "0o600"
 
 
+def test_the_worker_handle_adopts_the_entry_with_the_recorded_memory(services: Services) -> None:
+    """After a load the catalog records the worker's memory in a new entry: not a change of the model. The next
+    request's entry becomes the handle's (the same worker goes on, no respawn queued)."""
+
+    async def main() -> tuple[bool, bool, bool, bool]:
+        model = services.catalog.get_or_raise("sleepy")
+        coordinator = services.coordinator
+        await coordinator.infer(model, {"model": "sleepy", "input": "load"})
+        handle = coordinator._handles["sleepy"]
+        pid = handle.pid
+        for _ in range(200):  # recorded from a thread after the load
+            if services.catalog.get_or_raise("sleepy").memory_measured_mb is not None:
+                break
+            await asyncio.sleep(0.02)
+        recorded = services.catalog.get_or_raise("sleepy")
+        await coordinator.infer(recorded, {"model": "sleepy", "input": "after"})
+        return recorded is not model, handle.model is recorded, handle.next_model is None, handle.pid == pid
+
+    new_entry, adopted, nothing_queued, same_worker = run(services, main)
+    assert new_entry
+    assert adopted
+    assert nothing_queued
+    assert same_worker
+
+
+def test_deadlines_on_one_connection_expire_each_call_on_time(services: Services) -> None:
+    """The connection keeps its calls' deadlines with one timer: a later call with an earlier deadline brings it
+    forward, a call past its deadline raises TimeoutError while the others on the connection go on."""
+
+    async def main() -> dict[str, Any]:
+        model = services.catalog.get_or_raise("sleepy")
+        await services.coordinator.infer(model, {"model": "sleepy", "input": "warm"})
+        client = services.coordinator._handles["sleepy"].client
+        assert client is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def call(text: str, timeout: float) -> tuple[str, float]:
+            try:
+                status, _ = await client.infer(
+                    {"model": "sleepy", "input": text}, request_id=text, idle_timeout=60, timeout=timeout
+                )
+                outcome = str(status)
+            except TimeoutError:
+                outcome = "timeout"
+            return outcome, loop.time() - started
+
+        slow = asyncio.ensure_future(call("sleep:0.8", 10))  # the timer is set for 10 s from now
+        await asyncio.sleep(0.05)
+        behind = await call("queued behind", 0.3)  # its deadline comes first: the timer is brought forward
+        slow_outcome = await slow
+        later = await call("sleep:0.6", 0.2)  # the timer still waits for the first call's 10 s: brought forward
+        fine = await call("fine", 5)
+        return {"behind": behind, "slow": slow_outcome, "later": later, "fine": fine[0]}
+
+    outcomes = run(services, main)
+    assert outcomes["behind"][0] == "timeout"
+    assert 0.3 <= outcomes["behind"][1] < 0.75
+    assert outcomes["slow"][0] == "200"  # the call beside it went on
+    assert outcomes["later"][0] == "timeout"
+    assert 0.2 <= outcomes["later"][1] - outcomes["slow"][1] < 0.55
+    assert outcomes["fine"] == "200"
+
+
 def test_frames_are_cut_the_same_whatever_the_chunking() -> None:
     stream = b"".join(
         [

@@ -12,7 +12,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelhost.errors import error_envelope
-from modelhost.metrics import Metrics
+from modelhost.metrics import CounterSeries, HistogramSeries, Metrics
 
 
 async def _send_error(
@@ -98,9 +98,9 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        # labels() takes a lock and checks its values on every call: each series is looked up once
-        self._counters: dict[tuple[str, str, int], Any] = {}
-        self._histograms: dict[str, Any] = {}
+        # each series is looked up once; its updates are plain arithmetic (modelhost.metrics)
+        self._counters: dict[tuple[str, str, int], CounterSeries] = {}
+        self._histograms: dict[str, HistogramSeries] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +124,7 @@ class MetricsMiddleware:
             counter = self._counters.get(key)
             if counter is None:
                 counter = self._counters[key] = self.metrics.requests.labels(key[0], path, str(status))
-            counter.inc()
+            counter.value += 1
             histogram = self._histograms.get(path)
             if histogram is None:
                 histogram = self._histograms[path] = self.metrics.request_seconds.labels(path)

@@ -69,17 +69,25 @@ class WorkerClient:
         request_id: str,
         idle_timeout: float,
         files: Mapping[str, Path] | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """One request → ``(status, body)``: the result envelope (binary values as ``bytes``) when the status is
-        200, else the error envelope. A cut answer raises ``WorkerProtocolError``. ``payload``: a dict, or its JSON
-        already encoded (``encode_payload``)."""
+        200, else the error envelope. A cut answer raises ``WorkerProtocolError``; no answer within ``timeout``
+        seconds (connecting included) raises ``TimeoutError``, and the worker is sent ``CANCEL``. ``payload``: a
+        dict, or its JSON already encoded (``encode_payload``)."""
         envelope = encode_envelope(payload, request_id, idle_timeout, files, stream=False)
-        # What ``_call`` does, without an async generator: this is every embedding request's path.
+        # What ``_call`` does, without an async generator: this is every embedding request's path. The deadline is
+        # kept by the connection (one timer for all its calls), not by an ``asyncio.timeout`` per request.
         stream = self._stream
-        if stream is None or not stream.open:
-            stream = await self._connected()
+        if stream is not None and stream.open:
+            deadline = None if timeout is None else stream.loop.time() + timeout
+        else:
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            async with asyncio.timeout_at(deadline):
+                stream = await self._connected()
         rid = next(self._ids) & 0xFFFFFFFF
-        call = stream.start(rid, envelope)
+        call = stream.start(rid, envelope, deadline)
         try:
             result: dict[str, Any] | None = None
             blobs: list[bytes] = []
@@ -171,13 +179,15 @@ class WorkerClient:
 class _Call:
     """The frames of one request as they arrive; ``next()`` waits for the next one."""
 
-    __slots__ = ("_frames", "_loop", "_waiter", "broken", "finished")
+    __slots__ = ("_frames", "_loop", "_waiter", "broken", "deadline", "expired", "finished")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float | None = None) -> None:
         self._loop = loop  # asyncio.get_running_loop() would cost a getpid() system call per wait
         self._frames: collections.deque[tuple[int, bytes]] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self.broken: str | None = None
+        self.deadline = deadline  # loop time; None: no limit
+        self.expired = False
         self.finished = False
 
     def push(self, kind: int, data: bytes) -> None:
@@ -190,12 +200,20 @@ class _Call:
         self.broken = reason
         self._wake()
 
+    def expire(self) -> None:
+        """The deadline passed: ``next()`` raises ``TimeoutError`` (even if frames are waiting, as a cancelled
+        ``asyncio.timeout`` would)."""
+        self.expired = True
+        self._wake()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     async def next(self) -> tuple[int, bytes]:
+        if self.expired:
+            raise TimeoutError
         while not self._frames:
             if self.broken is not None:
                 raise WorkerProtocolError(self.broken)
@@ -204,11 +222,15 @@ class _Call:
                 await self._waiter
             finally:
                 self._waiter = None
+            if self.expired:
+                raise TimeoutError
         return self._frames.popleft()
 
 
 class _InferStream(asyncio.Protocol):
-    """The connection to a worker's inference socket, demultiplexing answer frames to their calls."""
+    """The connection to a worker's inference socket, demultiplexing answer frames to their calls. It keeps their
+    deadlines with one timer, set for the earliest deadline of the calls in flight: a call costs no timer of its own
+    (with the same timeout for every call, the timer is re-set once per timeout, not once per call)."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()  # made by loop.create_unix_connection, inside the loop
@@ -216,6 +238,8 @@ class _InferStream(asyncio.Protocol):
         self.reader = frames.FrameReader()
         self.calls: dict[int, _Call] = {}
         self.open = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a Unix stream transport
@@ -240,14 +264,40 @@ class _InferStream(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost fails the calls in flight
 
-    def start(self, rid: int, envelope: bytes) -> _Call:
-        call = _Call(self.loop)
+    def start(self, rid: int, envelope: bytes, deadline: float | None = None) -> _Call:
+        call = _Call(self.loop, deadline)
         if not self.open:
             call.fail("the connection to the worker is closed")
             return call
         self.calls[rid] = call
+        if deadline is not None and deadline < self._timer_at:
+            self._arm(deadline)
         self.send(frames.encode(frames.REQUEST, rid, envelope))
         return call
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._expire)
+        self._timer_at = when
+
+    def _expire(self) -> None:
+        """The timer: expire the calls whose deadline has passed, then wait for the earliest one left."""
+        # Due: what asyncio.timeout would cancel now — a deadline up to the time the timer was set for (a loop
+        # runs a timer up to its clock resolution early).
+        due = max(self.loop.time(), self._timer_at)
+        self._timer, self._timer_at = None, float("inf")
+        earliest = float("inf")
+        for call in self.calls.values():
+            deadline = call.deadline
+            if deadline is None or call.expired:
+                continue
+            if deadline <= due:
+                call.expire()
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest != float("inf"):
+            self._arm(earliest)
 
     def finish(self, rid: int, *, cancel: bool) -> None:
         call = self.calls.pop(rid, None)
@@ -264,6 +314,9 @@ class _InferStream(asyncio.Protocol):
 
     def _broken(self, reason: str) -> None:
         self.open = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, float("inf")
         for call in self.calls.values():
             call.fail(reason)
         self.close()

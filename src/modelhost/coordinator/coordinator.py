@@ -50,7 +50,7 @@ from modelhost.errors import (
     WorkerCrashed,
     from_worker_error,
 )
-from modelhost.metrics import Metrics
+from modelhost.metrics import GaugeSeries, HistogramSeries, Metrics
 from modelhost.runtime_settings import RuntimeSettingsStore
 from modelhost.storage.files import private_dir, process_dir, remove_process_dir
 from modelhost.worker.protocol import EXIT_IDLE, OUT_OF_MEMORY, WorkerSpec, read_memory_status
@@ -78,7 +78,8 @@ class Coordinator:
         self.runtime = runtime
         self.envs = envs
         self.metrics = metrics
-        self._queue_metrics: dict[str, tuple[Any, Any]] = {}  # model id → its queue-depth and inference-time series
+        #: model id → its queue-depth and inference-time series
+        self._queue_metrics: dict[str, tuple[GaugeSeries, HistogramSeries]] = {}
         self._id_prefix = uuid.uuid4().hex[:12]
         self._request_ids = itertools.count(1)
         self.admission = GpuAdmission(
@@ -158,14 +159,14 @@ class Coordinator:
                     client = await self._ensure_ready(handle)
                 try:
                     with _InFlight(self, handle) as timeout:
-                        try:
-                            async with asyncio.timeout(timeout):
-                                status, body = await client.infer(
-                                    encoded,
-                                    request_id=self._request_id(),
-                                    idle_timeout=handle.idle_timeout,
-                                    files=paths,
-                                )
+                        try:  # the client keeps the deadline (TimeoutError): no asyncio.timeout per request
+                            status, body = await client.infer(
+                                encoded,
+                                request_id=self._request_id(),
+                                idle_timeout=handle.idle_timeout,
+                                files=paths,
+                                timeout=timeout,
+                            )
                         except _TRANSPORT_ERRORS as exc:
                             raise await self._transport_failure(handle, exc, timeout) from None
                 except _WorkerWentIdle:
@@ -375,8 +376,11 @@ class Coordinator:
             handle = WorkerHandle(key=worker_key(model), model=model)
             self._handles[model.id] = handle
         elif handle.model is not model:  # the catalog hands out one entry: usually the same object, no __eq__
-            if handle.model == model:  # an equal copy (e.g. the handle was made before the catalog re-read it)
-                handle.model = model  # from now on the identity check answers: no field-by-field __eq__ per request
+            # An equal copy (the handle was made before the catalog re-read it), or the entry with the memory the
+            # catalog records after each load (``Catalog.record_memory``, not a change of the model): from now on the
+            # identity check answers — no field-by-field __eq__ (and, unequal, a new ``next_model``) per request.
+            if handle.model == model or _same_but_measured(handle.model, model):
+                handle.model = model
             elif handle.alive:
                 handle.next_model = model  # for its next spawn (a changed model's worker is being stopped)
             else:
@@ -902,6 +906,14 @@ def _same_worker(old: ModelEntry, new: ModelEntry) -> bool:
     return old.model_dump(exclude=set(_LIVE_FIELDS)) == new.model_dump(exclude=set(_LIVE_FIELDS))
 
 
+#: The figures ``Catalog.record_memory`` writes after a load: a new entry object, not a change of the model.
+_MEASURED_FIELDS = frozenset({"memory_measured_mb", "memory_peak_mb", "gpu_memory_measured_mb", "gpu_memory_peak_mb"})
+
+
+def _same_but_measured(old: ModelEntry, new: ModelEntry) -> bool:
+    return old.model_dump(exclude=set(_MEASURED_FIELDS)) == new.model_dump(exclude=set(_MEASURED_FIELDS))
+
+
 def worker_key(model: ModelEntry) -> str:
     return f"{model.task}:{model.id}" + (f":{model.python_env}" if model.python_env else "")
 
@@ -924,8 +936,8 @@ class _Queued:
 
     __slots__ = ("handle", "depth", "seconds", "started")
 
-    depth: Any
-    seconds: Any
+    depth: GaugeSeries
+    seconds: HistogramSeries
 
     def __init__(self, coordinator: Coordinator, handle: WorkerHandle) -> None:
         self.handle = handle
@@ -938,7 +950,7 @@ class _Queued:
                 headers={"Retry-After": "1"},
             )
         children = coordinator._queue_metrics.get(model_id)
-        if children is None:  # labels() costs a lock and a dict lookup each: once per model, not three per request
+        if children is None:  # looked up once per model
             metrics = coordinator.metrics
             children = (metrics.queue_depth.labels(model_id), metrics.inference_seconds.labels(model_id))
             coordinator._queue_metrics[model_id] = children
@@ -948,13 +960,13 @@ class _Queued:
     def __enter__(self) -> None:
         handle = self.handle
         handle.pending += 1
-        self.depth.set(handle.pending)
+        self.depth.value = handle.pending
         self.started = time.monotonic()
 
     def __exit__(self, *exc: object) -> None:
         handle = self.handle
         handle.pending -= 1
-        self.depth.set(handle.pending)
+        self.depth.value = handle.pending
         self.seconds.observe(time.monotonic() - self.started)
 
 
