@@ -8,11 +8,19 @@ imports nothing but the standard library, so a worker can import it).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+from collections.abc import Iterator
 from typing import Any
 
 #: ``OSError`` numbers of a full disk and of a used-up quota (answered 507 ``storage_full``, see ``StorageFull``).
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for want of space: a full disk or a used-up quota."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
 
 
 def error_envelope(message: str, error_type: str, *, param: str | None = None, code: str) -> dict[str, Any]:
@@ -116,6 +124,23 @@ class StorageFull(ModelhostError):
     status_code = 507
     error_type = "service_unavailable"
     code = "storage_full"
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike[str], what: str, exc: OSError) -> StorageFull:
+        """The one wording: ``no space left in <folder> for <what> (<strerror>); free some space there``."""
+        return cls(f"no space left in {folder} for {what} ({exc.strerror}); free some space there")
+
+
+@contextlib.contextmanager
+def storage_full_in(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
+    """A full disk (or used-up quota) under ``folder`` while writing ``what`` → ``StorageFull`` (507) naming both;
+    any other ``OSError`` passes. The caller removes its partial file (or writes into a temporary one it drops)."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise StorageFull.in_folder(folder, what, exc) from exc
 
 
 class WorkerCrashed(ModelhostError):

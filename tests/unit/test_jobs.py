@@ -4,6 +4,7 @@ retries, failures, cancellation, forward-only status, events in order, the blob 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,13 +14,14 @@ from sqlalchemy import Engine
 from modelhost.api.routes.jobs import parse_range
 from modelhost.config import Settings
 from modelhost.errors import InvalidRequest, RangeNotSatisfiable, WorkerCrashed
-from modelhost.jobs.executor import LocalExecutor
+from modelhost.jobs.executor import LocalExecutor, error_fields
 from modelhost.jobs.pipeline import JobDeps, Pipeline, PipelineRegistry, StepContext
 from modelhost.jobs.service import JobInput, JobService
 from modelhost.jobs.store import JobStore
 from modelhost.runtime_settings import RuntimeSettingsStore
 from modelhost.storage.blobs import LocalBlobStore
 from modelhost.storage.db import build_sessionmaker, migrate
+from tests.support import disks
 from tests.support.blobs import check_read_range
 
 
@@ -198,6 +200,45 @@ def test_a_bad_input_fails_at_once_with_the_error_envelope(harness: Harness) -> 
         await service.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_full_disk_fails_the_step_at_once_with_storage_full(engine: Engine, tmp_path: Path) -> None:
+    """The blob store on a 1 MiB disk: the input (600 KiB) fits, the first step's work copy of it does not. The job
+    fails at once (a full disk is not transient: no retry) with 507 ``storage_full`` naming the folder, and no
+    partial file is left."""
+    with disks.small_disk(tmp_path / "blobs", "1m") as blobs:
+        harness = Harness(engine, tmp_path)
+
+        async def scenario() -> None:
+            service = harness.service()
+            await service.start()
+            job = await service.create("test", {}, inputs={"file": JobInput("a.bin", b"a" * 600 * 1024)})
+            await wait_status(service, job.id, ("failed",))
+            failed = service.get(job.id)
+            assert failed.error is not None
+            assert (failed.error.type, failed.error.code) == ("service_unavailable", "storage_full")
+            assert str(blobs) in failed.error.message
+            assert harness.calls == ["first"]
+            assert harness.ended == ["failed"]
+            assert not (blobs / "jobs" / job.id / "work").exists()
+            await service.stop()
+
+        asyncio.run(scenario())
+
+
+def test_a_step_s_own_full_disk_is_storage_full_not_an_internal_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's scratch file in a folder of the process's temporary folder (as the meeting and presentation steps
+    write them), the disk full: ``storage_full`` naming the temporary folder, not ``job_failed``."""
+    with disks.small_disk(tmp_path / "scratch", "1m") as scratch:
+        monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+        work = Path(tempfile.mkdtemp(prefix="modelhost-video-"))
+        with pytest.raises(OSError, match="No space left") as caught:
+            (work / "frames.raw").write_bytes(b"f" * 2 * 1024 * 1024)
+        error = error_fields(caught.value)
+    assert (error["type"], error["code"]) == ("service_unavailable", "storage_full")
+    assert str(scratch) in error["message"]
 
 
 def test_cancel_stops_a_running_job_and_status_only_moves_forward(harness: Harness) -> None:

@@ -40,6 +40,7 @@ from modelhost.api.routes.embeddings import PATH, EmbeddingsFastPath, is_json
 from modelhost.api.upload_limit import UploadLimitMiddleware
 from modelhost.config import Settings
 from modelhost.metrics import Metrics
+from modelhost.storage.files import use_process_temp_dir
 from modelhost.web import mount_dashboard
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, metrics)
-        await services.coordinator.start()
+        await services.coordinator.start()  # (its worker sockets stay in the short system path: before the switch)
+        restore_temp_dir = use_process_temp_dir(settings.data_dir)
         app.state.services = services
         await services.jobs.start()
         if settings.local_workers:  # a front with no local workers starts no zygotes
@@ -112,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
             await services.coordinator.stop()
             services.speakers.index.close()
             services.engine.dispose()
+            restore_temp_dir()
 
     app = ModelhostApp(
         title="modelhost",

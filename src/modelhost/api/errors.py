@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modelhost.errors import DISK_FULL, ModelhostError, StorageFull, error_envelope
+from modelhost.errors import ModelhostError, StorageFull, error_envelope, is_disk_full
 from modelhost.schemas.base import describe_errors
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cause = exc.__cause__
-        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
+        if isinstance(cause, OSError) and is_disk_full(cause):
             # FastAPI answers any failure to read a form with 400; the form parser's spool (parts above 1 MiB, in
-            # the system's temporary folder) hitting a full disk is the server's trouble, not the client's.
-            where = tempfile.gettempdir()
-            message = f"no space left in {where} to receive the upload ({cause.strerror}); free some space there"
-            return await _modelhost_error(request, StorageFull(message))
+            # the process's temporary folder: ``use_process_temp_dir``) hitting a full disk is the server's trouble.
+            full = StorageFull.in_folder(tempfile.gettempdir(), "the upload being received", cause)
+            return await _modelhost_error(request, full)
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return JSONResponse(

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,6 +34,7 @@ from modelhost.cluster.celery import (
 from modelhost.cluster.router import REPLY_TTL_SECONDS, ClusterRouter, decode_files, pack_message
 from modelhost.cluster.steps import LEASE_SECONDS, StepRunner
 from modelhost.errors import ModelhostError, NotFound
+from modelhost.storage.files import use_process_temp_dir
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -72,6 +73,7 @@ class Node:
         self._runner: StepRunner | None = None
         self._router: ClusterRouter | None = None
         self._heartbeat: Future[None] | None = None
+        self._restore_temp_dir: Callable[[], None] = lambda: None
         #: Set when the Celery worker begins a warm shutdown: a running step task then queues its job's next step.
         self.draining = threading.Event()
 
@@ -111,6 +113,7 @@ class Node:
         router.local_queues = set(self.queues)
         self._router = router
         self.call(router.start())
+        self._restore_temp_dir = use_process_temp_dir(self.settings.data_dir)  # after the worker sockets' folder
         jobs = self.services.jobs
         assert self.settings.broker_url
         self._runner = StepRunner(jobs.store, jobs.registry, jobs.deps, self.settings.broker_url)
@@ -158,6 +161,7 @@ class Node:
             self.call(self.router.stop())
             self.services.speakers.index.close()
             self.services.engine.dispose()
+        self._restore_temp_dir()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 

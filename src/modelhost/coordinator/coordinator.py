@@ -40,15 +40,14 @@ from modelhost.coordinator.sources import check_source
 from modelhost.coordinator.supervisor import Supervisor, describe_exit
 from modelhost.coordinator.zygote import ForkedProcess
 from modelhost.errors import (
-    DISK_FULL,
     Conflict,
     InferenceTimeout,
     ModelhostError,
     ModelUnavailable,
     QueueFull,
-    StorageFull,
     WorkerCrashed,
     from_worker_error,
+    storage_full_in,
 )
 from modelhost.metrics import GaugeSeries, HistogramSeries, Metrics
 from modelhost.runtime_settings import RuntimeSettingsStore
@@ -293,18 +292,11 @@ class Coordinator:
                 if isinstance(ref, Path):
                     paths[name] = ref.resolve()
                     continue
-                try:
+                with storage_full_in(self.upload_dir, f"the uploaded {name!r}"):
                     fd, raw = tempfile.mkstemp(prefix="upload-", dir=self.upload_dir)
                     target = Path(raw)
                     created.append(target)
                     await asyncio.to_thread(_copy_into, ref, fd)
-                except OSError as exc:
-                    if exc.errno not in DISK_FULL:
-                        raise
-                    raise StorageFull(
-                        f"no space left in {self.upload_dir} for the uploaded {name!r} ({exc.strerror}); "
-                        "free some space there"
-                    ) from exc
                 paths[name] = target
             yield paths
         finally:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from typing import Any, Protocol
 
-from modelhost.errors import ModelhostError, ModelUnavailable, QueueFull, WorkerCrashed
+from modelhost.errors import ModelhostError, ModelUnavailable, QueueFull, StorageFull, WorkerCrashed, is_disk_full
 from modelhost.jobs.pipeline import JobCancelled, JobDeps, Pipeline, PipelineRegistry, StepContext, TransientError
 from modelhost.jobs.store import JobStore
 from modelhost.storage.s3 import StorageUnavailable
@@ -43,6 +45,12 @@ class Executor(Protocol):
 
 
 def error_fields(exc: BaseException) -> dict[str, Any]:
+    """The failed job's ``error``. A step's write that found the disk full (an ``OSError`` no ``storage_full_in``
+    turned into ``StorageFull``) is ``storage_full`` too, naming the file or else the process's temporary folder
+    (where steps write their scratch files): not retried (not transient) and not an internal error."""
+    if isinstance(exc, OSError) and is_disk_full(exc):
+        where = os.path.dirname(exc.filename) if isinstance(exc.filename, str) else tempfile.gettempdir()
+        exc = StorageFull.in_folder(where, "a file of the job's step", exc)
     if isinstance(exc, ModelhostError):
         return dict(exc.envelope()["error"])
     return {

@@ -46,15 +46,16 @@ class JobService:
         inputs: dict[str, JobInput] | None = None,
         job_id: str | None = None,
     ) -> JobView:
-        """Store the inputs, insert the job (pending) and hand it to the executor. ``params`` must be JSON."""
+        """Store the inputs, insert the job (pending) and hand it to the executor. ``params`` must be JSON. An input
+        that cannot be stored (``StorageFull`` on a full disk) leaves nothing: no job row, no input stored."""
         if self.registry.get(kind) is None:
             raise InvalidRequest(f"unknown job kind {kind!r}; kinds: {', '.join(self.registry.kinds())}")
         job_id = job_id or str(uuid.uuid4())
         described: dict[str, Any] = {}
-        for name, item in (inputs or {}).items():
-            info = await asyncio.to_thread(self.deps.blobs.put, f"jobs/{job_id}/inputs/{name}", item.data)
-            described[name] = {"filename": item.filename, "content_type": item.content_type, "size": info.size}
         try:
+            for name, item in (inputs or {}).items():
+                info = await asyncio.to_thread(self.deps.blobs.put, f"jobs/{job_id}/inputs/{name}", item.data)
+                described[name] = {"filename": item.filename, "content_type": item.content_type, "size": info.size}
             job = await asyncio.to_thread(self.store.create, kind, {**params, "inputs": described}, job_id)
         except BaseException:
             await asyncio.to_thread(self.deps.blobs.delete, f"jobs/{job_id}")

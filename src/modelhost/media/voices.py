@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from modelhost.errors import storage_full_in
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SAMPLE_BYTES = 20 * 1024 * 1024
 
@@ -51,19 +53,23 @@ class VoiceStore:
         return bool(NAME_PATTERN.match(name))
 
     def add(self, name: str, data: bytes, filename: str, content_type: str) -> ReferenceVoice:
-        """Store a voice; ``FileExistsError`` when the name is taken."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Store a voice; ``FileExistsError`` when the name is taken. No room left in the folder → ``StorageFull``
+        (507), nothing stored and the name still free."""
         audio, meta = self._paths(name)
         voice = ReferenceVoice(name, filename, content_type, len(data), int(time.time()))
-        try:
-            fd = os.open(meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the name is claimed atomically
-        except FileExistsError:
-            raise
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(asdict(voice), handle)
         partial = audio.with_name(f".{audio.name}.part")
-        partial.write_bytes(data)
-        os.replace(partial, audio)
+        with storage_full_in(self.folder, f"the reference voice {name!r}"):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(meta, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # the name is claimed atomically
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(asdict(voice), handle)
+                partial.write_bytes(data)
+                os.replace(partial, audio)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                meta.unlink(missing_ok=True)
+                raise
         return voice
 
     def get(self, name: str) -> tuple[ReferenceVoice, bytes] | None:

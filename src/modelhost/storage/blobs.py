@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from modelhost.errors import storage_full_in
+
 if TYPE_CHECKING:
     from modelhost.config import StorageSettings
 
@@ -33,7 +35,8 @@ class BlobInfo:
 class BlobStore(Protocol):
     def put(self, key: str, data: bytes | Path | BinaryIO) -> BlobInfo:
         """Store ``data`` (bytes, a local file to copy, or a readable binary stream) under ``key``, replacing
-        what was there (atomically: a reader sees the old or the new blob, never half of one)."""
+        what was there (atomically: a reader sees the old or the new blob, never half of one). No room left for it
+        on a local disk → ``StorageFull`` (507), nothing changed."""
 
     def get(self, key: str) -> bytes:
         """The whole blob; ``KeyError`` when there is none."""
@@ -87,22 +90,25 @@ class LocalBlobStore:
         return self.root / _check_key(key)
 
     def put(self, key: str, data: bytes | Path | BinaryIO) -> BlobInfo:
+        """A full disk (or used-up quota) under ``root`` → ``StorageFull`` (507) naming it, no partial file left and
+        the blob that was there (if any) unchanged."""
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".put-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in _chunks(data):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with storage_full_in(self.root, f"blob {key!r}"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".put-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in _chunks(data):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         return BlobInfo(key, size, digest.hexdigest())
 
     def get(self, key: str) -> bytes:

@@ -2,7 +2,8 @@
 
 ``modelhost serve`` sets the umask to 077 so that everything it and its workers create is 0600/0700, and
 ``secure_data_dir`` tightens what an older release left readable to others. ``process_dir``: a process's own
-temporary folder, whose leftovers after a ``kill -9`` the next process removes.
+temporary folder, whose leftovers after a ``kill -9`` the next process removes; ``use_process_temp_dir`` makes one
+under the data dir the process's ``tempfile`` folder (the form parser's spools, job steps' scratch files).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,29 @@ def remove_process_dir(folder: Path) -> None:
     """Remove a folder ``process_dir`` made, with what is left in it."""
     _OURS.discard(folder)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def use_process_temp_dir(data_dir: Path) -> Callable[[], None]:
+    """Point this process's temporary folder (``tempfile.tempdir``: where Starlette spools an upload part above 1 MiB,
+    where job steps write scratch files) at a ``process_dir`` under ``<data_dir>/tmp/spool``, so that they land on
+    the disk the operator sized for the data dir, not the system's ``/tmp``. An explicit ``TMPDIR`` is respected
+    (nothing changes). Only this process: the workers it starts keep the environment's. Returns the undo: the
+    previous folder back (when it still exists) and ours removed."""
+    if os.environ.get("TMPDIR"):
+        log.info("temporary files in %s (TMPDIR)", tempfile.gettempdir())
+        return lambda: None
+    folder = process_dir(data_dir / "tmp" / "spool")
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    log.info("temporary files in %s", folder)
+
+    def undo() -> None:
+        if tempfile.tempdir == str(folder):
+            # (another app of this process may have removed its folder meanwhile: then the system's default again)
+            tempfile.tempdir = previous if previous is None or os.path.isdir(previous) else None
+        remove_process_dir(folder)
+
+    return undo
 
 
 def private_file(path: Path) -> None:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from modelhost.errors import DISK_FULL, ModelhostError, StorageFull
+from modelhost.errors import ModelhostError, storage_full_in
 from modelhost.storage.blobs import CHUNK, BlobInfo, _check_key, _check_range, _chunks
 from modelhost.storage.files import process_dir, remove_process_dir
 
@@ -74,15 +74,8 @@ def _errors(key: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _local_disk(folder: Path | None, key: str) -> Iterator[None]:
     """No room left under ``folder`` for a temporary copy of the blob ``key`` → ``StorageFull`` (507)."""
-    try:
+    with storage_full_in(folder if folder is not None else tempfile.gettempdir(), f"a temporary copy of blob {key!r}"):
         yield
-    except OSError as exc:
-        if exc.errno not in DISK_FULL:
-            raise
-        where = folder if folder is not None else Path(tempfile.gettempdir())
-        raise StorageFull(
-            f"no space left in {where} for a temporary copy of blob {key!r} ({exc.strerror}); free some space there"
-        ) from exc
 
 
 #: Uploads up to this size go without ``Expect: 100-continue`` (see ``_no_expect_for_small_bodies``).
