@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,6 +130,13 @@ class StorageFull(ModelhostError):
     def in_folder(cls, folder: str | os.PathLike[str], what: str, exc: OSError) -> StorageFull:
         """The one wording: ``no space left in <folder> for <what> (<strerror>); free some space there``."""
         return cls(f"no space left in {folder} for {what} ({exc.strerror}); free some space there")
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, what: str) -> StorageFull:
+        """For a full-disk ``OSError`` that no ``storage_full_in`` caught: the folder is the file's when the error
+        names it (``open``), else the process's temporary folder, where scratch files go (a failed ``write``)."""
+        where = os.path.dirname(exc.filename) if isinstance(exc.filename, str) else tempfile.gettempdir()
+        return cls.in_folder(where, what, exc)
 
 
 @contextlib.contextmanager

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from modelhost.api.app import create_app
+from modelhost.api.errors import install_error_handlers
 from modelhost.config import Settings
 from tests.support import disks
 
@@ -153,3 +155,20 @@ def test_a_reference_voice_that_does_not_fit_is_not_registered(data_dir: Path) -
         assert_storage_full(response, voices)
         assert list(voices.iterdir()) == []  # neither the metadata nor a partial recording
         assert client.get("/v1/audio/voices/narrator").status_code == 404
+
+
+def test_any_other_full_disk_write_of_a_request_is_507_not_500(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The safety net: a route's scratch file in the temporary folder, which no ``storage_full_in`` wraps, still
+    answers 507 naming that folder (a failed ``write`` names no file), through the server's error handlers."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/scratch")
+    def scratch() -> None:
+        with tempfile.TemporaryFile() as out:
+            out.write(b"f" * 2 * 1024 * 1024)
+
+    with disks.small_disk(tmp_path / "scratch", "1m") as disk:
+        monkeypatch.setattr(tempfile, "tempdir", str(disk))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            assert_storage_full(client.post("/scratch"), disk)

@@ -113,5 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OSError) and is_disk_full(exc):  # a write no ``storage_full_in`` wraps: 507, not 500
+            return await _modelhost_error(request, StorageFull.from_os_error(exc, "a file of the request"))
         return JSONResponse(unexpected_error_body(exc), status_code=500)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 import time
 from typing import Any, Protocol
 
@@ -49,8 +47,7 @@ def error_fields(exc: BaseException) -> dict[str, Any]:
     turned into ``StorageFull``) is ``storage_full`` too, naming the file or else the process's temporary folder
     (where steps write their scratch files): not retried (not transient) and not an internal error."""
     if isinstance(exc, OSError) and is_disk_full(exc):
-        where = os.path.dirname(exc.filename) if isinstance(exc.filename, str) else tempfile.gettempdir()
-        exc = StorageFull.in_folder(where, "a file of the job's step", exc)
+        exc = StorageFull.from_os_error(exc, "a file of the job's step")
     if isinstance(exc, ModelhostError):
         return dict(exc.envelope()["error"])
     return {

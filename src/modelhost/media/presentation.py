@@ -61,8 +61,12 @@ class VideoOptions:
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # (a full disk: no half-written file left beside the others)
+        raise
 
 
 def slide_file_name(index: int, count: int, suffix: str) -> str:
