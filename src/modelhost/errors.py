@@ -24,6 +24,11 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL
 
 
+def tool_reports_disk_full(stderr: str) -> bool:
+    """Whether a tool's error output (ffmpeg, soffice, pdftoppm) reports the same: the C library's words for it."""
+    return any(os.strerror(number) in stderr for number in DISK_FULL)
+
+
 def error_envelope(message: str, error_type: str, *, param: str | None = None, code: str) -> dict[str, Any]:
     """``{"error": {"message", "type", "param", "code"}}``: every error answer of the server and its workers."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
@@ -127,16 +132,16 @@ class StorageFull(ModelhostError):
     code = "storage_full"
 
     @classmethod
-    def in_folder(cls, folder: str | os.PathLike[str], what: str, exc: OSError) -> StorageFull:
-        """The one wording: ``no space left in <folder> for <what> (<strerror>); free some space there``."""
-        return cls(f"no space left in {folder} for {what} ({exc.strerror}); free some space there")
+    def in_folder(cls, folder: str | os.PathLike[str], what: str, reason: str | None) -> StorageFull:
+        """The one wording: ``no space left in <folder> for <what> (<reason>); free some space there``."""
+        return cls(f"no space left in {folder} for {what} ({reason}); free some space there")
 
     @classmethod
     def from_os_error(cls, exc: OSError, what: str) -> StorageFull:
         """For a full-disk ``OSError`` that no ``storage_full_in`` caught: the folder is the file's when the error
         names it (``open``), else the process's temporary folder, where scratch files go (a failed ``write``)."""
         where = os.path.dirname(exc.filename) if isinstance(exc.filename, str) else tempfile.gettempdir()
-        return cls.in_folder(where, what, exc)
+        return cls.in_folder(where, what, exc.strerror)
 
 
 @contextlib.contextmanager
@@ -148,7 +153,7 @@ def storage_full_in(folder: str | os.PathLike[str], what: str) -> Iterator[None]
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        raise StorageFull.in_folder(folder, what, exc) from exc
+        raise StorageFull.in_folder(folder, what, exc.strerror) from exc
 
 
 class WorkerCrashed(ModelhostError):

@@ -14,10 +14,12 @@ from sqlalchemy import Engine
 from modelhost.api.routes.jobs import parse_range
 from modelhost.config import Settings
 from modelhost.errors import InvalidRequest, RangeNotSatisfiable, WorkerCrashed
+from modelhost.jobs import meeting
 from modelhost.jobs.executor import LocalExecutor, error_fields
 from modelhost.jobs.pipeline import JobDeps, Pipeline, PipelineRegistry, StepContext
 from modelhost.jobs.service import JobInput, JobService
 from modelhost.jobs.store import JobStore
+from modelhost.media.audio import wav_header
 from modelhost.runtime_settings import RuntimeSettingsStore
 from modelhost.storage.blobs import LocalBlobStore
 from modelhost.storage.db import build_sessionmaker, migrate
@@ -239,6 +241,34 @@ def test_a_step_s_own_full_disk_is_storage_full_not_an_internal_error(
         error = error_fields(caught.value)
     assert (error["type"], error["code"]) == ("service_unavailable", "storage_full")
     assert str(scratch) in error["message"]
+
+
+def test_ffmpeg_on_a_full_disk_fails_the_meeting_with_storage_full_not_invalid_audio(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The meeting's decode step: real ffmpeg writes the decoded audio (60 s: 1.9 MB) into the process's temporary
+    folder, here a 1 MiB disk. The job fails at once with ``storage_full`` naming that disk, not with 415
+    ``invalid_audio`` (the upload is fine)."""
+    with disks.small_disk(tmp_path / "spool", "1m") as spool:
+        monkeypatch.setattr(tempfile, "tempdir", str(spool))
+        harness = Harness(engine, tmp_path)
+        harness.pipeline = meeting.PIPELINE
+        recording = wav_header(16_000, 60 * 16_000 * 2) + b"\x10\x00" * 60 * 16_000
+
+        async def scenario() -> None:
+            service = harness.service()
+            await service.start()
+            job = await service.create(meeting.KIND, {}, inputs={"file": JobInput("meeting.wav", recording)})
+            await wait_status(service, job.id, ("failed",))
+            failed = service.get(job.id)
+            assert failed.error is not None
+            assert (failed.error.code, failed.stage) == ("storage_full", "decode")
+            assert str(spool) in failed.error.message
+            assert "No space left on device" in failed.error.message
+            await service.stop()
+
+        asyncio.run(scenario())
+        assert list(spool.iterdir()) == []  # the decode folder is gone
 
 
 def test_cancel_stops_a_running_job_and_status_only_moves_forward(harness: Harness) -> None:

@@ -94,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(cause, OSError) and is_disk_full(cause):
             # FastAPI answers any failure to read a form with 400; the form parser's spool (parts above 1 MiB, in
             # the process's temporary folder: ``use_process_temp_dir``) hitting a full disk is the server's trouble.
-            full = StorageFull.in_folder(tempfile.gettempdir(), "the upload being received", cause)
+            full = StorageFull.in_folder(tempfile.gettempdir(), "the upload being received", cause.strerror)
             return await _modelhost_error(request, full)
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         code = _HTTP_CODES.get(exc.status_code, "http_error")

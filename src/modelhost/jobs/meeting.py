@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelhost.errors import InvalidRequest, UnsupportedMediaType
+from modelhost.errors import InvalidRequest, StorageFull, UnsupportedMediaType, tool_reports_disk_full
 from modelhost.jobs import inference
 from modelhost.jobs.pipeline import Pipeline, StepContext, bounded_gather
 from modelhost.jobs.transcript import (
@@ -118,6 +118,8 @@ async def decode(ctx: StepContext) -> dict[str, Any]:
         if returncode != 0:
             lines = errors.strip().splitlines()
             reason = lines[-1] if lines else f"ffmpeg exited with {returncode}"
+            if tool_reports_disk_full(errors):  # the server's disk, not the upload
+                raise StorageFull.in_folder(folder, "the decoded audio", reason)
             raise UnsupportedMediaType(
                 f"the uploaded file could not be decoded as audio: {reason}", param="file", code="invalid_audio"
             )
@@ -369,5 +371,7 @@ async def _put_audio(ctx: StepContext) -> None:
                 "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", str(target),
             )  # fmt: skip
         if returncode != 0:
+            if tool_reports_disk_full(errors):
+                raise StorageFull.in_folder(folder, "the meeting audio", errors.strip()[-300:])
             raise RuntimeError(f"ffmpeg could not encode the meeting audio: {errors[-300:]}")
         await ctx.put_artifact(AUDIO_ARTIFACT, target, "audio/ogg")
