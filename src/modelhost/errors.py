@@ -202,6 +202,7 @@ def from_worker_error(status: int, error: dict[str, Any]) -> ModelhostError:
         415: UnsupportedMediaType,
         422: InvalidRequest,
         503: BackendUnavailable,
+        507: StorageFull,  # the worker's disk (its temporary folder) is full: not the worker's fault, nor a crash
     }
     cls = classes.get(status, WorkerFailed)
     return cls(message, param=param if isinstance(param, str) else None, code=code if isinstance(code, str) else None)
@@ -212,6 +213,8 @@ def from_worker_error(status: int, error: dict[str, Any]) -> ModelhostError:
 #   the context, an image that does not decode.
 # * ``BackendFault`` — the server cannot serve it (5xx, by default 503): a model package or file missing, a system
 #   tool not installed. Not the caller's fault; the message says what to install or fix.
+# * ``StorageFull`` (or a full-disk ``OSError`` from a write, see ``is_disk_full``) — the worker's disk is full where it
+#   writes (its temporary folder: a PDF rendered to images, audio encoded by ffmpeg): 507 ``storage_full``.
 # Anything else a backend raises is a bug: answered 500 ``inference_failed`` and logged with its traceback.
 
 

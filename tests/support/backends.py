@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -64,7 +65,8 @@ class CountingStream(Backend[dict[str, Any]]):
     """Streams ``{"i": n}`` every ``interval`` seconds up to ``count``; writes how far it got to ``marker``.
     With ``chunk_bytes`` it streams ``count`` binary chunks of that size instead; ``fail_after`` raises after that
     many chunks. ``infer`` reports the files it got (size, sha256, path) and sends back ``echo_bytes`` bytes of
-    each as a binary value."""
+    each as a binary value. ``scratch_bytes``: both first write that many bytes to a temporary file (as a backend
+    decoding or rendering through one), reporting its folder."""
 
     supports_streaming = True
 
@@ -75,7 +77,9 @@ class CountingStream(Backend[dict[str, Any]]):
         if payload.get("fail_status"):
             raise BadInput("failing on purpose", status=int(payload["fail_status"]), code="busy_on_purpose")
         echo = int(payload.get("echo_bytes", 0))
+        scratch = _write_scratch(int(payload.get("scratch_bytes", 0)))
         return {
+            "scratch": scratch,
             "sizes": {name: path.stat().st_size for name, path in files.items()},
             "sha256": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()},
             "paths": {name: str(path) for name, path in files.items()},
@@ -88,6 +92,7 @@ class CountingStream(Backend[dict[str, Any]]):
     ) -> Iterator[dict[str, Any] | bytes]:
         if payload.get("fail_status"):
             raise BadInput("failing on purpose", status=int(payload["fail_status"]), code="busy_on_purpose")
+        _write_scratch(int(payload.get("scratch_bytes", 0)))
         marker = Path(str(payload["marker"]))
         produced = 0
         chunk_bytes = int(payload.get("chunk_bytes", 0))
@@ -101,6 +106,14 @@ class CountingStream(Backend[dict[str, Any]]):
             yield bytes([i % 256]) * chunk_bytes if chunk_bytes else {"i": i}
             time.sleep(float(payload.get("interval", 0.05)))
         marker.write_text(f"{produced} {'cancelled' if cancelled.is_set() else 'finished'}")
+
+
+def _write_scratch(size: int) -> str:
+    """Write ``size`` bytes to a temporary file, as a backend does that decodes or renders through one: its folder."""
+    with tempfile.TemporaryFile(prefix="modelhost-scratch-") as scratch:
+        scratch.write(b"s" * size)
+        scratch.flush()
+    return tempfile.gettempdir()
 
 
 class BrokenSpeech(SpeechBackend):

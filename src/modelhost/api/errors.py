@@ -41,10 +41,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": "error", "content": {"application/json": {"schema": ERROR_SCHEMA}}} for s in statuses}
 
 
-#: What every inference route may answer besides 200 (validation, unknown model, limits, queue, worker trouble).
-INFERENCE_ERRORS = (400, 401, 404, 413, 429, 500, 502, 503, 504)
-#: The same, for routes that take an upload (415: a file that is not of a type the model reads; 507: no room left on
-#: the server's disk to receive it).
+#: What every inference route may answer besides 200 (validation, unknown model, limits, queue, worker trouble; 507:
+#: no room left where the worker writes its temporary files).
+INFERENCE_ERRORS = (400, 401, 404, 413, 429, 500, 502, 503, 504, 507)
+#: The same, for routes that take an upload (415: a file that is not of a type the model reads; 507 also: no room left
+#: on the server's disk to receive it).
 UPLOAD_ERRORS = (400, 401, 404, 413, 415, 429, 500, 502, 503, 504, 507)
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}

@@ -18,7 +18,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from modelhost.errors import BackendFault, BadInput
+from modelhost.errors import BackendFault, BadInput, StorageFull, tool_reports_disk_full
 from modelhost.media.cuts import quietest_centre
 
 if TYPE_CHECKING:
@@ -279,6 +279,12 @@ def encode_pcm16(pcm: bytes, sample_rate: int, fmt: str, timeout: float = 120.0)
         command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "s16le", "-ar", str(sample_rate)]
         command += ["-ac", "1", "-i", "pipe:0", *ENCODINGS[fmt], str(target)]
         proc = subprocess.run(command, input=pcm, capture_output=True, timeout=timeout, check=False)
+        errors = proc.stderr.decode("utf-8", "replace")
+        # ffmpeg 5 exits 0 when the disk fills under its output ("Error writing trailer of …: No space left on
+        # device"), leaving an empty file: read its words, not only its exit status (never an empty 200).
+        if tool_reports_disk_full(errors):
+            reason = errors.strip().splitlines()[-1]
+            raise StorageFull.in_folder(tempfile.gettempdir(), f"the {fmt} audio ffmpeg encodes", reason)
         if proc.returncode != 0:
-            raise RuntimeError(f"ffmpeg could not encode {fmt}: {proc.stderr.decode('utf-8', 'replace')[-500:]}")
+            raise RuntimeError(f"ffmpeg could not encode {fmt}: {errors[-500:]}")
         return target.read_bytes()

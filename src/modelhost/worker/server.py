@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from modelhost.errors import BackendError, BadInput, error_envelope
+from modelhost.errors import BackendError, BadInput, StorageFull, error_envelope, is_disk_full
 from modelhost.worker import frames
 from modelhost.worker.batching import Batcher
 from modelhost.worker.gpu_memory import gpu_memory
@@ -110,6 +111,10 @@ class WorkerServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.exit, 0, f"signal {sig.name}")
         log.info("listening on %s, loading %s", self.spec.socket_path, self.spec.backend)
+        # Looked up now, once: Python picks the temporary folder on first use and passes over one it cannot write
+        # to, so a TMPDIR already full at a first request would send the files to /tmp silently; fixed here, a full
+        # disk later is answered 507 naming this folder.
+        log.info("temporary files in %s", tempfile.gettempdir())
         watchdog = loop.create_task(self._watchdog(), name="idle-watchdog")
         await self._load()
         await watchdog  # runs until the process exits
@@ -331,11 +336,22 @@ class WorkerServer:
         self.last_activity = time.monotonic()
 
     def _failure_frame(self, rid: int, request_id: str, exc: BaseException) -> bytes:
+        return _error_frame(rid, *self._failure(request_id, exc))
+
+    def _failure(self, request_id: str, exc: BaseException) -> tuple[dict[str, Any], int]:
+        """The error envelope and status of a request the backend failed: a ``BackendError`` as it says; a full
+        disk where the worker writes (``StorageFull``, or an ``OSError`` ENOSPC/EDQUOT) 507 ``storage_full`` naming
+        the folder — the operator's to fix, the worker stays up; anything else 500 ``inference_failed``, logged."""
         if isinstance(exc, BackendError):
-            return _error_frame(rid, _backend_error(exc), exc.status)
+            return _backend_error(exc), exc.status
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            exc = StorageFull.from_os_error(exc, f"a temporary file of model {self.spec.model_id}")
+        if isinstance(exc, StorageFull):
+            log.warning("request %s: %s", request_id, exc.message)
+            return error_envelope(scrub(exc.message), exc.error_type, code=exc.code), exc.status_code
         log.error("inference failed for request %s", request_id, exc_info=exc)
         message = _failure_message(self.spec.model_id, exc)
-        return _error_frame(rid, error_envelope(message, "worker_error", code="inference_failed"), 500)
+        return error_envelope(message, "worker_error", code="inference_failed"), 500
 
     def _answer(self, rid: int, request_id: str, started: float, result: Any) -> bytes:
         """JSON (binary values as ``{"$bytes": i}``), one BYTES frame per binary value, DONE: one write."""
@@ -390,13 +406,7 @@ class WorkerServer:
                     await conn.drain()
                     continue
                 if kind == "error":
-                    if isinstance(item, BackendError):
-                        error, status = _backend_error(item), item.status
-                    else:
-                        log.error("streaming inference failed", exc_info=item)
-                        message = _failure_message(self.spec.model_id, item)
-                        error, status = error_envelope(message, "worker_error", code="inference_failed"), 500
-                    conn.send(_error_frame(rid, error, status))
+                    conn.send(_error_frame(rid, *self._failure(f"{rid} (stream)", item)))
                 else:
                     elapsed = round((time.perf_counter() - started) * 1000, 3)
                     conn.send(frames.encode(frames.DONE, rid, _dumps({"processing_time_ms": elapsed})))

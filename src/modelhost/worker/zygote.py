@@ -37,6 +37,7 @@ import selectors
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -140,6 +141,7 @@ def _run_child(request: dict[str, Any]) -> None:
         env: dict[str, str] = request["env"]
         os.environ.clear()
         os.environ.update(env)
+        tempfile.tempdir = None  # this worker's TMPDIR, not the folder the zygote may have looked up and kept
         env_spec = json.loads(env["MODELHOST_WORKER_SPEC"])
         env_spec["forked"] = True
         os.environ["MODELHOST_WORKER_SPEC"] = json.dumps(env_spec)
