@@ -29,6 +29,22 @@ def tool_reports_disk_full(stderr: str) -> bool:
     return any(os.strerror(number) in stderr for number in DISK_FULL)
 
 
+#: Less free space than this where a failed tool wrote means the disk was full, not the input broken.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def tool_failed_for_space(stderr: str, folder: str | os.PathLike[str]) -> bool:
+    """Whether a tool that failed writing into ``folder`` did so for want of space: it says so, or the disk there is
+    (nearly) full now — pdftoppm does not say it (libpng reports a write error, then pdftoppm crashes)."""
+    if tool_reports_disk_full(stderr):
+        return True
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
+
+
 def error_envelope(message: str, error_type: str, *, param: str | None = None, code: str) -> dict[str, Any]:
     """``{"error": {"message", "type", "param", "code"}}``: every error answer of the server and its workers."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelhost.errors import BackendFault, BadInput
+from modelhost.errors import BackendFault, BadInput, StorageFull, tool_failed_for_space
 from modelhost.media.images import too_many_pages
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def render_pdf(data: bytes, *, max_pages: int, max_pixels: int, dpi: int) -> Ite
     try:
         pdf = Path(tmp.name) / "input.pdf"
         pdf.write_bytes(data)
-        info = _run(["pdfinfo", str(pdf)])
+        info = _run(["pdfinfo", str(pdf)], pdf.parent)
         match = re.search(r"^Pages:\s+(\d+)", info, re.MULTILINE)
         count = int(match.group(1)) if match else 0
         if count < 1:
@@ -35,7 +35,7 @@ def render_pdf(data: bytes, *, max_pages: int, max_pixels: int, dpi: int) -> Ite
         if count > max_pages:
             raise too_many_pages(count, max_pages)
         # Page sizes in points (1/72 in): "Page    3 size: 612 x 792 pts (letter)".
-        sizes = _run(["pdfinfo", "-f", "1", "-l", str(count), str(pdf)])
+        sizes = _run(["pdfinfo", "-f", "1", "-l", str(count), str(pdf)], pdf.parent)
         areas = {
             int(n): float(w) * float(h)
             for n, w, h in re.findall(r"^Page\s+(\d+) size:\s+([\d.]+) x ([\d.]+) pts", sizes, re.MULTILINE)
@@ -58,7 +58,8 @@ def _pdf_pages(
             out = Path(tmp.name) / "page"
             _run(
                 ["pdftoppm", "-f", str(number), "-l", str(number), "-r", str(page_dpi), "-png", "-singlefile"]
-                + [str(pdf), str(out)]
+                + [str(pdf), str(out)],
+                out.parent,
             )
             png = out.with_suffix(".png")
             if not png.is_file():
@@ -69,7 +70,9 @@ def _pdf_pages(
             yield page
 
 
-def _run(command: list[str]) -> str:
+def _run(command: list[str], folder: Path) -> str:
+    """``command``'s output; a failure is the PDF's (400 ``invalid_pdf``) unless ``folder``, where it writes, ran
+    out of space (507 ``storage_full``)."""
     try:
         done = subprocess.run(command, capture_output=True, timeout=PDF_TIMEOUT_S, check=False)
     except FileNotFoundError:
@@ -83,7 +86,10 @@ def _run(command: list[str]) -> str:
             f"rendering the PDF took longer than {PDF_TIMEOUT_S} s", param="file", status=413, code="pdf_too_complex"
         ) from None
     if done.returncode != 0:
-        detail = done.stderr.decode(errors="replace").strip().splitlines()
+        errors = done.stderr.decode(errors="replace")
+        detail = errors.strip().splitlines()
         reason = detail[-1] if detail else f"{command[0]} exited with {done.returncode}"
+        if tool_failed_for_space(errors, folder):
+            raise StorageFull.in_folder(folder.parent, f"the pages {command[0]} renders", reason)
         raise BadInput(f"the PDF could not be read: {reason}", param="file", code="invalid_pdf")
     return done.stdout.decode(errors="replace")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelhost.errors import StorageFull, tool_reports_disk_full
+from modelhost.errors import StorageFull, tool_failed_for_space
 
 SILENCE_MARKER = "[SILENCE]"
 EMU_PER_INCH = 914_400
@@ -180,7 +180,7 @@ async def run_command(
     if proc.returncode != 0:
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
         reason = lines[-1] if lines else f"exit status {proc.returncode}"
-        if tool_reports_disk_full(stderr.decode("utf-8", "replace")):  # the server's trouble, not the deck's
+        if tool_failed_for_space(stderr.decode("utf-8", "replace"), tempfile.gettempdir()):  # the server's trouble
             raise StorageFull.in_folder(tempfile.gettempdir(), f"the files {what} writes", reason)
         raise DeckError(f"{what} failed: {reason}", code="conversion_failed")
     return stdout
