@@ -243,17 +243,22 @@ def test_a_step_s_own_full_disk_is_storage_full_not_an_internal_error(
     assert str(scratch) in error["message"]
 
 
+@pytest.mark.parametrize("seconds", [60, 1])
 def test_ffmpeg_on_a_full_disk_fails_the_meeting_with_storage_full_not_invalid_audio(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seconds: int
 ) -> None:
-    """The meeting's decode step: real ffmpeg writes the decoded audio (60 s: 1.9 MB) into the process's temporary
-    folder, here a 1 MiB disk. The job fails at once with ``storage_full`` naming that disk, not with 415
-    ``invalid_audio`` (the upload is fine)."""
+    """The meeting's decode step: real ffmpeg writes the decoded audio into the process's temporary folder, here a
+    1 MiB disk. The job fails at once with ``storage_full`` naming that disk, not with 415 ``invalid_audio`` (the
+    upload is fine). 60 s (1.9 MB): ffmpeg fails mid-stream and exits 1. 1 s (32 kB) on a disk already full: only
+    its last write fails, and ffmpeg exits 0 leaving an empty file (which read as "no audio"; a cut one, as a
+    shorter recording)."""
     with disks.small_disk(tmp_path / "spool", "1m") as spool:
         monkeypatch.setattr(tempfile, "tempdir", str(spool))
         harness = Harness(engine, tmp_path)
         harness.pipeline = meeting.PIPELINE
-        recording = wav_header(16_000, 60 * 16_000 * 2) + b"\x10\x00" * 60 * 16_000
+        recording = wav_header(16_000, seconds * 16_000 * 2) + b"\x10\x00" * seconds * 16_000
+        if seconds == 1:
+            disks.fill(spool)
 
         async def scenario() -> None:
             service = harness.service()
@@ -268,7 +273,7 @@ def test_ffmpeg_on_a_full_disk_fails_the_meeting_with_storage_full_not_invalid_a
             await service.stop()
 
         asyncio.run(scenario())
-        assert list(spool.iterdir()) == []  # the decode folder is gone
+        assert [p.name for p in spool.iterdir()] == (["filler"] if seconds == 1 else [])  # the decode folder is gone
 
 
 def test_cancel_stops_a_running_job_and_status_only_moves_forward(harness: Harness) -> None:

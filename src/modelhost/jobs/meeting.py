@@ -88,22 +88,27 @@ def _quietest(pcm: bytes, offset: int) -> int:
     return offset + (len(pcm) // 2 if centre is None else centre)
 
 
-async def _ffmpeg(*args: str) -> tuple[int, str]:
-    """Run ffmpeg quietly with ``args``; its exit status and error output. Cancelled: ffmpeg is killed too."""
+async def _ffmpeg(*args: str, into: Path, what: str) -> tuple[int, str]:
+    """Run ffmpeg quietly with ``args``, writing ``into`` (``what``, for the error); its exit status and error output.
+    A full disk there is ``StorageFull`` whatever the exit status: ffmpeg exits 0 when only its last write (the
+    trailer) fails, leaving a cut or empty file. Cancelled: ffmpeg is killed too."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise InvalidRequest("ffmpeg is not installed on the server", code="ffmpeg_missing")
     process = await asyncio.create_subprocess_exec(
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *args,
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", *args, str(into),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        _, errors = await process.communicate()
+        _, output = await process.communicate()
     finally:
         if process.returncode is None:  # cancelled: do not leave ffmpeg running
             process.kill()
             await process.wait()
-    return process.returncode or 0, errors.decode("utf-8", "replace")
+    errors = output.decode("utf-8", "replace")
+    if tool_reports_disk_full(errors):  # the server's disk, not the upload
+        raise StorageFull.in_folder(into.parent, what, errors.strip().splitlines()[-1])
+    return process.returncode or 0, errors
 
 
 @PIPELINE.step("decode", weight=1)
@@ -112,14 +117,12 @@ async def decode(ctx: StepContext) -> dict[str, Any]:
         target = Path(folder) / "audio.pcm"  # a file, not a pipe: hours of audio never sit in memory
         async with ctx.input_path("file") as source:
             returncode, errors = await _ffmpeg(
-                "-i", str(source), "-vn",
-                "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), str(target),
+                "-i", str(source), "-vn", "-f", "s16le", "-acodec", "pcm_s16le", "-ac", "1", "-ar", str(SAMPLE_RATE),
+                into=target, what="the decoded audio",
             )  # fmt: skip
         if returncode != 0:
             lines = errors.strip().splitlines()
             reason = lines[-1] if lines else f"ffmpeg exited with {returncode}"
-            if tool_reports_disk_full(errors):  # the server's disk, not the upload
-                raise StorageFull.in_folder(folder, "the decoded audio", reason)
             raise UnsupportedMediaType(
                 f"the uploaded file could not be decoded as audio: {reason}", param="file", code="invalid_audio"
             )
@@ -368,10 +371,9 @@ async def _put_audio(ctx: StepContext) -> None:
         async with ctx.work_path(PCM) as pcm:
             returncode, errors = await _ffmpeg(
                 "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", str(pcm),
-                "-c:a", "libopus", "-b:a", "24k", "-f", "ogg", str(target),
+                "-c:a", "libopus", "-b:a", "24k", "-f", "ogg",
+                into=target, what="the meeting audio",
             )  # fmt: skip
         if returncode != 0:
-            if tool_reports_disk_full(errors):
-                raise StorageFull.in_folder(folder, "the meeting audio", errors.strip()[-300:])
             raise RuntimeError(f"ffmpeg could not encode the meeting audio: {errors[-300:]}")
         await ctx.put_artifact(AUDIO_ARTIFACT, target, "audio/ogg")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelhost.errors import BackendFault, BadInput, StorageFull, tool_failed_for_space
+from modelhost.errors import BackendFault, BadInput, StorageFull, tool_failed_for_space, tool_reports_disk_full
 from modelhost.media.images import too_many_pages
 
 if TYPE_CHECKING:
@@ -85,8 +85,8 @@ def _run(command: list[str], folder: Path) -> str:
         raise BadInput(
             f"rendering the PDF took longer than {PDF_TIMEOUT_S} s", param="file", status=413, code="pdf_too_complex"
         ) from None
-    if done.returncode != 0:
-        errors = done.stderr.decode(errors="replace")
+    errors = done.stderr.decode(errors="replace")
+    if done.returncode != 0 or tool_reports_disk_full(errors):
         detail = errors.strip().splitlines()
         reason = detail[-1] if detail else f"{command[0]} exited with {done.returncode}"
         if tool_failed_for_space(errors, folder):

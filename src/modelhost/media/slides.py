@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelhost.errors import StorageFull, tool_failed_for_space
+from modelhost.errors import StorageFull, tool_failed_for_space, tool_reports_disk_full
 
 SILENCE_MARKER = "[SILENCE]"
 EMU_PER_INCH = 914_400
@@ -177,10 +177,12 @@ async def run_command(
         # soffice may leave helpers in its group after the main process exits
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-    if proc.returncode != 0:
-        lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    errors = stderr.decode("utf-8", "replace")
+    # ffmpeg exits 0 when only its last write fails for want of space (a cut file): its words count, whatever the status
+    if proc.returncode != 0 or tool_reports_disk_full(errors):
+        lines = errors.strip().splitlines()
         reason = lines[-1] if lines else f"exit status {proc.returncode}"
-        if tool_failed_for_space(stderr.decode("utf-8", "replace"), tempfile.gettempdir()):  # the server's trouble
+        if tool_failed_for_space(errors, tempfile.gettempdir()):  # the server's trouble, not the deck's
             raise StorageFull.in_folder(tempfile.gettempdir(), f"the files {what} writes", reason)
         raise DeckError(f"{what} failed: {reason}", code="conversion_failed")
     return stdout
