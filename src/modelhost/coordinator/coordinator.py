@@ -467,14 +467,10 @@ class Coordinator:
         runtime = self.runtime.current
         live = [h for h in self._handles.values() if h is not handle and h.alive]
         plans = []
-        ram_budget = self.admission.ram_budget(runtime.memory_budget_bytes)
-        if ram_budget is not None:
-            occupants = [self._occupant(h, self._ram_planned(h), handle) for h in live]
-            fixed = self.supervisor.zygotes.reserved_bytes()
-            if start_zygote:
-                fixed += self._zygote_to_start(handle, interpreter)
-            need = self._ram_need(handle, interpreter, start_zygote)
-            plans.append(plan_room(need, ram_budget, fixed, occupants))
+        zygote = self._zygote_to_start(handle, interpreter) if start_zygote else 0
+        ram = self._ram_plan(self._ram_need(handle, interpreter, start_zygote), zygote, handle)
+        if ram is not None:
+            plans.append(ram)
         if handle.model.uses_gpu:
             device = device_key(handle.model.device)
             gpu_budget = self.admission.gpu_budget(device, runtime.gpu_memory_budget_bytes)
@@ -506,23 +502,23 @@ class Coordinator:
     def _occupant(self, other: WorkerHandle, used: int, wanting: WorkerHandle | None) -> Occupant:
         return Occupant(other.model.id, used, other.last_used, other.model.pinned, self._evictable(other, wanting))
 
-    def _zygote_plan(self, backend: str) -> Plan | None:
-        """The RAM plan for starting ``backend``'s zygote ahead of any load (a pinned model's prestart): it needs its
-        expected size beside the running zygotes (fixed) and the live workers at their peaks. None: no RAM budget."""
+    def _ram_plan(self, need: int, starting_zygote: int, wanting: WorkerHandle | None) -> Plan | None:
+        """The RAM plan for ``need`` bytes (None: no RAM budget): beside the zygotes (fixed: one importing at its
+        expected size, plus ``starting_zygote`` bytes for one this load starts) and the live workers but
+        ``wanting``'s, at their peaks (``_ram_planned``). A load's (``_plan``) and a zygote prestart's."""
         budget = self.admission.ram_budget(self.runtime.current.memory_budget_bytes)
         if budget is None:
             return None
-        live = [h for h in self._handles.values() if h.alive]
-        occupants = [self._occupant(h, self._ram_planned(h), None) for h in live]
-        need = self.supervisor.zygotes.expected_bytes(backend)
-        return plan_room(need, budget, self.supervisor.zygotes.reserved_bytes(), occupants)
+        live = [h for h in self._handles.values() if h is not wanting and h.alive]
+        occupants = [self._occupant(h, self._ram_planned(h), wanting) for h in live]
+        return plan_room(need, budget, self.supervisor.zygotes.reserved_bytes() + starting_zygote, occupants)
 
     async def _room_for_zygote(self, model: ModelEntry, backend: str) -> bool:
         """Make room for ``backend``'s zygote as a load would (evicting idle unpinned workers, least recently used
         first; never a pinned, busy or starting one) and say whether it fits; a prestart never waits (``wait``,
         ``pinned`` and ``never`` are all a no, with one log line)."""
         for _ in range(3):  # a victim that turned busy meanwhile is not evicted: plan again
-            plan = self._zygote_plan(backend)
+            plan = self._ram_plan(self.supervisor.zygotes.expected_bytes(backend), 0, None)  # beside what runs
             if plan is None or (plan.verdict == "fits" and not plan.victims):
                 return True
             if plan.verdict != "fits":
