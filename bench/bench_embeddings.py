@@ -9,10 +9,10 @@ Prints:
   each in its own virtualenv that the bench creates under ``~/.cache/modelhost-bench/venvs`` (``--venvs``), with
   ``torch==2.13.0`` pinned in the same pip command (a CPU build). A peer that cannot be installed is reported, with
   pip's reason, and skipped;
-* the floor of the design: the same one-sentence loop through ``bench/peers/floor_server.py`` — a bare uvicorn app
-  relaying the body over a Unix socket to a process running the worker's own encode, and nothing else — so that
-  modelhost's added latency can be read as "the machine's floor for an HTTP front and a separate model process"
-  plus modelhost's own code.
+* the floor of the design: the same one-sentence loop and the same 32 clients through ``bench/peers/floor_server.py``
+  — a bare uvicorn app relaying bodies over a Unix socket to a process that batches what has arrived through the
+  worker's own encode, and nothing else — so that modelhost's figures can be read as "the machine's floor for an
+  HTTP front and a separate model process" plus modelhost's own code.
 
 Every side uses one intra-op thread (the worker default). Run: ``make bench`` or ``python bench/bench_embeddings.py``.
 """
@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.server import ServerProcess  # noqa: E402
 
+CLIENT = "lean"  # the throughput load generator (--client): LeanClient, or "aiohttp"
 SENTENCES = [f"benchmark sentence {i}: the quick brown fox jumps over {i % 13} lazy dogs" for i in range(4096)]
 
 
@@ -215,7 +216,41 @@ def throughput(
 async def server_throughput(
     base_url: str, model: str, sentences: list[str], clients: int = 32, path: str = "/v1/embeddings", warm: bool = True
 ) -> float:
-    """Seconds for 32 concurrent clients to embed ``sentences``, one per request."""
+    """Seconds for 32 concurrent clients to embed ``sentences``, one per request: 32 keep-alive connections, each
+    sending its next request as soon as it has read the answer to the last one (``LeanClient``)."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+
+    def request(text: str) -> bytes:
+        body = json.dumps({"model": model, "input": text}).encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        return head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    async def run(texts: list[str], connections: int) -> None:
+        load = Load([request(text) for text in reversed(texts)], loop.create_future())  # popped from the end
+        opened = [await loop.create_connection(lambda: LeanClient(load), host, int(port)) for _ in range(connections)]
+        for _, client in opened:
+            client.next()
+        try:
+            await load.done
+        finally:
+            for transport, _ in opened:
+                transport.close()
+
+    if CLIENT == "aiohttp":
+        return await aiohttp_throughput(base_url, model, sentences, clients, path, warm)
+    if warm:
+        await run(["warm"] * 64, 1)
+    await run(["warm"] * clients, clients)
+    t = time.perf_counter()
+    await run(sentences, clients)
+    return time.perf_counter() - t
+
+
+async def aiohttp_throughput(
+    base_url: str, model: str, sentences: list[str], clients: int, path: str, warm: bool
+) -> float:
+    """``server_throughput`` with 32 aiohttp clients (``--client aiohttp``): the load generator of earlier runs."""
     import aiohttp
 
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -239,6 +274,66 @@ async def server_throughput(
         t = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
         return time.perf_counter() - t
+
+
+@dataclass
+class Load:
+    """The throughput load shared by its connections: the prepared requests left (sent from the end), how many are
+    being answered, and the future that ends the run (or fails it)."""
+
+    todo: list[bytes]
+    done: asyncio.Future[None]
+    in_flight: int = 0
+
+    def fail(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(why))
+
+
+class LeanClient(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the throughput load: sends the next prepared request as soon as it has
+    read the answer to the last one, and fails the load on any answer that is not a 200 with a ``content-length``
+    body. Far less CPU per request than an HTTP client library: on a 2-core machine the load generator's CPU is taken
+    from the server it measures, while the direct encode it is compared with has none (docs/benchmarks.md)."""
+
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        self.buffer = b""
+        self.busy = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport
+
+    def next(self) -> None:
+        load = self.load
+        if load.todo and self.transport is not None:
+            self.busy = True
+            load.in_flight += 1
+            self.transport.write(load.todo.pop())
+        elif load.in_flight == 0 and not load.done.done():
+            load.done.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].decode("latin-1").lower()
+        length = next((int(line[15:]) for line in head.split("\r\n") if line.startswith("content-length:")), None)
+        if length is None or not head.startswith(("http/1.1 200", "http/1.0 200")):
+            self.load.fail(f"unexpected answer: {head[:300]!r}")
+            return
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.buffer = self.buffer[end + 4 + length :]
+        self.busy = False
+        self.load.in_flight -= 1
+        self.next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.busy:
+            self.load.fail(f"connection lost with a request unanswered: {exc}")
 
 
 @dataclass
@@ -414,7 +509,7 @@ def measure(
 ) -> list[Measured]:
     """Latency and throughput of each server on ``ports``, interleaved with each other and with the direct call.
     ``batch_sizes`` (modelhost): each server's worker batch-size histogram so far, read around the 32-client part.
-    ``floor`` (port, its processes): the floor server, in the latency loop only — appended last, with no throughput."""
+    ``floor`` (port, its processes): the floor server, measured in the same loops, appended last."""
     lat = latency(
         direct,
         ports + ([floor[0]] if floor else []),
@@ -424,10 +519,11 @@ def measure(
         pids + ([floor[1]] if floor else []),
         own,
     )
-    server_tputs, direct_tput = [0.0 for _ in ports], 0.0
-    batching: list[dict[int, int] | None] = [None for _ in ports]
+    every = len(lat.served)
+    server_tputs, direct_tput = [0.0] * every, 0.0
+    batching: list[dict[int, int] | None] = [None] * every
     if tput:
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        urls = [f"http://127.0.0.1:{port}" for port in ports + ([floor[0]] if floor else [])]
         before = [get() for get in batch_sizes] if batch_sizes else None
         server_tputs, direct_tput = throughput(direct, urls, model, args.sentences, args.rounds, path)
         if batch_sizes and before is not None:
@@ -436,11 +532,7 @@ def measure(
             batching = [
                 {size: count - was.get(size, 0) for size, count in get().items() if count > was.get(size, 0)}
                 for get, was in zip(batch_sizes, before, strict=True)
-            ]
-    if floor:
-        server_tputs.append(0.0)
-        batching.append(None)
-    every = len(lat.served)
+            ] + [None] * (every - len(batch_sizes))
     own_cpu: list[float | None] = [None] * every if lat.own_cpu_added_ms is None else [*lat.own_cpu_added_ms]
     splits: list[list[float] | None] = [None] * every if lat.split_ms is None else [*lat.split_ms]
     return [
@@ -514,7 +606,15 @@ def main() -> None:
         help="a checkout of another modelhost version (e.g. a git worktree of an older commit): measured beside "
         "this one, interleaved, as the before of a change",
     )
+    parser.add_argument(
+        "--client",
+        choices=("lean", "aiohttp"),
+        default="lean",
+        help="the 32-client load generator: LeanClient (prepared requests on raw keep-alive connections), or aiohttp",
+    )
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
     peers = [PEERS[name] for name in args.peers.split(",") if name]
     load_before = os.getloadavg()
 
@@ -580,7 +680,7 @@ def main() -> None:
                 peer_results[peer.name] = f"did not run: {exc}"
     load_after = os.getloadavg()
 
-    print("== embeddings: modelhost vs direct library call (1 intra-op thread each; interleaved) ==")
+    print(f"== embeddings: modelhost vs direct library call (1 intra-op thread each; interleaved; {CLIENT} client) ==")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} cores)")
     print(latency_line("sentence-transformers", st))
     print(latency_line("onnx int8", onnx))
@@ -591,6 +691,13 @@ def main() -> None:
     print(f"worker batching during the 32 clients: {batching_line(st.batching)}")
     print(floor_line(st_all[-1], st, own=True))
     print(floor_line(onnx_all[-1], onnx, own=False))
+    st_floor = st_all[-1]
+    floor_ratio = st_floor.throughput / st_floor.direct_throughput
+    print(
+        f"floor throughput, 32 concurrent clients x 1 sentence: {st_floor.throughput:.0f} sent/s -> ratio "
+        f"{floor_ratio:.3f}; modelhost's ratio / the floor's = "
+        f"{st.throughput / st.direct_throughput / floor_ratio:.3f}x"
+    )
     if args.baseline:
         st_base, onnx_base = st_all[1], onnx_all[1]
         print(f"-- baseline {args.baseline}, measured in the same loops --")

