@@ -678,6 +678,9 @@ def main() -> None:
                 peer_results[peer.name] = run_peer(peer, venv, direct, args, Path(tmp))
             except (RuntimeError, subprocess.CalledProcessError, OSError, AssertionError) as exc:
                 peer_results[peer.name] = f"did not run: {exc}"
+    from bench.peers.round_trip import round_trip
+
+    trip50, trip90 = round_trip(free_port())
     load_after = os.getloadavg()
 
     print(f"== embeddings: modelhost vs direct library call (1 intra-op thread each; interleaved; {CLIENT} client) ==")
@@ -691,6 +694,10 @@ def main() -> None:
     print(f"worker batching during the 32 clients: {batching_line(st.batching)}")
     print(floor_line(st_all[-1], st, own=True))
     print(floor_line(onnx_all[-1], onnx, own=False))
+    print(
+        f"the machine's part of the floor: client -> TCP -> relay -> Unix socket -> echo and back (no HTTP, no event "
+        f"loop; bench/peers/round_trip.py): p50 {trip50 * 1e3:.3f} ms, p90 {trip90 * 1e3:.3f} ms"
+    )
     st_floor = st_all[-1]
     floor_ratio = st_floor.throughput / st_floor.direct_throughput
     print(
