@@ -101,8 +101,8 @@ def test_audio_streams_in_chunks(server: ServerProcess) -> None:
 
 
 def test_openai_names_resolve_without_a_second_worker(client: OpenAI, server: ServerProcess) -> None:
-    # tts-1 / tts-1-hd are aliases of the hibari entry and OpenAI's voices pick its default voice.
-    for model in ("tts-1", "tts-1-hd", MODEL):
+    # tts-1 / tts-1-hd / gpt-4o-mini-tts are aliases of the hibari entry and OpenAI's voices pick its default voice.
+    for model in ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", MODEL):
         audio = client.audio.speech.create(model=model, input="Hello there.", voice="alloy", response_format="wav")
         assert audio.content[:4] == b"RIFF"
     workers = [w["model"] for w in server.health()["workers"]]

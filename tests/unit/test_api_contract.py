@@ -182,6 +182,22 @@ def test_bad_json_fields_are_400_with_a_code(
         assert error["code"] == code
 
 
+def test_several_problems_are_named_in_one_answer(client: TestClient) -> None:
+    """The first problem is the error's ``param``; the message names where the others are, so that one round trip
+    can fix them all."""
+    message = {"role": "user", "content": "x"}
+    tool = {"type": "function", "function": {"name": "f"}}
+    body = {"model": "m", "messages": [message], "logprobs": True, "top_logprobs": 2, "tools": [tool]}
+    error = error_of(client.post("/v1/chat/completions", json=body), 400)
+    assert error["param"] == "logprobs"
+    assert error["message"].endswith("(and 2 more problems: 'tools', 'top_logprobs')"), error["message"]
+    two = error_of(client.post("/v1/chat/completions", json={**body, "tools": None, "logprobs": None}), 400)
+    assert two["param"] == "top_logprobs"
+    assert "more problem" not in two["message"]
+    one_more = error_of(client.post("/v1/audio/speech", json={"model": "tts-1", "input": " ", "speed": 9}), 400)
+    assert one_more["message"].endswith("(and 1 more problem: 'speed')"), one_more["message"]
+
+
 @pytest.mark.parametrize(
     ("path", "raw"),
     [
@@ -241,6 +257,8 @@ def test_openai_aliases_are_listed_and_resolve_to_the_same_entry(client: TestCli
     listed = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert listed["whisper-1"]["alias_of"] == "whisper-base"
     assert listed["tts-1"]["alias_of"] == listed["tts-1-hd"]["alias_of"] == "hibari"
+    assert listed["gpt-4o-mini-tts"]["alias_of"] == "hibari"
+    assert listed["gpt-4o-transcribe"]["alias_of"] == listed["gpt-4o-mini-transcribe"]["alias_of"] == "whisper-base"
     assert client.get("/v1/models/whisper-1").json()["alias_of"] == "whisper-base"
     only_tts = {m["id"] for m in client.get("/v1/models", params={"task": "text-to-speech"}).json()["data"]}
     assert {"tts-1", "tts-1-hd"} <= only_tts

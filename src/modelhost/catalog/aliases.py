@@ -12,8 +12,11 @@ from modelhost.catalog.store import Catalog
 #: alias → (task, model id)
 ALIASES: dict[str, tuple[str, str]] = {
     "whisper-1": ("speech-recognition", "whisper-base"),
+    "gpt-4o-transcribe": ("speech-recognition", "whisper-base"),
+    "gpt-4o-mini-transcribe": ("speech-recognition", "whisper-base"),
     "tts-1": ("text-to-speech", "hibari"),
     "tts-1-hd": ("text-to-speech", "hibari"),
+    "gpt-4o-mini-tts": ("text-to-speech", "hibari"),  # its ``instructions`` are accepted and ignored
 }
 
 

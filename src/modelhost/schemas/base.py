@@ -79,15 +79,21 @@ def _is_type_tag(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or part.startswith(tags))
 
 
+def _param_of(error: Any) -> str | None:
+    """The parameter a validation error is about (``messages.0.content``), without where the value was (body,
+    query, form) and without pydantic's names of union members."""
+    parts = list(error.get("loc", ()))
+    if parts and parts[0] in _WHERE:
+        parts = parts[1:]  # where the value was; only the first item (a body field may be named "query")
+    return ".".join(str(p) for p in parts if not _is_type_tag(p)) or None
+
+
 def describe_errors(errors: Sequence[Any]) -> tuple[str, str | None, str]:
     """Pydantic (or FastAPI) validation errors → ``(message, param, code)`` for the error envelope."""
     if not errors:
         return "invalid request", None, DEFAULT_CODE
     first = errors[0]
-    parts = list(first.get("loc", ()))
-    if parts and parts[0] in _WHERE:
-        parts = parts[1:]  # where the value was; only the first item (a body field may be named "query")
-    param = ".".join(str(p) for p in parts if not _is_type_tag(p)) or None
+    param = _param_of(first)
     kind = first.get("type")
     context = first.get("ctx") or {}
     code = context.get("code") or _CODES_BY_TYPE.get(kind, DEFAULT_CODE)
@@ -100,7 +106,11 @@ def describe_errors(errors: Sequence[Any]) -> tuple[str, str | None, str]:
         return f"missing required parameter {param!r}", param, code
     if kind == "extra_forbidden":
         return f"unsupported parameter {param!r}: this server does not implement it", param, code
-    extra = f" ({len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    extra = ""
+    if len(errors) > 1:  # name where the others are, so that one round trip can fix them all
+        others = sorted({name for error in errors[1:] if (name := _param_of(error))} - {param})
+        where = ": " + ", ".join(repr(name) for name in others[:5]) + (", …" if len(others) > 5 else "")
+        extra = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}{where if others else ''})"
     if kind == "modelhost":
         return msg + extra, param, code
     return (f"{param}: {msg}" if param else msg) + extra, param, code
