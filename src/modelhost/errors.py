@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 #: ``OSError`` numbers of a full disk and of a used-up quota (answered 507 ``storage_full``, see ``StorageFull``).
@@ -27,6 +28,27 @@ def is_disk_full(exc: BaseException) -> bool:
 def tool_reports_disk_full(stderr: str) -> bool:
     """Whether a tool's error output (ffmpeg, soffice, pdftoppm) reports the same: the C library's words for it."""
     return any(os.strerror(number) in stderr for number in DISK_FULL)
+
+
+#: An absolute path in a tool's words: the server's own temporary names, which mean nothing to a client.
+_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s:'\",/]+/)*[^\s:'\",/]+")
+
+
+def tool_reason(stderr: str, fallback: str, paths: Iterable[str | os.PathLike[str]] = ()) -> str:
+    """What a tool's failure says, fit for a client: the last line of its error output (``fallback`` when there is
+    none) without the server's paths. ffmpeg opens its line with the input's path (``/srv/data/tmp/uploads/…/upload-x:
+    Invalid data found when processing input``): that prefix goes; ``paths`` (the tool's arguments: those that are
+    absolute paths, which may hold spaces) and any other absolute path in the line become ``<file>``."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return fallback
+    line = lines[-1]
+    for path in sorted((os.fspath(p) for p in paths if os.path.isabs(p)), key=len, reverse=True):
+        line = line.removeprefix(f"{path}: ").replace(path, "<file>")
+    leading = _PATH.match(line)
+    if leading is not None and line[leading.end() :].startswith(": "):
+        line = line[leading.end() + 2 :]
+    return _PATH.sub("<file>", line) or fallback
 
 
 #: Less free space than this where a failed tool wrote means the disk was full, not the input broken.

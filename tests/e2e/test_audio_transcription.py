@@ -184,6 +184,11 @@ def test_corrupt_upload_is_415_and_bad_fields_400(server: ServerProcess, talks: 
         )
         assert corrupt.status_code == 415, corrupt.text
         assert corrupt.json()["error"]["code"] == "invalid_audio"
+        # ffmpeg's words without the server's temporary path it opens its line with
+        message = corrupt.json()["error"]["message"]
+        assert message.endswith(": Invalid data found when processing input"), message
+        assert "/" not in message, message
+        assert "upload-" not in message, message
         fmt = http.post(
             "/v1/audio/transcriptions",
             data={"model": MODEL, "response_format": "xml"},

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelhost.errors import BadInput
+from modelhost.errors import BadInput, tool_reason
 from modelhost.media.audio import SAMPLE_RATE, audio_windows, decode_audio, quiet_cut
 
 
@@ -69,3 +69,32 @@ def test_max_seconds_still_refuses_audio_that_is_too_long(tmp_path: Path) -> Non
     with pytest.raises(BadInput) as refused:
         list(audio_windows(path, window_seconds=4.0, max_seconds=6.0))
     assert refused.value.code == "audio_too_long"
+
+
+def test_an_undecodable_file_is_invalid_audio_in_ffmpegs_words_without_the_servers_path(tmp_path: Path) -> None:
+    """ffmpeg opens its error line with the path it was given (a temporary upload name on the server): the client
+    reads its words, not the path."""
+    garbage = tmp_path / "spool" / "upload-x1y2z3"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"\x00\x01not audio" * 50)
+    with pytest.raises(BadInput) as refused:
+        list(audio_windows(garbage))
+    assert refused.value.code == "invalid_audio"
+    assert refused.value.message == (
+        "the uploaded file could not be decoded as audio: Invalid data found when processing input"
+    )
+
+
+@pytest.mark.parametrize(
+    ("stderr", "paths", "reason"),
+    [
+        ("/srv/d/tmp/uploads/1-ab/upload-x: Invalid data found", (), "Invalid data found"),
+        ("[mov @ 0x55d0] moov atom not found\n/srv/My Data/x: Invalid data", ("/srv/My Data/x",), "Invalid data"),
+        ("Couldn't open file '/srv/x/in.pdf': No such file", (), "Couldn't open file '<file>': No such file"),
+        ("Output file #0 does not contain any stream\n\n", (), "Output file #0 does not contain any stream"),
+        ("aspect 16/9, 1/2 speed", ("relative/arg",), "aspect 16/9, 1/2 speed"),
+        ("", (), "fallback"),
+    ],
+)  # fmt: skip
+def test_tool_reason_is_the_last_line_without_the_servers_paths(stderr: str, paths: tuple[str], reason: str) -> None:
+    assert tool_reason(stderr, "fallback", paths) == reason

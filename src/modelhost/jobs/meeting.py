@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelhost.errors import InvalidRequest, StorageFull, UnsupportedMediaType, tool_reports_disk_full
+from modelhost.errors import InvalidRequest, StorageFull, UnsupportedMediaType, tool_reason, tool_reports_disk_full
 from modelhost.jobs import inference
 from modelhost.jobs.pipeline import Pipeline, StepContext, bounded_gather
 from modelhost.jobs.transcript import (
@@ -121,8 +121,7 @@ async def decode(ctx: StepContext) -> dict[str, Any]:
                 into=target, what="the decoded audio",
             )  # fmt: skip
         if returncode != 0:
-            lines = errors.strip().splitlines()
-            reason = lines[-1] if lines else f"ffmpeg exited with {returncode}"
+            reason = tool_reason(errors, f"ffmpeg exited with {returncode}", [source])
             raise UnsupportedMediaType(
                 f"the uploaded file could not be decoded as audio: {reason}", param="file", code="invalid_audio"
             )

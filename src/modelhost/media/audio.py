@@ -18,7 +18,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from modelhost.errors import BackendFault, BadInput, StorageFull, tool_reports_disk_full
+from modelhost.errors import BackendFault, BadInput, StorageFull, tool_reason, tool_reports_disk_full
 from modelhost.media.cuts import quietest_centre
 
 if TYPE_CHECKING:
@@ -86,17 +86,16 @@ def _too_long(seconds: float, max_seconds: float) -> BadInput:
     )
 
 
-def _undecodable(stderr: bytes, returncode: int) -> BadInput:
-    detail = stderr.decode("utf-8", "replace").strip().splitlines()
-    reason = detail[-1] if detail else f"ffmpeg exited with {returncode}"
+def _undecodable(stderr: bytes, returncode: int, path: Path) -> BadInput:
+    reason = tool_reason(stderr.decode("utf-8", "replace"), f"ffmpeg exited with {returncode}", [path])
     return BadInput(
         f"the uploaded file could not be decoded as audio: {reason}", param="file", status=415, code="invalid_audio"
     )
 
 
-def _no_audio(stderr: bytes) -> BadInput:
-    detail = stderr.decode("utf-8", "replace").strip().splitlines()
-    reason = f" (ffmpeg: {detail[-1]})" if detail else ""
+def _no_audio(stderr: bytes, path: Path) -> BadInput:
+    detail = tool_reason(stderr.decode("utf-8", "replace"), "", [path])
+    reason = f" (ffmpeg: {detail})" if detail else ""
     return BadInput(
         "the uploaded file is not empty but holds no decodable audio: no audio stream, or a truncated or "
         f"unsupported container{reason}",
@@ -135,9 +134,9 @@ def audio_windows(
                 returncode = proc.wait()
                 errors.seek(0)
                 if returncode != 0:
-                    raise _undecodable(errors.read(), returncode)
+                    raise _undecodable(errors.read(), returncode, path)
                 if total == 0:  # e.g. mp4 whose index ffmpeg could not reach: it logs and exits 0
-                    raise _no_audio(errors.read())
+                    raise _no_audio(errors.read(), path)
             finally:
                 if proc.poll() is None:
                     proc.kill()

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelhost.errors import BackendFault, BadInput, StorageFull, tool_failed_for_space, tool_reports_disk_full
+from modelhost.errors import (
+    BackendFault,
+    BadInput,
+    StorageFull,
+    tool_failed_for_space,
+    tool_reason,
+    tool_reports_disk_full,
+)
 from modelhost.media.images import too_many_pages
 
 if TYPE_CHECKING:
@@ -87,8 +94,7 @@ def _run(command: list[str], folder: Path) -> str:
         ) from None
     errors = done.stderr.decode(errors="replace")
     if done.returncode != 0 or tool_reports_disk_full(errors):
-        detail = errors.strip().splitlines()
-        reason = detail[-1] if detail else f"{command[0]} exited with {done.returncode}"
+        reason = tool_reason(errors, f"{command[0]} exited with {done.returncode}", command[1:])
         if tool_failed_for_space(errors, folder):
             raise StorageFull.in_folder(folder.parent, f"the pages {command[0]} renders", reason)
         raise BadInput(f"the PDF could not be read: {reason}", param="file", code="invalid_pdf")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelhost.errors import StorageFull, tool_failed_for_space, tool_reports_disk_full
+from modelhost.errors import StorageFull, tool_failed_for_space, tool_reason, tool_reports_disk_full
 
 SILENCE_MARKER = "[SILENCE]"
 EMU_PER_INCH = 914_400
@@ -180,8 +180,7 @@ async def run_command(
     errors = stderr.decode("utf-8", "replace")
     # ffmpeg exits 0 when only its last write fails for want of space (a cut file): its words count, whatever the status
     if proc.returncode != 0 or tool_reports_disk_full(errors):
-        lines = errors.strip().splitlines()
-        reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        reason = tool_reason(errors, f"exit status {proc.returncode}", args[1:])
         if tool_failed_for_space(errors, tempfile.gettempdir()):  # the server's trouble, not the deck's
             raise StorageFull.in_folder(tempfile.gettempdir(), f"the files {what} writes", reason)
         raise DeckError(f"{what} failed: {reason}", code="conversion_failed")
