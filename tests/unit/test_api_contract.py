@@ -160,6 +160,8 @@ def test_empty_form_fields_count_as_not_given(client: TestClient) -> None:
         ("/v1/embeddings", {"model": "m", "input": "a", "dimensions": 0}, "dimensions", "invalid_parameter"),
         ("/v1/rerank", {"query": " ", "documents": ["d"]}, "query", "empty_input"),
         ("/v1/rerank", {"query": "q", "documents": []}, "documents", "empty_input"),
+        ("/v1/rerank", {"query": "q", "documents": ["a", {"title": "b"}]}, "documents.1", "invalid_parameter"),
+        ("/v1/rerank", {"query": "q", "documents": [7]}, "documents.0", "invalid_parameter"),
         ("/v1/chat/completions", {"model": "m", "messages": []}, "messages", "empty_messages"),
         ("/v1/chat/completions", {"model": "m", "messages": [{"role": "tool", "content": "x"}]}, None, None),
         ("/v1/completions", {"model": "m", "prompt": ""}, "prompt", "empty_prompt"),

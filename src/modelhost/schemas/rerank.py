@@ -33,6 +33,22 @@ class RerankRequest(TaskModel):
             raise invalid("input_too_long", f"'query' has more than {MAX_CHARS} characters")
         return value
 
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _document_shapes(cls, value: object) -> object:
+        """One answer for an item of neither shape (pydantic would list what each member of the union found)."""
+        if isinstance(value, list):
+            for i, document in enumerate(value):
+                if not isinstance(document, str) and not (
+                    isinstance(document, dict) and isinstance(document.get("text"), str)
+                ):
+                    raise invalid(
+                        "invalid_parameter",
+                        f"documents[{i}] must be a string or an object with a string 'text'",
+                        param=str(i),
+                    )
+        return value
+
     @field_validator("documents")
     @classmethod
     def _documents(cls, value: list[str | RerankDocument]) -> list[str | RerankDocument]:
