@@ -91,7 +91,9 @@ class Direct:
 
         times: dict[str, float] = {}
         started = time.perf_counter()
-        segments, _ = self.whisper.transcribe(decode_audio(audio), language="en", beam_size=5, word_timestamps=True)
+        segments, _ = self.whisper.transcribe(
+            decode_audio(audio), language="en", beam_size=5, word_timestamps=True, vad_filter=True
+        )  # as the worker does by default
         [w for s in segments for w in (s.words or ())]
         times["faster-whisper"] = time.perf_counter() - started
         started = time.perf_counter()
