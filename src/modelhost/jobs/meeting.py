@@ -107,7 +107,7 @@ async def _ffmpeg(*args: str, into: Path, what: str) -> tuple[int, str]:
             await process.wait()
     errors = output.decode("utf-8", "replace")
     if tool_reports_disk_full(errors):  # the server's disk, not the upload
-        raise StorageFull.in_folder(into.parent, what, errors.strip().splitlines()[-1])
+        raise StorageFull.in_folder(into.parent, what, tool_reason(errors, "no space left", [*args, into]))
     return process.returncode or 0, errors
 
 

@@ -282,7 +282,7 @@ def encode_pcm16(pcm: bytes, sample_rate: int, fmt: str, timeout: float = 120.0)
         # ffmpeg 5 exits 0 when the disk fills under its output ("Error writing trailer of …: No space left on
         # device"), leaving an empty file: read its words, not only its exit status (never an empty 200).
         if tool_reports_disk_full(errors):
-            reason = errors.strip().splitlines()[-1]
+            reason = tool_reason(errors, "no space left", command[1:])
             raise StorageFull.in_folder(tempfile.gettempdir(), f"the {fmt} audio ffmpeg encodes", reason)
         if proc.returncode != 0:
             raise RuntimeError(f"ffmpeg could not encode {fmt}: {errors[-500:]}")

@@ -109,8 +109,8 @@ def describe_errors(errors: Sequence[Any]) -> tuple[str, str | None, str]:
     extra = ""
     if len(errors) > 1:  # name where the others are, so that one round trip can fix them all
         others = sorted({name for error in errors[1:] if (name := _param_of(error))} - {param})
-        where = ": " + ", ".join(repr(name) for name in others[:5]) + (", …" if len(others) > 5 else "")
-        extra = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}{where if others else ''})"
+        where = f": {', '.join(repr(name) for name in others[:5])}{', …' if len(others) > 5 else ''}" if others else ""
+        extra = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}{where})"
     if kind == "modelhost":
         return msg + extra, param, code
     return (f"{param}: {msg}" if param else msg) + extra, param, code
